@@ -1,0 +1,137 @@
+"""The embedded provider: each service is a local process in a session of its own.
+
+A signal goes to all of the service's processes, as ``docker kill``/``pause`` act on a whole
+container: postgres' backends and nginx's workers go with their parent.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .procs import service_processes, signal_service
+from .reaper import Reaper
+from .service import ServiceContext, ServiceSpec
+from .wait import StackError, wait_until
+
+
+class LocalService:
+    def __init__(self, spec: ServiceSpec, ctx: ServiceContext, reaper: Reaper, log_path: Path,
+                 start_timeout_s: float, stop_grace_s: float) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.name = spec.name
+        self._reaper = reaper
+        self.log_path = log_path
+        self.start_timeout_s = start_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self._proc: subprocess.Popen | None = None
+        self.paused = False
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def describe(self) -> dict:
+        return {"provider": "local", "pid": self.pid, "pgid": self.pid, "port": self.ctx.port,
+                "command": self.spec.argv(self.ctx)[0], "running": self.running, "paused": self.paused,
+                "user": self.ctx.run_as}
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.running:
+            raise StackError(f"{self.name} is already running (pid {self.pid})")
+        self.spec.prepare(self.ctx)
+        env = {**os.environ, **self.spec.env(self.ctx)}
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- fulsk-chaos: starting {self.name} at {time.strftime('%H:%M:%S')} ---\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self.spec.argv(self.ctx), env=env, cwd=self.ctx.workdir, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, user=self.ctx.run_as)
+        self._reaper.watch(self._proc.pid)
+        self.paused = False
+
+    def wait_healthy(self, timeout_s: float | None = None) -> float:
+        """Block until the service passes its own check; return how long that took."""
+        start = time.monotonic()
+
+        def died() -> str | None:
+            if self._proc is not None and self._proc.poll() is not None:
+                return f"exited with {self._proc.returncode}; log:\n{self.log_tail()}"
+            return None
+
+        wait_until(lambda: self.spec.check(self.ctx), timeout_s or self.start_timeout_s,
+                   f"{self.name} on 127.0.0.1:{self.ctx.port}", abort=died)
+        self.spec.after_start(self.ctx)
+        return time.monotonic() - start
+
+    def send_signal(self, sig: int) -> None:
+        if self._proc is None:
+            raise StackError(f"{self.name} was never started")
+        signal_service(self._proc.pid, sig)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """As ``docker kill -s``: SIGKILL takes every process at once; another signal goes to the main one."""
+        if sig == signal.SIGKILL:
+            self.send_signal(sig)
+            self._reap(self.stop_grace_s)
+        elif self._proc is not None:
+            os.kill(self._proc.pid, sig)
+
+    def pause(self) -> None:
+        self.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """The service's own stop signal, then SIGKILL after the grace period (as ``docker stop``)."""
+        if self._proc is None:
+            return
+        if self.paused:
+            self.resume()
+        if self.running:
+            try:
+                os.kill(self._proc.pid, self.spec.stop_signal)
+            except ProcessLookupError:
+                pass
+            try:
+                self._proc.wait(timeout=self.stop_grace_s if grace_s is None else grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self._reap(self.stop_grace_s)
+
+    def _reap(self, timeout_s: float) -> None:
+        """Kill whatever is left of the group and wait until nothing of it runs."""
+        assert self._proc is not None
+        pid = self._proc.pid
+
+        def all_gone() -> None:
+            if left := signal_service(pid, signal.SIGKILL):
+                raise RuntimeError(f"pids {left} still running")
+
+        wait_until(all_gone, timeout_s, f"{self.name}'s processes to exit")
+        self._proc.wait(timeout=timeout_s)
+        self._reaper.forget(pid)
+        self.paused = False
+
+    def restart(self) -> float:
+        self.stop()
+        self.start()
+        return self.wait_healthy()

@@ -1,0 +1,100 @@
+"""What a service is, whatever runs it: how to prepare, start, check and stop it.
+
+A spec is provider-agnostic (the same command, environment, ports, data directory and health
+check drive a local process or a container); a provider turns it into something running.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from ..config import Config
+from .wait import StackError
+
+DB_USER = "fulsk_user"  # the ops guide's database user
+DB_NAME = "fulsk"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A Toxiproxy proxy on one dependency edge: clients of ``upstream`` connect to ``listen``."""
+    name: str
+    client: str
+    upstream: str
+    listen: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Who listens where. Everything is on 127.0.0.1."""
+    ports: dict[str, int]
+    edges: dict[str, Edge]
+    db_password: str
+
+    def edge_port(self, name: str) -> int:
+        return self.edges[name].listen
+
+    def dsn(self, port: int | None = None, dbname: str = DB_NAME) -> str:
+        return (f"postgresql://{DB_USER}:{self.db_password}@127.0.0.1:"
+                f"{port or self.ports['postgres']}/{dbname}")
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    topology: Topology
+    config: Config
+    workdir: Path
+    fixtures: Path
+    run_as: str | None = None  # a user to drop to when we are root and the server refuses root
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return self.topology.ports[self.name]
+
+
+class ServiceSpec:
+    name: ClassVar[str]
+    stop_signal: ClassVar[int] = signal.SIGTERM
+    user_when_root: ClassVar[str | None] = None  # servers that refuse to run as root
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        """Write configuration and initialise data; called before every start, so idempotent."""
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, ctx: ServiceContext) -> dict[str, str]:
+        return {}
+
+    def check(self, ctx: ServiceContext) -> None:
+        """Raise unless the service answers its own protocol correctly."""
+        raise NotImplementedError
+
+    def after_start(self, ctx: ServiceContext) -> None:
+        """Runs once the check passes, on every start (e.g. re-create state kept only in memory)."""
+
+
+def find_binary(name: str, *candidates: str) -> str:
+    for candidate in (shutil.which(name), *candidates):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise StackError(f"{name} not found on PATH nor in {', '.join(candidates) or 'the usual places'}: "
+                     f"run `bash scripts/bootstrap.sh` (it installs the local stack's servers)")
+
+
+def hand_over(path: Path, user: str | None) -> None:
+    """Give a service's directory to the unprivileged user it will run as."""
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)

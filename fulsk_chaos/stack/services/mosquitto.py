@@ -1,0 +1,57 @@
+"""Mosquitto 2: the inverters' broker, persistent so QoS 1 messages queue while the backend is away."""
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ..service import ServiceContext, ServiceSpec, find_binary, hand_over
+
+_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {workdir}/
+autosave_interval 10
+# Messages for a disconnected or slow persistent session queue here instead of being dropped.
+max_queued_messages 100000
+max_inflight_messages 100
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+connection_messages true
+"""
+
+
+def mqtt_ping(port: int, timeout_s: float = 2.0) -> None:
+    """A full MQTT CONNECT/CONNACK exchange, so 'healthy' means the broker speaks MQTT."""
+    connected = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    client.connect("127.0.0.1", port, keepalive=5)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not connected.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no CONNACK within {timeout_s:g} s")
+            client.loop(timeout=0.05)
+    finally:
+        client.disconnect()
+
+
+class Mosquitto(ServiceSpec):
+    name = "mqtt"
+    user_when_root = "mosquitto"
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        (ctx.workdir / "mosquitto.conf").write_text(_CONF.format(port=ctx.port, workdir=ctx.workdir))
+        hand_over(ctx.workdir, ctx.run_as)
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(ctx.workdir / "mosquitto.conf")]
+
+    def check(self, ctx: ServiceContext) -> None:
+        mqtt_ping(ctx.port)

@@ -1,0 +1,61 @@
+"""PostgreSQL 15: the production database (TimescaleDB is used by the backend when present)."""
+from __future__ import annotations
+
+import glob
+import signal
+
+import psycopg
+
+from ..service import DB_NAME, DB_USER, ServiceContext, ServiceSpec, find_binary, hand_over
+
+
+def _bindir_candidates(tool: str) -> list[str]:
+    return sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), reverse=True)
+
+
+class Postgres(ServiceSpec):
+    name = "postgres"
+    stop_signal = signal.SIGINT  # fast shutdown, as the official image's STOPSIGNAL
+    user_when_root = "postgres"
+
+    def data_dir(self, ctx: ServiceContext):
+        return ctx.workdir / "data"
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        data = self.data_dir(ctx)
+        if (data / "PG_VERSION").exists():
+            return
+        import subprocess
+        pwfile = ctx.workdir / "pwfile"
+        pwfile.write_text(ctx.topology.db_password + "\n")
+        hand_over(ctx.workdir, ctx.run_as)
+        initdb = find_binary("initdb", *_bindir_candidates("initdb"))
+        result = subprocess.run(
+            [initdb, "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
+             "--auth-local=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            user=ctx.run_as, capture_output=True, text=True)
+        pwfile.unlink()
+        if result.returncode != 0:
+            from ..wait import StackError
+            raise StackError(f"initdb failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [find_binary("postgres", *_bindir_candidates("postgres")),
+                "-D", str(self.data_dir(ctx)), "-p", str(ctx.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                "-c", "max_connections=100", "-c", "shared_buffers=128MB",
+                "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "wal_level=replica",
+                "-c", "log_min_messages=warning", "-c", "log_connections=off"]
+
+    def env(self, ctx: ServiceContext) -> dict[str, str]:
+        return {"LC_ALL": "C"}
+
+    def check(self, ctx: ServiceContext) -> None:
+        with psycopg.connect(ctx.topology.dsn(dbname="postgres"), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+    def after_start(self, ctx: ServiceContext) -> None:
+        with psycopg.connect(ctx.topology.dsn(dbname="postgres"), connect_timeout=5,
+                             autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{DB_USER}"')

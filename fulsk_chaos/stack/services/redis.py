@@ -1,0 +1,25 @@
+"""Redis 7: the cache."""
+from __future__ import annotations
+
+import redis
+
+from ..service import ServiceContext, ServiceSpec, find_binary
+
+
+class Redis(ServiceSpec):
+    name = "redis"
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [find_binary("redis-server", "/usr/bin/redis-server"),
+                "--port", str(ctx.port), "--bind", "127.0.0.1", "--dir", str(ctx.workdir),
+                "--daemonize", "no", "--save", "300 10", "--dbfilename", "dump.rdb",
+                "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",
+                "--loglevel", "warning", "--logfile", ""]
+
+    def check(self, ctx: ServiceContext) -> None:
+        client = redis.Redis(host="127.0.0.1", port=ctx.port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            if not client.ping():
+                raise RuntimeError("PING not answered with PONG")
+        finally:
+            client.close()

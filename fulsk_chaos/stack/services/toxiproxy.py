@@ -1,0 +1,29 @@
+"""Toxiproxy: one proxy on every dependency edge, where network faults are injected."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...toxiproxy import ToxiproxyClient
+from ..service import ServiceContext, ServiceSpec, find_binary
+
+
+class Toxiproxy(ServiceSpec):
+    name = "toxiproxy"
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [find_binary("toxiproxy-server", "/usr/local/bin/toxiproxy-server",
+                            str(Path.home() / "go/bin/toxiproxy-server")),
+                "-host", "127.0.0.1", "-port", str(ctx.port)]
+
+    def env(self, ctx: ServiceContext) -> dict[str, str]:
+        return {"LOG_LEVEL": "warn"}
+
+    def check(self, ctx: ServiceContext) -> None:
+        ToxiproxyClient(ctx.port, timeout_s=2).version()
+
+    def after_start(self, ctx: ServiceContext) -> None:
+        ports = ctx.topology.ports
+        ToxiproxyClient(ctx.port).populate([
+            {"name": e.name, "listen": f"127.0.0.1:{e.listen}", "upstream": f"127.0.0.1:{ports[e.upstream]}",
+             "enabled": True}
+            for e in ctx.topology.edges.values()])

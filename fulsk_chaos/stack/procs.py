@@ -63,3 +63,18 @@ def listening_ports() -> set[int]:
             if parts[3] == "0A":  # TCP_LISTEN
                 ports.add(int(parts[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def identity(pid: int) -> tuple[int, int] | None:
+    """(pid, start time): names a process even after its pid is reused. None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
+
+
+def survivors(identities: set[tuple[int, int]]) -> list[int]:
+    """Which of these processes still run."""
+    return sorted(pid for pid, start in identities if identity(pid) == (pid, start))

@@ -1,0 +1,114 @@
+"""The reference backend keeps the production contract: ingest, API, cache, live feed, metrics."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+import redis
+import requests
+from aiohttp import ClientSession, WSMsgType
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fulsk_chaos.checks import read_stored
+from fulsk_chaos.probes import Fleet
+from fulsk_chaos.stack.wait import wait_until
+
+
+def publish(stack, payloads: list[dict]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+    client.connect("127.0.0.1", stack.endpoints.mqtt_port)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            topic = f"fulsk/inverters/{payload['inverter_id']}/telemetry"
+            client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(timeout=5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def reading(inverter: str, seq: int, ts: float, power: float = 1000.0) -> dict:
+    return {"inverter_id": inverter, "site_id": "site-t", "seq": seq, "ts": ts, "power_w": power,
+            "energy_wh": power / 3600}
+
+
+@pytest.fixture
+def api(stack):
+    base = stack.endpoints.frontend_url
+
+    def get(path: str, **kw) -> requests.Response:
+        return requests.get(base + path, timeout=5, **kw)
+    return get
+
+
+def test_a_redelivered_reading_is_stored_once(stack, api):
+    inverter = f"dup-{time.monotonic_ns()}"
+    now = time.time()
+    publish(stack, [reading(inverter, 1, now), reading(inverter, 1, now), reading(inverter, 2, now + 1)])
+    stored = wait_until(lambda: _stored(stack, inverter, 2), 10, "two readings stored")
+    assert stored == {(inverter, 1): 1, (inverter, 2): 1}
+
+
+def _stored(stack, inverter: str, count: int):
+    stored = read_stored(stack.endpoints.database_dsn, [inverter])
+    if len(stored) < count:
+        raise AssertionError(f"{len(stored)} stored so far")
+    return dict(stored)
+
+
+def test_readings_latest_and_cache_aside(stack, api):
+    inverter = f"api-{time.monotonic_ns()}"
+    now = time.time()
+    publish(stack, [reading(inverter, 1, now - 60, 500.0), reading(inverter, 2, now - 30, 750.0)])
+    wait_until(lambda: _stored(stack, inverter, 2), 10, "readings stored")
+    latest = api(f"/api/inverters/{inverter}/latest")
+    assert latest.status_code == 200 and latest.json()["seq"] == 2 and latest.json()["power_w"] == 750.0
+    redis.Redis(port=stack.topology.ports["redis"]).delete(f"fulsk:latest:{inverter}")
+    assert api(f"/api/inverters/{inverter}/latest").headers["X-Cache"] == "miss"
+    assert api(f"/api/inverters/{inverter}/latest").headers["X-Cache"] == "hit"
+    window = api(f"/api/inverters/{inverter}/readings", params={"from": now - 45, "to": now})
+    assert [r["seq"] for r in window.json()["readings"]] == [2]
+    assert api(f"/api/inverters/{inverter}/readings", params={"from": "yesterday"}).status_code == 400
+    assert inverter in {i["inverter_id"] for i in api("/api/inverters").json()["inverters"]}
+    assert api("/api/inverters/nobody/latest").status_code == 404
+
+
+def test_generation_totals_per_site(stack, api):
+    inverter = f"gen-{time.monotonic_ns()}"
+    publish(stack, [reading(inverter, 1, time.time(), 3600.0)])
+    wait_until(lambda: _stored(stack, inverter, 1), 10, "reading stored")
+
+    def site_listed():
+        sites = {s["site_id"]: s for s in api("/api/generation").json()["sites"]}
+        assert "site-t" in sites and sites["site-t"]["energy_wh"] >= 1.0
+    wait_until(site_listed, 10, "generation totals to include the site")  # the cache TTL is 5 s
+
+
+async def _first_live_message(url: str, timeout_s: float) -> dict:
+    async with ClientSession() as session, session.ws_connect(url) as ws:
+        msg = await ws.receive(timeout=timeout_s)
+        assert msg.type == WSMsgType.TEXT
+        return json.loads(msg.data)
+
+
+def test_the_websocket_feed_carries_new_readings_through_nginx(stack):
+    fleet = Fleet(stack.endpoints.mqtt_host, stack.endpoints.mqtt_port, inverters=2, interval_s=0.1,
+                  max_duration_s=20).start()
+    try:
+        message = asyncio.run(_first_live_message(stack.endpoints.frontend_url.replace("http", "ws")
+                                                  + "/ws/readings", 10))
+    finally:
+        fleet.stop()
+    assert message["type"] == "readings"
+    assert message["readings"] and {"inverter_id", "seq", "ts", "power_w"} <= set(message["readings"][0])
+
+
+def test_prometheus_metrics(stack):
+    text = requests.get(stack.endpoints.metrics_url, timeout=5).text
+    for name in ("fulsk_http_request_duration_seconds_bucket", "fulsk_db_query_duration_seconds_bucket",
+                 "fulsk_ingest_received_total", "fulsk_ingest_committed_total", "fulsk_ingest_lag_seconds",
+                 "fulsk_cache_hits_total", "fulsk_cache_misses_total", "fulsk_mqtt_connected 1.0"):
+        assert name in text, name

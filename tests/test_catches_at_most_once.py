@@ -1,0 +1,44 @@
+"""The framework catches the classic at-most-once bug, and for the right reason.
+
+With FULSK_ACK_ON_RECEIPT on, the reference backend acknowledges MQTT messages on receipt and
+drops a reading whose database write fails. The database-loss scenario must then fail on lost
+readings, and the readings it calls lost must be exactly the ones the backend says it dropped.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_db_loss_fails_on_lost_readings_when_the_backend_acks_on_receipt(tmp_path):
+    buggy = tmp_path / "at-most-once.toml"
+    buggy.write_text('[backend.env]\nFULSK_ACK_ON_RECEIPT = "1"\n\n[recovery]\ntarget_s = 10\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "scenarios/test_db_loss.py", "-k", "kill", "-p", "no:cacheprovider",
+         "--chaos-config", str(buggy), "--report-dir", str(tmp_path / "reports")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout[-3000:]
+
+    (results_file,) = (tmp_path / "reports").glob("*/results.json")
+    (scenario,) = json.loads(results_file.read_text())["scenarios"]
+    m = scenario["measurements"]
+    assert scenario["name"] == "db_loss[kill]" and scenario["verdict"] == "fail"
+    assert scenario["faults"][0]["kind"] == "kill" and scenario["faults"][0]["target"] == "postgres"
+
+    # The reason: acknowledged readings missing from the database, reported first.
+    assert m["lost"] > 0
+    assert scenario["failure"].startswith("AssertionError: ledger:") and " LOST (" in scenario["failure"]
+    # ...and not something else dressed up as loss: nothing invented, nothing hung.
+    assert m["unexpected"] == 0 and m["duplicates"] == 0
+    assert m["unanswered"] == 0 and m["p99_ms"] < 2000
+    assert m["api_recovery_s"] is not None
+
+    # The lost readings are exactly those the backend itself admits to having dropped.
+    backend_log = (results_file.parent / "logs" / "backend.log").read_text()
+    dropped = sum(int(n) for n in re.findall(r"dropped (\d+) readings", backend_log))
+    assert dropped == m["lost"]

@@ -1,0 +1,87 @@
+"""The configuration: ops-guide defaults, and bad settings refused before anything starts."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fulsk_chaos import config
+from fulsk_chaos.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_operations_guides_numbers():
+    c = config.Config()
+    assert (c.baselines.api_response_ms, c.baselines.page_load_ms) == (500, 2000)
+    assert (c.baselines.db_query_ms, c.baselines.websocket_latency_ms) == (100, 50)
+    assert (c.alerts.http_response_ms, c.alerts.error_rate) == (2000, 0.05)
+    assert c.recovery.target_s == 30
+
+
+def test_the_projects_pyproject_restates_the_defaults():
+    assert config.load(search_from=ROOT) == config.Config()
+
+
+def test_a_file_overrides_only_what_it_names(tmp_path):
+    path = tmp_path / "drill.toml"
+    path.write_text('[recovery]\ntarget_s = 12.5\n[backend.env]\nFULSK_ACK_ON_RECEIPT = "1"\n')
+    c = config.load(path)
+    assert c.recovery.target_s == 12.5
+    assert c.backend.env == {"FULSK_ACK_ON_RECEIPT": "1"}
+    assert c.baselines == config.Baselines()
+
+
+def test_a_file_may_use_the_pyproject_layout(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    path.write_text("[tool.fulsk-chaos.fleet]\ninverters = 3\n")
+    assert config.load(path).fleet.inverters == 3
+    assert config.load(search_from=tmp_path).fleet.inverters == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[recovery]\ntarget = 3\n", "recovery.target: unknown key"),
+    ("[recovery]\ntarget_s = -1\n", "recovery.target_s: must be positive"),
+    ("[recovery]\ntarget_s = 0\n", "recovery.target_s: must be positive"),
+    ('[recovery]\ntarget_s = "30"\n', "recovery.target_s: expected a number"),
+    ("[fleet]\ninverters = 2.5\n", "fleet.inverters: expected an integer"),
+    ("[fleet]\ninverters = true\n", "fleet.inverters: expected an integer"),
+    ("[alerts]\nerror_rate = 5\n", "alerts.error_rate: a fraction between 0 and 1"),
+    ("[backend]\ncommand = \"node server.js\"\n", "backend.command: expected a list of strings"),
+    ("recovery = 3\n", "recovery: expected a table"),
+    ("[nonsense]\n", "nonsense: unknown key"),
+    ("[recovery\n", "not valid TOML"),
+])
+def test_bad_settings_name_the_key_and_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_error_rate_may_be_zero(tmp_path):
+    path = tmp_path / "strict.toml"
+    path.write_text("[alerts]\nerror_rate = 0\n")
+    assert config.load(path).alerts.error_rate == 0
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_pytest_refuses_a_bad_configuration_before_starting_anything(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[recovery]\ntarget_s = -5\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "scenarios", "--chaos-config", str(path), "--report-dir", str(tmp_path / "r"),
+         "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4  # pytest's usage error
+    errors = [line for line in result.stderr.splitlines() if "recovery.target_s" in line]
+    assert len(errors) == 1 and "must be positive" in errors[0]
+    assert not (tmp_path / "r").exists()  # no run was started, no report written

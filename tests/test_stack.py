@@ -1,0 +1,125 @@
+"""The local stack: real servers wired through Toxiproxy, and the process faults acting on all of a service."""
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import psycopg
+import pytest
+import requests
+
+from fulsk_chaos.stack import EDGES, StackError
+from fulsk_chaos.stack.procs import listening_ports, service_processes
+
+
+def proc_state(pid: int) -> str:
+    stat = open(f"/proc/{pid}/stat").read()
+    return stat[stat.rindex(")") + 2]
+
+
+def test_every_service_listens_on_its_own_loopback_port(stack):
+    ports = stack.topology.ports
+    assert set(ports) == {"toxiproxy", "postgres", "redis", "mqtt", "backend", "frontend"}
+    listening = listening_ports()
+    for name, port in ports.items():
+        assert port in listening, name
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+
+
+def test_every_dependency_edge_goes_through_toxiproxy(stack):
+    proxies = stack.toxiproxy.proxies()
+    assert set(proxies) == {name for name, _, _ in EDGES}
+    for edge in stack.topology.edges.values():
+        proxy = proxies[edge.name]
+        assert proxy["listen"] == f"127.0.0.1:{edge.listen}"
+        assert proxy["upstream"] == f"127.0.0.1:{stack.topology.ports[edge.upstream]}"
+        assert proxy["enabled"]
+
+
+def test_disabling_the_backends_database_edge_is_seen_by_health(stack):
+    stack.toxiproxy.set_enabled("backend-postgres", False)
+    try:
+        body = requests.get(stack.endpoints.frontend_url + "/health", timeout=5).json()
+        assert body["dependencies"]["postgres"]["status"] == "down"
+        assert body["status"] == "down"
+    finally:
+        stack.toxiproxy.set_enabled("backend-postgres", True)
+
+
+def test_health_through_nginx_as_the_ops_guide_checks_it(stack):
+    response = requests.get(stack.endpoints.frontend_url + "/health", timeout=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert {d["status"] for d in body["dependencies"].values()} == {"ok"}
+    assert body["storage"] in {"postgresql", "timescaledb"}
+
+
+def test_the_dashboard_is_served(stack):
+    page = requests.get(stack.endpoints.frontend_url + "/", timeout=5)
+    assert page.status_code == 200 and "<h1>Fulsk</h1>" in page.text
+
+
+def test_kill_takes_every_process_of_the_service(stack):
+    postgres = stack.service("postgres")
+    before = service_processes(postgres.pid)
+    assert len(before) > 3  # postmaster, checkpointer, walwriter, backends... (each in its own session)
+    stack.kill("postgres")
+    assert not any(service_processes(pid) for pid in before)
+    assert stack.topology.ports["postgres"] not in listening_ports()
+    stack.start_service("postgres")
+    with psycopg.connect(stack.endpoints.database_dsn, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_pause_freezes_every_process_and_resume_thaws_them(stack):
+    postgres = stack.service("postgres")
+    stack.pause("postgres")
+    try:
+        members = service_processes(postgres.pid)
+        assert members and {proc_state(p) for p in members} == {"T"}
+        start = time.monotonic()
+        response = requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=10)
+        elapsed = time.monotonic() - start
+        assert response.status_code == 503 and response.json()["dependency"] == "postgres"
+        assert elapsed < 5  # bounded by the backend's dependency timeout, not by the hang
+    finally:
+        stack.resume("postgres")
+    assert {proc_state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}
+    stack.wait_healthy("backend", timeout_s=10)
+
+
+def test_losing_redis_degrades_but_does_not_take_the_service_down(stack):
+    stack.kill("redis")
+    body = requests.get(stack.endpoints.frontend_url + "/health", timeout=5)
+    assert body.status_code == 200
+    assert body.json()["status"] == "degraded"
+    assert body.json()["dependencies"]["redis"]["status"] == "down"
+    assert requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=5).status_code == 200
+    # the stack fixture heals the stack after this test: redis is restarted
+
+
+def test_stop_uses_the_services_own_stop_signal(stack):
+    postgres = stack.service("postgres")
+    assert postgres.spec.stop_signal == signal.SIGINT  # fast shutdown, as the official image does
+    stack.stop_service("postgres")
+    assert not postgres.running
+    assert "database system is shut down" in postgres.log_tail(50) or "shutting down" in postgres.log_tail(50)
+    stack.start_service("postgres")
+
+
+def test_heal_returns_the_stack_to_steady_state(stack):
+    stack.kill("mqtt")
+    stack.pause("redis")
+    stack.toxiproxy.add_toxic("frontend-backend", "latency", {"latency": 3000})
+    actions = stack.heal()
+    assert "restarted mqtt" in actions and "resumed redis" in actions
+    assert stack.toxiproxy.proxies()["frontend-backend"]["toxics"] == []
+    assert requests.get(stack.endpoints.frontend_url + "/health", timeout=5).json()["status"] == "ok"
+
+
+def test_unknown_service_is_a_clear_error(stack):
+    with pytest.raises(StackError, match="no service 'mysql'"):
+        stack.kill("mysql")

@@ -1,0 +1,116 @@
+"""A run leaves no process, listening port or directory behind: on success, on error, on Ctrl-C,
+and when the test process itself is SIGKILLed (the reaper's job)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fulsk_chaos.stack import Stack
+from fulsk_chaos.stack.procs import identity, listening_ports, service_processes, survivors
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def everything_of(stack: Stack) -> tuple[set, set[int], Path]:
+    """Every process (with its identity), every port and the directory of a running stack."""
+    processes = {identity(p) for s in stack.services.values() for p in service_processes(s.pid)}
+    processes.add(identity(stack.describe()["reaper_pid"]))
+    ports = set(stack.topology.ports.values()) | {e.listen for e in stack.topology.edges.values()}
+    return processes - {None}, ports, stack.dir
+
+
+def assert_nothing_left(processes: set, ports: set[int], directory: Path, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not survivors(processes) and not (ports & listening_ports()) and not directory.exists():
+            return
+        time.sleep(0.1)
+    assert survivors(processes) == [], "processes left behind"
+    assert sorted(ports & listening_ports()) == [], "ports still listening"
+    assert not directory.exists(), f"{directory} left behind"
+
+
+def test_a_clean_teardown_leaves_nothing():
+    with Stack() as stack:
+        left = everything_of(stack)
+        assert len(left[0]) > 8 and left[1] <= listening_ports()
+    assert_nothing_left(*left, within_s=0.5)
+
+
+def test_an_exception_inside_the_stack_leaves_nothing():
+    with pytest.raises(RuntimeError, match="boom"):
+        with Stack() as stack:
+            left = everything_of(stack)
+            stack.pause("postgres")  # even a frozen service is taken down
+            raise RuntimeError("boom")
+    assert_nothing_left(*left, within_s=0.5)
+
+
+def test_two_stacks_in_one_process_share_nothing():
+    with Stack() as a, Stack() as b:
+        assert set(a.topology.ports.values()).isdisjoint(b.topology.ports.values())
+        assert a.dir != b.dir
+        a.kill("redis")
+        assert b.service("redis").running
+        assert b.toxiproxy.proxies()["backend-redis"]["upstream"].endswith(str(b.topology.ports["redis"]))
+
+
+_HOLD_A_STACK = """
+import json, sys, time
+from fulsk_chaos.stack import Stack
+from fulsk_chaos.stack.procs import service_processes
+stack = Stack()
+stack.start()
+pids = [p for s in stack.services.values() for p in service_processes(s.pid)] + [stack.describe()["reaper_pid"]]
+ports = list(stack.topology.ports.values()) + [e.listen for e in stack.topology.edges.values()]
+print(json.dumps({"pids": pids, "ports": ports, "dir": str(stack.dir)}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_test_process_leaves_nothing():
+    child = subprocess.Popen([sys.executable, "-c", _HOLD_A_STACK], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        state = json.loads(child.stdout.readline())
+        processes = {identity(p) for p in state["pids"]} - {None}
+        assert len(processes) > 8 and set(state["ports"]) <= listening_ports()
+    finally:
+        child.kill()  # SIGKILL: no finalizer, no atexit, nothing of ours runs in it
+        child.wait()
+    assert_nothing_left(processes, set(state["ports"]), Path(state["dir"]))
+
+
+def _descendants(pid: int) -> set:
+    return {identity(p) for p in service_processes(pid) if p != pid} - {None}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "scenarios/test_db_loss.py", "-k", "kill", "-p", "no:cacheprovider",
+         "--report-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("*/stack.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state = json.loads(next(tmp_path.glob("*/stack.json")).read_text())
+        postgres = state["services"]["postgres"]["pid"]
+        while identity(postgres) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)  # mid-scenario: the fault has been injected
+        assert identity(postgres) is None, "the scenario never killed postgres"
+        processes = _descendants(runner.pid)
+        ports = {s["port"] for s in state["services"].values()} | {p["listen"] for p in state["proxies"].values()}
+    finally:
+        os.kill(runner.pid, sig)
+        runner.wait(timeout=60)
+    assert len(processes) >= 6  # reaper, toxiproxy, redis, mosquitto, backend, nginx (postgres is down)
+    assert_nothing_left(processes, ports, Path(state["dir"]))

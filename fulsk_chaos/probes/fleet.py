@@ -70,6 +70,10 @@ class _Inverter:
             self.messages.append(message)
         return message
 
+    def snapshot(self) -> list[Message]:
+        with self._lock:
+            return list(self.messages)
+
 
 class Fleet:
     """A bounded fleet: it stops by itself after ``max_duration_s`` or ``max_messages``."""
@@ -138,9 +142,7 @@ class Fleet:
 
     def messages(self) -> Iterator[Message]:
         for inverter in self._inverters:
-            with inverter._lock:
-                snapshot = list(inverter.messages)
-            yield from snapshot
+            yield from inverter.snapshot()
 
     def sent(self) -> set[Key]:
         return {m.key for m in self.messages()}

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .procs import service_processes, signal_service
+from .procs import signal_service
 from .reaper import Reaper
 from .service import ServiceContext, ServiceSpec
 from .wait import StackError, wait_until

@@ -89,6 +89,19 @@ def find_binary(name: str, *candidates: str) -> str:
                      f"run `bash scripts/bootstrap.sh` (it installs the local stack's servers)")
 
 
+def unprivileged_user(spec: "ServiceSpec") -> str | None:
+    """The user to run ``spec`` as: its own unprivileged user when we are root, else ourselves."""
+    user = spec.user_when_root
+    if user is None or os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise StackError(f"{spec.name} refuses to run as root and there is no user {user!r}: "
+                         f"reinstall its Debian package, or create the user") from None
+    return user
+
+
 def hand_over(path: Path, user: str | None) -> None:
     """Give a service's directory to the unprivileged user it will run as."""
     if user is None:

@@ -21,7 +21,7 @@ from ..toxiproxy import ToxiproxyClient
 from .local import LocalService
 from .ports import free_ports
 from .reaper import Reaper
-from .service import Edge, ServiceContext, Topology
+from .service import Edge, ServiceContext, Topology, unprivileged_user
 from .services import ALL
 from .wait import StackError
 
@@ -96,12 +96,11 @@ class Stack:
             edges={name: Edge(name, client, upstream, port)
                    for (name, client, upstream), port in zip(EDGES, ports[len(names):])},
             db_password=secrets.token_urlsafe(12))
-        root = os.geteuid() == 0
         for spec in ALL:
             workdir = self.dir / spec.name
             workdir.mkdir()
             ctx = ServiceContext(spec.name, topology, self.config, workdir, self.fixtures,
-                                 run_as=spec.user_when_root if root else None)
+                                 run_as=unprivileged_user(spec))
             self.services[spec.name] = LocalService(
                 spec, ctx, self._reaper, self.dir / "logs" / f"{spec.name}.log",
                 self.config.stack.start_timeout_s, self.config.stack.stop_grace_s)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import glob
 import signal
+import subprocess
 
 import psycopg
 
 from ..service import DB_NAME, DB_USER, ServiceContext, ServiceSpec, find_binary, hand_over
+from ..wait import StackError
 
 
 def _bindir_candidates(tool: str) -> list[str]:
@@ -25,7 +27,6 @@ class Postgres(ServiceSpec):
         data = self.data_dir(ctx)
         if (data / "PG_VERSION").exists():
             return
-        import subprocess
         pwfile = ctx.workdir / "pwfile"
         pwfile.write_text(ctx.topology.db_password + "\n")
         hand_over(ctx.workdir, ctx.run_as)
@@ -36,7 +37,6 @@ class Postgres(ServiceSpec):
             user=ctx.run_as, capture_output=True, text=True)
         pwfile.unlink()
         if result.returncode != 0:
-            from ..wait import StackError
             raise StackError(f"initdb failed ({result.returncode}): {result.stderr.strip()[-500:]}")
 
     def argv(self, ctx: ServiceContext) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import pwd
 import shutil
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,17 +52,33 @@ class ServiceContext:
     workdir: Path
     fixtures: Path
     run_as: str | None = None  # a user to drop to when we are root and the server refuses root
-    extra: dict[str, str] = field(default_factory=dict)
+    in_container: bool = False  # the same paths, bind-mounted; binaries found on the image's PATH
 
     @property
     def port(self) -> int:
         return self.topology.ports[self.name]
+
+    def exe(self, name: str, *candidates: str) -> str:
+        """Where the binary ``name`` is: on the image's PATH in a container, found on this host otherwise."""
+        return name if self.in_container else find_binary(name, *candidates)
 
 
 class ServiceSpec:
     name: ClassVar[str]
     stop_signal: ClassVar[int] = signal.SIGTERM
     user_when_root: ClassVar[str | None] = None  # servers that refuse to run as root
+    # Images: what production runs (for users with a registry), and what the offline build installs.
+    registry_image: ClassVar[str]
+    offline_image: ClassVar[str]
+    packages: ClassVar[tuple[str, ...]] = ()  # Debian packages of the offline image
+
+    def image_lines(self, fixtures: Path) -> list[str]:
+        """Dockerfile lines after the packages are installed (ENV, COPY, CMD...)."""
+        return []
+
+    def image_files(self, fixtures: Path) -> dict[str, Path]:
+        """Files the Dockerfile COPYs: name in the build context -> source."""
+        return {}
 
     def prepare(self, ctx: ServiceContext) -> None:
         """Write configuration and initialise data; called before every start, so idempotent."""
@@ -102,8 +118,17 @@ def unprivileged_user(spec: "ServiceSpec") -> str | None:
     return user
 
 
-def hand_over(path: Path, user: str | None) -> None:
-    """Give a service's directory to the unprivileged user it will run as."""
+def hand_over(path: Path, user: str | None, in_container: bool = False) -> None:
+    """Give a service's directory to the unprivileged user it will run as.
+
+    In a container that user's uid is the image's, not this host's: the directory is opened to all.
+    """
+    if in_container:
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, 0o777)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666)
+        return
     if user is None:
         return
     entry = pwd.getpwnam(user)

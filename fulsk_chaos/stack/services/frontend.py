@@ -7,12 +7,15 @@ from string import Template
 
 import requests
 
-from ..service import ServiceContext, ServiceSpec, find_binary
+from ..service import ServiceContext, ServiceSpec
 
 
 class Frontend(ServiceSpec):
     name = "frontend"
     stop_signal = signal.SIGQUIT  # graceful shutdown
+    registry_image = "nginx:1.25"
+    offline_image = "fulsk-chaos/nginx:1.22"
+    packages = ("nginx-light",)
 
     def prepare(self, ctx: ServiceContext) -> None:
         source = ctx.fixtures / "frontend"
@@ -25,7 +28,7 @@ class Frontend(ServiceSpec):
         (ctx.workdir / "nginx.conf").write_text(conf)
 
     def argv(self, ctx: ServiceContext) -> list[str]:
-        return [find_binary("nginx", "/usr/sbin/nginx"), "-p", str(ctx.workdir), "-c",
+        return [ctx.exe("nginx", "/usr/sbin/nginx"), "-p", str(ctx.workdir), "-c",
                 str(ctx.workdir / "nginx.conf"), "-e", "stderr"]
 
     def check(self, ctx: ServiceContext) -> None:

@@ -7,7 +7,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ..service import ServiceContext, ServiceSpec, find_binary, hand_over
+from ..service import ServiceContext, ServiceSpec, hand_over
 
 _CONF = """\
 listener {port} 127.0.0.1
@@ -45,13 +45,16 @@ def mqtt_ping(port: int, timeout_s: float = 2.0) -> None:
 class Mosquitto(ServiceSpec):
     name = "mqtt"
     user_when_root = "mosquitto"
+    registry_image = "eclipse-mosquitto:2"
+    offline_image = "fulsk-chaos/mosquitto:2"
+    packages = ("mosquitto",)
 
     def prepare(self, ctx: ServiceContext) -> None:
         (ctx.workdir / "mosquitto.conf").write_text(_CONF.format(port=ctx.port, workdir=ctx.workdir))
-        hand_over(ctx.workdir, ctx.run_as)
+        hand_over(ctx.workdir, ctx.run_as, ctx.in_container)
 
     def argv(self, ctx: ServiceContext) -> list[str]:
-        return [find_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(ctx.workdir / "mosquitto.conf")]
+        return [ctx.exe("mosquitto", "/usr/sbin/mosquitto"), "-c", str(ctx.workdir / "mosquitto.conf")]
 
     def check(self, ctx: ServiceContext) -> None:
         mqtt_ping(ctx.port)

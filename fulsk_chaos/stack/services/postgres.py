@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import signal
 import subprocess
+from pathlib import Path
 
 import psycopg
 
@@ -19,28 +20,42 @@ class Postgres(ServiceSpec):
     name = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown, as the official image's STOPSIGNAL
     user_when_root = "postgres"
+    registry_image = "timescale/timescaledb:latest-pg15"
+    offline_image = "fulsk-chaos/postgres:15"
+    packages = ("postgresql-15",)
 
-    def data_dir(self, ctx: ServiceContext):
+    def image_lines(self, fixtures: Path) -> list[str]:
+        return ["ENV PATH=/usr/lib/postgresql/15/bin:$PATH",
+                "COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh",
+                'ENTRYPOINT ["docker-entrypoint.sh"]']
+
+    def image_files(self, fixtures: Path) -> dict[str, Path]:
+        return {"postgres-entrypoint.sh": fixtures / "images" / "postgres-entrypoint.sh"}
+
+    def data_dir(self, ctx: ServiceContext) -> Path:
         return ctx.workdir / "data"
 
     def prepare(self, ctx: ServiceContext) -> None:
+        """Initialise the cluster from POSTGRES_* as the official image's entrypoint does (in a
+        container, that entrypoint does it)."""
         data = self.data_dir(ctx)
-        if (data / "PG_VERSION").exists():
+        if ctx.in_container or (data / "PG_VERSION").exists():
             return
+        env = self.env(ctx)
         pwfile = ctx.workdir / "pwfile"
-        pwfile.write_text(ctx.topology.db_password + "\n")
+        pwfile.write_text(env["POSTGRES_PASSWORD"] + "\n")
         hand_over(ctx.workdir, ctx.run_as)
         initdb = find_binary("initdb", *_bindir_candidates("initdb"))
         result = subprocess.run(
-            [initdb, "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
-             "--auth-local=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            [initdb, "-D", env["PGDATA"], "-U", env["POSTGRES_USER"], f"--pwfile={pwfile}",
+             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
             user=ctx.run_as, capture_output=True, text=True)
         pwfile.unlink()
         if result.returncode != 0:
             raise StackError(f"initdb failed ({result.returncode}): {result.stderr.strip()[-500:]}")
 
     def argv(self, ctx: ServiceContext) -> list[str]:
-        return [find_binary("postgres", *_bindir_candidates("postgres")),
+        return [ctx.exe("postgres", *_bindir_candidates("postgres")),
                 "-D", str(self.data_dir(ctx)), "-p", str(ctx.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
                 "-c", "max_connections=100", "-c", "shared_buffers=128MB",
@@ -48,7 +63,8 @@ class Postgres(ServiceSpec):
                 "-c", "log_min_messages=warning", "-c", "log_connections=off"]
 
     def env(self, ctx: ServiceContext) -> dict[str, str]:
-        return {"LC_ALL": "C"}
+        return {"LC_ALL": "C", "POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": ctx.topology.db_password,
+                "POSTGRES_DB": DB_NAME, "PGDATA": str(self.data_dir(ctx))}
 
     def check(self, ctx: ServiceContext) -> None:
         with psycopg.connect(ctx.topology.dsn(dbname="postgres"), connect_timeout=2) as conn:

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import redis
 
-from ..service import ServiceContext, ServiceSpec, find_binary
+from ..service import ServiceContext, ServiceSpec
 
 
 class Redis(ServiceSpec):
     name = "redis"
+    registry_image = "redis:7"
+    offline_image = "fulsk-chaos/redis:7"
+    packages = ("redis-server",)
 
     def argv(self, ctx: ServiceContext) -> list[str]:
-        return [find_binary("redis-server", "/usr/bin/redis-server"),
+        return [ctx.exe("redis-server", "/usr/bin/redis-server"),
                 "--port", str(ctx.port), "--bind", "127.0.0.1", "--dir", str(ctx.workdir),
                 "--daemonize", "no", "--save", "300 10", "--dbfilename", "dump.rdb",
                 "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",

@@ -7,12 +7,22 @@ from ...toxiproxy import ToxiproxyClient
 from ..service import ServiceContext, ServiceSpec, find_binary
 
 
+_BINARY = ("toxiproxy-server", "/usr/local/bin/toxiproxy-server", str(Path.home() / "go/bin/toxiproxy-server"))
+
+
 class Toxiproxy(ServiceSpec):
     name = "toxiproxy"
+    registry_image = "ghcr.io/shopify/toxiproxy:2.12.0"
+    offline_image = "fulsk-chaos/toxiproxy:2.12.0"
+
+    def image_lines(self, fixtures: Path) -> list[str]:
+        return ["COPY toxiproxy-server /usr/local/bin/toxiproxy-server"]
+
+    def image_files(self, fixtures: Path) -> dict[str, Path]:
+        return {"toxiproxy-server": Path(find_binary(*_BINARY))}  # the same binary the local provider runs
 
     def argv(self, ctx: ServiceContext) -> list[str]:
-        return [find_binary("toxiproxy-server", "/usr/local/bin/toxiproxy-server",
-                            str(Path.home() / "go/bin/toxiproxy-server")),
+        return [ctx.exe(*_BINARY),
                 "-host", "127.0.0.1", "-port", str(ctx.port)]
 
     def env(self, ctx: ServiceContext) -> dict[str, str]:

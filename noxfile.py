@@ -1,8 +1,12 @@
-"""Sessions: `nox -s drill` runs the chaos scenarios; `nox -s tests` runs the framework's tests and the scenarios.
+"""Sessions: `nox -s drill` runs the chaos scenarios; `nox -s tests` runs the framework's tests and the
+scenarios on both providers; `nox -s images` builds the offline images.
 
 Arguments after `--` go to pytest, e.g. `nox -s drill -- --stack local --report-dir DIR -k db_loss`.
 """
 from __future__ import annotations
+
+import shutil
+import subprocess
 
 import nox
 
@@ -10,20 +14,40 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-def _prepare(session: nox.Session) -> None:
-    session.run("bash", "scripts/bootstrap.sh", external=True)
+def _prepare(session: nox.Session, docker: bool = False) -> None:
+    session.run("bash", "scripts/bootstrap.sh", *(["--docker"] if docker else []), external=True)
     session.install("-e", ".")
+
+
+def _docker_answers() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True).returncode == 0
+
+
+@nox.session
+def images(session: nox.Session) -> None:
+    """Build the stack's images offline, from a debootstrap'd Debian base (incremental)."""
+    _prepare(session, docker=True)
+    session.run("fulsk-chaos", "images", "build", "--offline")
 
 
 @nox.session
 def drill(session: nox.Session) -> None:
-    """The chaos drill: every scenario against the stack, verdicts in reports/<run-id>/results.json."""
+    """The chaos drill: every scenario, on Docker when an engine answers, else on the local stack."""
     _prepare(session)
-    session.run("pytest", "scenarios", *(session.posargs or ["--stack", "local"]))
+    args = list(session.posargs)
+    if not any(a == "--stack" or a.startswith("--stack=") for a in args):
+        args = ["--stack", "docker" if _docker_answers() else "local", *args]
+    if "docker" in args:
+        session.run("fulsk-chaos", "images", "build", "--offline")
+    session.run("pytest", "scenarios", *args)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The framework's own tests, then the scenarios on the local stack."""
-    _prepare(session)
-    session.run("pytest", "tests", "scenarios", *session.posargs)
+    """The framework's own tests and the scenarios on the local stack, then on Docker."""
+    _prepare(session, docker=True)
+    session.run("fulsk-chaos", "images", "build", "--offline")
+    session.run("pytest", "tests", "scenarios", "--stack", "local", *session.posargs)
+    session.run("pytest", "tests/test_stack.py", "tests/test_docker.py", "scenarios", "--stack", "docker",
+                *session.posargs)

@@ -66,6 +66,13 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Docker:
+    """Images for ``--stack docker``: production's from a registry, or those built offline."""
+    offline: bool = False  # True: the images `fulsk-chaos images build --offline` makes
+    images: dict[str, str] = field(default_factory=dict)  # per service, e.g. backend = "you/fulsk:1.4"
+
+
+@dataclass(frozen=True)
 class Stack:
     start_timeout_s: float = 60.0
     stop_grace_s: float = 10.0
@@ -91,6 +98,7 @@ class Config:
     probe: Probe = field(default_factory=Probe)
     backend: Backend = field(default_factory=Backend)
     stack: Stack = field(default_factory=Stack)
+    docker: Docker = field(default_factory=Docker)
     scenarios: Scenarios = field(default_factory=Scenarios)
 
 
@@ -124,6 +132,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{path}: expected a table of strings, got {value!r}")
         return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {type(value).__name__} {value!r}")
@@ -142,6 +154,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
 
 def from_mapping(data: dict[str, Any]) -> Config:
     config = _build(Config, data, "")
+    unknown = set(config.docker.images) - {"postgres", "redis", "mqtt", "toxiproxy", "backend", "frontend"}
+    if unknown:
+        raise ConfigError(f"docker.images.{sorted(unknown)[0]}: not a service of the stack "
+                          f"(postgres, redis, mqtt, toxiproxy, backend, frontend)")
     if config.alerts.error_rate > 1:
         raise ConfigError(f"alerts.error_rate: a fraction between 0 and 1, got {config.alerts.error_rate!r}")
     return config

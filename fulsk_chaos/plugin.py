@@ -100,6 +100,9 @@ def stack(chaos_config: Config, chaos_run: RunJournal) -> Iterator[Stack]:
         the_stack.start()
         the_stack.write_state(chaos_run.dir / "stack.json")
         chaos_run.stack["start_to_healthy_s"] = the_stack.timings["start_to_healthy_s"]
+        chaos_run.stack["services"] = {
+            name: {k: v for k, v in service.describe().items() if k in ("image", "image_id", "command", "port")}
+            for name, service in the_stack.services.items()}
         yield the_stack
     finally:
         chaos_run.stack["teardown_s"] = the_stack.stop()

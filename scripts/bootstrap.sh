@@ -1,42 +1,40 @@
 #!/usr/bin/env bash
-# Installs what the embedded local stack needs: Debian's servers and the Toxiproxy server.
-# Idempotent: a second run installs nothing. Where it cannot install (not root, not Debian or
-# Ubuntu, no Go), it stops and says exactly what to install by hand.
+# Installs what the stack needs. Idempotent: once everything is there it installs nothing.
+#   bash scripts/bootstrap.sh            the embedded local stack: Debian's servers and Toxiproxy
+#   bash scripts/bootstrap.sh --docker   also a Docker engine (started if none answers) and debootstrap
+# Where it cannot install (not root, not Debian or Ubuntu, no Go), it stops and says exactly what
+# to install by hand.
 set -euo pipefail
 
 TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
-DEBIAN_PACKAGES=(postgresql-15 redis-server mosquitto nginx-light procps curl)
+LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto nginx-light procps)
+DOCKER_PACKAGES=(docker.io debootstrap)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-have_postgres() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null; }
-missing_servers() {
-  have_postgres || echo postgresql-15
-  command -v redis-server >/dev/null || echo redis-server
-  [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || echo mosquitto
-  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || echo nginx-light
+apt_install() {
+  local missing="$1"; shift
+  [ "$(id -u)" = 0 ] || die "missing: ${missing}- install them as root: apt-get install $*"
+  command -v apt-get >/dev/null || die "missing: ${missing}- this is not Debian or Ubuntu: install them with your package manager"
+  say "installing $*"
+  # Packages must not start their own daemons: the stack starts its own, on ports of its own.
+  local policy_rc=/usr/sbin/policy-rc.d created=0
+  if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy_rc"; chmod +x "$policy_rc"; created=1
+  fi
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
+  [ "$created" = 0 ] || rm -f "$policy_rc"
 }
 
-missing=$(missing_servers | tr '\n' ' ')
-if [ -n "${missing// /}" ]; then
-  if [ "$(id -u)" != 0 ]; then
-    die "missing: ${missing}- install them as root: apt-get install ${DEBIAN_PACKAGES[*]}"
-  fi
-  if ! command -v apt-get >/dev/null; then
-    die "missing: ${missing}- this is not Debian or Ubuntu; install PostgreSQL 15, Redis 7, Mosquitto 2 and nginx with your package manager"
-  fi
-  say "installing ${DEBIAN_PACKAGES[*]}"
-  # Packages must not start their own daemons on the default ports: the stack starts its own.
-  policy_rc=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [ ! -e "$policy_rc" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$policy_rc"; chmod +x "$policy_rc"; created_policy=1
-  fi
-  trap '[ "$created_policy" = 1 ] && rm -f "$policy_rc"' EXIT
-  apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}" >&2
-fi
+# --- the local stack's servers ---------------------------------------------------------------
+missing=""
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || missing+="postgresql-15 "
+command -v redis-server >/dev/null || missing+="redis-server "
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+="mosquitto "
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+="nginx "
+[ -z "$missing" ] || apt_install "$missing" "${LOCAL_PACKAGES[@]}"
 
 find_toxiproxy() {
   command -v toxiproxy-server 2>/dev/null && return
@@ -45,7 +43,6 @@ find_toxiproxy() {
   done
   return 1
 }
-
 if ! find_toxiproxy >/dev/null; then
   command -v go >/dev/null || die "toxiproxy-server missing and no Go toolchain to build it: install Go, then run: go install ${TOXIPROXY_MODULE} and copy the 'server' binary to a directory on PATH as toxiproxy-server"
   if [ "$(id -u)" = 0 ]; then dest=/usr/local/bin; else dest="$HOME/go/bin"; fi
@@ -56,5 +53,27 @@ if ! find_toxiproxy >/dev/null; then
   install -m 0755 "$build/server" "$dest/toxiproxy-server"
   rm -rf "$build"
 fi
+say "local stack ready (toxiproxy: $(find_toxiproxy))"
 
-say "ready: $(find_toxiproxy) ($("$(find_toxiproxy)" -version 2>&1 | head -1))"
+[ "${1:-}" = "--docker" ] || exit 0
+
+# --- the Docker engine -----------------------------------------------------------------------
+missing=""
+command -v dockerd >/dev/null || missing+="docker.io "
+command -v debootstrap >/dev/null || missing+="debootstrap "
+# runbooks run `docker-compose -f docker-compose.prod.yml ...`: Compose v2 where it exists, else Debian's v1
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+="docker-compose "
+[ -z "$missing" ] || apt_install "$missing" "${DOCKER_PACKAGES[@]}" docker-compose
+
+if ! docker info >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers and only root can start one: start dockerd (e.g. systemctl start docker)"
+  log=/var/log/fulsk-chaos-dockerd.log
+  say "starting dockerd (log: $log)"
+  setsid nohup dockerd >"$log" 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || die "dockerd did not answer within 60 s; its log ends with: $(tail -5 "$log")"
+fi
+say "docker engine ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"

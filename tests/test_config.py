@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,8 @@ def test_defaults_are_the_operations_guides_numbers():
     assert c.recovery.target_s == 30
 
 
-def test_the_projects_pyproject_restates_the_defaults():
-    assert config.load(search_from=ROOT) == config.Config()
+def test_the_projects_pyproject_restates_the_defaults_but_builds_images_offline():
+    assert config.load(search_from=ROOT) == replace(config.Config(), docker=config.Docker(offline=True))
 
 
 def test_a_file_overrides_only_what_it_names(tmp_path):
@@ -51,6 +52,8 @@ def test_a_file_may_use_the_pyproject_layout(tmp_path):
     ("[alerts]\nerror_rate = 5\n", "alerts.error_rate: a fraction between 0 and 1"),
     ("[backend]\ncommand = \"node server.js\"\n", "backend.command: expected a list of strings"),
     ("recovery = 3\n", "recovery: expected a table"),
+    ("[docker]\noffline = 1\n", "docker.offline: expected true or false"),
+    ('[docker.images]\nmysql = "mysql:8"\n', "docker.images.mysql: not a service of the stack"),
     ("[nonsense]\n", "nonsense: unknown key"),
     ("[recovery\n", "not valid TOML"),
 ])

@@ -108,6 +108,18 @@ class Faults:
             self.stack.wait_healthy(target)
         return self._inject("pause", target, lambda: self.stack.pause(target), undo, signal="SIGSTOP")
 
+    def lose_volume(self, target: str) -> Fault:
+        """Remove ``target``'s container and delete its data volume (Docker only): the data is gone.
+
+        The rollback starts it on a new, empty volume: what recovery has to work from is what
+        disaster recovery restores, not what was on the disk.
+        """
+        service = self.stack.service(target)
+        if not hasattr(service, "lose_volume"):
+            raise NotImplementedError(f"volume loss needs a container provider; {target} runs as a local process")
+        return self._inject("volume-loss", target, service.lose_volume,
+                            lambda: self.stack.start_service(target), volume=service.volume)
+
     def rollback_all(self) -> list[str]:
         """Undo every fault still active, newest first; report what could not be undone."""
         errors = []

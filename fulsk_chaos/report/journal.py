@@ -101,5 +101,8 @@ class RunJournal:
             if s.failure:
                 lines.append(f"      {s.failure.splitlines()[0][:300]}")
         timing = ", ".join(f"{k} {v:.1f} s" for k, v in self.stack.items() if isinstance(v, float))
+        images = [f"{n}={s['image']}" for n, s in self.stack.get("services", {}).items() if s.get("image")]
+        if images:
+            lines.append("images: " + " ".join(images))
         lines.append(f"provider {self.provider}" + (f"; stack {timing}" if timing else ""))
         return lines

@@ -12,25 +12,19 @@ import time
 from pathlib import Path
 
 from .procs import signal_service
+from .running import Service
 from .reaper import Reaper
 from .service import ServiceContext, ServiceSpec
 from .wait import StackError, wait_until
 
 
-class LocalService:
+class LocalService(Service):
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, reaper: Reaper, log_path: Path,
                  start_timeout_s: float, stop_grace_s: float) -> None:
-        self.spec = spec
-        self.ctx = ctx
-        self.name = spec.name
+        super().__init__(spec, ctx, log_path, start_timeout_s, stop_grace_s)
         self._reaper = reaper
-        self.log_path = log_path
-        self.start_timeout_s = start_timeout_s
-        self.stop_grace_s = stop_grace_s
         self._proc: subprocess.Popen | None = None
-        self.paused = False
 
-    # --- state -------------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
@@ -40,7 +34,7 @@ class LocalService:
         return self._proc is not None and self._proc.poll() is None
 
     def describe(self) -> dict:
-        return {"provider": "local", "pid": self.pid, "pgid": self.pid, "port": self.ctx.port,
+        return {"provider": "local", "pid": self.pid, "port": self.ctx.port, "image": None,
                 "command": self.spec.argv(self.ctx)[0], "running": self.running, "paused": self.paused,
                 "user": self.ctx.run_as}
 
@@ -64,20 +58,6 @@ class LocalService:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, user=self.ctx.run_as)
         self._reaper.watch(self._proc.pid)
         self.paused = False
-
-    def wait_healthy(self, timeout_s: float | None = None) -> float:
-        """Block until the service passes its own check; return how long that took."""
-        start = time.monotonic()
-
-        def died() -> str | None:
-            if self._proc is not None and self._proc.poll() is not None:
-                return f"exited with {self._proc.returncode}; log:\n{self.log_tail()}"
-            return None
-
-        wait_until(lambda: self.spec.check(self.ctx), timeout_s or self.start_timeout_s,
-                   f"{self.name} on 127.0.0.1:{self.ctx.port}", abort=died)
-        self.spec.after_start(self.ctx)
-        return time.monotonic() - start
 
     def send_signal(self, sig: int) -> None:
         if self._proc is None:
@@ -130,8 +110,3 @@ class LocalService:
         self._proc.wait(timeout=timeout_s)
         self._reaper.forget(pid)
         self.paused = False
-
-    def restart(self) -> float:
-        self.stop()
-        self.start()
-        return self.wait_healthy()

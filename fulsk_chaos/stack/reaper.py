@@ -46,6 +46,12 @@ class Reaper:
     def forget(self, pid: int) -> None:
         self._send("forget", pid)
 
+    def watch_container(self, container_id: str) -> None:
+        self._send("container", container_id)
+
+    def watch_volume(self, name: str) -> None:
+        self._send("volume", name)
+
     def watch_path(self, path: Path) -> None:
         self._send("path", path)
 
@@ -56,7 +62,35 @@ class Reaper:
         self._proc.wait(timeout=timeout_s)
 
 
-def reap(services: set[int], paths: list[Path], deadline_s: float = 20.0) -> None:
+def _remove_docker(containers: list[str], volumes: list[str]) -> None:
+    if not containers and not volumes:
+        return
+    import docker  # only a Docker stack needs it
+    from docker.errors import NotFound
+
+    client = docker.from_env()
+    for container_id in containers:
+        try:
+            client.containers.get(container_id).remove(force=True, v=True)
+        except NotFound:
+            pass
+    for name in volumes:
+        for _ in range(50):
+            try:
+                client.volumes.get(name).remove(force=True)
+                break
+            except NotFound:
+                break
+            except docker.errors.APIError:
+                time.sleep(0.1)
+
+
+def reap(services: set[int], paths: list[Path], containers: list[str] = (), volumes: list[str] = (),
+         deadline_s: float = 20.0) -> None:
+    try:
+        _remove_docker(list(containers), list(volumes))
+    except Exception as exc:  # noqa: BLE001 - still kill the processes and remove the paths
+        print(f"fulsk-chaos reaper: {exc}", file=sys.stderr)
     end = time.monotonic() + deadline_s
     while any(service_processes(pid) for pid in services) and time.monotonic() < end:
         for pid in services:
@@ -71,6 +105,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     services: set[int] = set()
     paths: list[Path] = []
+    containers: list[str] = []
+    volumes: list[str] = []
     for line in sys.stdin:
         verb, _, arg = line.strip().partition(" ")
         if verb == "watch":
@@ -79,5 +115,9 @@ def main() -> None:
             services.discard(int(arg))
         elif verb == "path":
             paths.append(Path(arg))
-    reap(services, paths)
+        elif verb == "container":
+            containers.append(arg)
+        elif verb == "volume":
+            volumes.append(arg)
+    reap(services, paths, containers, volumes)
 

@@ -80,6 +80,10 @@ class ServiceSpec:
         """Files the Dockerfile COPYs: name in the build context -> source."""
         return {}
 
+    def volume_path(self, ctx: ServiceContext) -> Path | None:
+        """Where the service keeps data that a container provider puts in a volume of its own."""
+        return None
+
     def prepare(self, ctx: ServiceContext) -> None:
         """Write configuration and initialise data; called before every start, so idempotent."""
 

@@ -21,7 +21,8 @@ from ..toxiproxy import ToxiproxyClient
 from .local import LocalService
 from .ports import free_ports
 from .reaper import Reaper
-from .service import Edge, ServiceContext, Topology, unprivileged_user
+from .running import Service
+from .service import Edge, ServiceContext, ServiceSpec, Topology, unprivileged_user
 from .services import ALL
 from .wait import StackError
 
@@ -35,7 +36,7 @@ EDGES = (
     ("inverters-mqtt", "inverters", "mqtt"),
     ("frontend-backend", "frontend", "backend"),
 )
-PROVIDERS = ("local",)
+PROVIDERS = ("local", "docker")
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ class Stack:
     def __init__(self, config: Config | None = None, provider: str = "local", *,
                  fixtures: Path = FIXTURES, logs_to: Path | None = None) -> None:
         if provider not in PROVIDERS:
-            raise StackError(f"unknown stack provider {provider!r}: choose one of {', '.join(PROVIDERS)} "
-                             f"(the Docker provider is not implemented yet)")
+            raise StackError(f"unknown stack provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
         if not (fixtures / "backend").is_dir():
             raise StackError(f"fixtures not found at {fixtures}: run from a checkout of fulsk-chaos "
                              f"(installed with `pip install -e .`)")
@@ -63,7 +63,7 @@ class Stack:
         self.fixtures = fixtures
         self.logs_to = logs_to
         self.id = secrets.token_hex(4)
-        self.services: dict[str, LocalService] = {}
+        self.services: dict[str, Service] = {}
         self.dir: Path | None = None
         self.toxiproxy: ToxiproxyClient | None = None
         self.timings: dict[str, float] = {}
@@ -96,14 +96,11 @@ class Stack:
             edges={name: Edge(name, client, upstream, port)
                    for (name, client, upstream), port in zip(EDGES, ports[len(names):])},
             db_password=secrets.token_urlsafe(12))
+        make = self._docker_services() if self.provider == "docker" else self._local_service
         for spec in ALL:
             workdir = self.dir / spec.name
             workdir.mkdir()
-            ctx = ServiceContext(spec.name, topology, self.config, workdir, self.fixtures,
-                                 run_as=unprivileged_user(spec))
-            self.services[spec.name] = LocalService(
-                spec, ctx, self._reaper, self.dir / "logs" / f"{spec.name}.log",
-                self.config.stack.start_timeout_s, self.config.stack.stop_grace_s)
+            self.services[spec.name] = make(spec, topology, workdir)
         self.topology = topology
         self.toxiproxy = ToxiproxyClient(topology.ports["toxiproxy"])
         # Independent servers start together; the backend needs them, and the frontend the backend.
@@ -112,6 +109,33 @@ class Stack:
         self._start_together(["frontend"])
         self.timings["start_to_healthy_s"] = time.monotonic() - t0
         return self.timings["start_to_healthy_s"]
+
+    def _local_service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
+        ctx = ServiceContext(spec.name, topology, self.config, workdir, self.fixtures,
+                             run_as=unprivileged_user(spec))
+        assert self._reaper is not None
+        return LocalService(spec, ctx, self._reaper, self.dir / "logs" / f"{spec.name}.log",
+                            self.config.stack.start_timeout_s, self.config.stack.stop_grace_s)
+
+    def _docker_services(self):
+        from . import docker as provider  # the docker SDK only when Docker is asked for
+        from ..images import image_for
+
+        client = provider.engine()
+        provider.remove_orphans(client)
+        if self.config.docker.offline:  # incremental: only what is missing or outdated is built
+            from ..images import build_images
+            build_images(self.fixtures, log=lambda line: None, client=client)
+        labels = {provider.LABEL: "true", provider.STACK_LABEL: self.id, provider.OWNER_LABEL: provider.owner_label()}
+
+        def make(spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
+            ctx = ServiceContext(spec.name, topology, self.config, workdir, self.fixtures, in_container=True)
+            image = image_for(spec, self.config.docker.offline, self.config.docker.images)
+            assert self._reaper is not None and self.dir is not None
+            return provider.DockerService(
+                spec, ctx, client, image, labels, self._reaper, self.dir / "logs" / f"{spec.name}.log",
+                self.config.stack.start_timeout_s, self.config.stack.stop_grace_s, self.dir)
+        return make
 
     def _start_together(self, names: list[str]) -> None:
         for name in names:
@@ -127,6 +151,7 @@ class Stack:
         for name in reversed(list(self.services)):
             try:
                 self.services[name].stop()
+                self.services[name].remove()
             except Exception as exc:  # noqa: BLE001 - keep stopping the others; the reaper backs us up
                 errors.append(f"{name}: {exc}")
         if self.toxiproxy:
@@ -143,7 +168,7 @@ class Stack:
         return self.timings["teardown_s"]
 
     # --- faults and healing ------------------------------------------------------------------
-    def service(self, name: str) -> LocalService:
+    def service(self, name: str) -> Service:
         try:
             return self.services[name]
         except KeyError:

@@ -35,6 +35,9 @@ class Postgres(ServiceSpec):
     def data_dir(self, ctx: ServiceContext) -> Path:
         return ctx.workdir / "data"
 
+    def volume_path(self, ctx: ServiceContext) -> Path | None:
+        return self.data_dir(ctx)
+
     def prepare(self, ctx: ServiceContext) -> None:
         """Initialise the cluster from POSTGRES_* as the official image's entrypoint does (in a
         container, that entrypoint does it)."""

@@ -1,0 +1,210 @@
+"""The Docker provider: each service is a testcontainers ``DockerContainer`` on the host network.
+
+Same contract as the local provider: every container listens on its allocated 127.0.0.1 port
+(host networking: no bridge address is ever used), the stack's directory is bind-mounted at the
+same path so configuration paths are identical, and PostgreSQL's data lives in a named volume
+that a fault can delete. Every container and volume carries the stack's labels, so leftovers of
+a run that died are found and removed (Ryuk needs an image that cannot be pulled here).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+
+from .procs import identity
+from .reaper import Reaper
+from .running import Service
+from .service import ServiceContext, ServiceSpec
+from .wait import StackError, wait_until
+
+LABEL = "org.fulsk-chaos"
+STACK_LABEL = "org.fulsk-chaos.stack"
+OWNER_LABEL = "org.fulsk-chaos.owner"  # "pid:starttime" of the process that created it
+
+
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001 - whatever the cause, the remedy is the same
+        raise StackError(f"no Docker engine answers ({exc}): run `bash scripts/bootstrap.sh --docker`, "
+                         f"which installs docker.io and starts dockerd") from None
+
+
+def owner_label() -> str:
+    me = identity(os.getpid())
+    assert me is not None
+    return f"{me[0]}:{me[1]}"
+
+
+def remove_orphans(client: docker.DockerClient) -> list[str]:
+    """Remove containers and volumes of stacks whose creating process is gone."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        owner = container.labels.get(OWNER_LABEL, "0:0")
+        pid, start = (int(x) for x in owner.split(":"))
+        if identity(pid) != (pid, start):
+            container.remove(force=True, v=True)
+            removed.append(container.name)
+    for volume in client.volumes.list(filters={"label": LABEL}):
+        owner = volume.attrs.get("Labels", {}).get(OWNER_LABEL, "0:0")
+        pid, start = (int(x) for x in owner.split(":"))
+        if identity(pid) != (pid, start):
+            try:
+                volume.remove(force=True)
+                removed.append(volume.name)
+            except APIError:
+                pass  # still mounted by a container being removed: the next sweep takes it
+    return removed
+
+
+class DockerService(Service):
+    def __init__(self, spec: ServiceSpec, ctx: ServiceContext, client: docker.DockerClient, image: str,
+                 labels: dict[str, str], reaper: Reaper, log_path: Path, start_timeout_s: float,
+                 stop_grace_s: float, stack_dir: Path) -> None:
+        super().__init__(spec, ctx, log_path, start_timeout_s, stop_grace_s)
+        testcontainers_config.ryuk_disabled = True  # its image cannot be pulled here; we reap ourselves
+        self.client = client
+        self.image = image
+        self.labels = labels
+        self._reaper = reaper
+        self._stack_dir = stack_dir
+        self._container: DockerContainer | None = None
+        volume_path = spec.volume_path(ctx)
+        self.volume = f"fulsk-chaos-{labels[STACK_LABEL]}-{spec.name}" if volume_path else None
+        self._volume_path = volume_path
+
+    # --- state -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        if self._container is None:
+            return {}
+        try:
+            wrapped = self._container.get_wrapped_container()
+            wrapped.reload()
+            return wrapped.attrs["State"]
+        except NotFound:
+            return {}
+
+    @property
+    def pid(self) -> int | None:
+        return self._state().get("Pid") or None
+
+    @property
+    def running(self) -> bool:
+        return self._state().get("Status") in ("running", "paused")
+
+    @property
+    def container_id(self) -> str | None:
+        return self._container.get_wrapped_container().id if self._container else None
+
+    def describe(self) -> dict[str, Any]:
+        image = self.client.images.get(self.image)
+        return {"provider": "docker", "pid": self.pid, "port": self.ctx.port, "image": self.image,
+                "image_id": image.id, "container": self.container_id, "volume": self.volume,
+                "running": self.running, "paused": self.paused}
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._container is None:
+            return "(no container)"
+        try:
+            return self._container.get_wrapped_container().logs(tail=lines).decode(errors="replace")
+        except NotFound:
+            return "(container removed)"
+
+    def _exit_reason(self) -> str | None:
+        state = self._state()
+        if state.get("Status") in ("exited", "dead"):
+            return f"container exited with {state.get('ExitCode')}; log:\n{self.log_tail()}"
+        return None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the container again if it exists (as ``docker start``), else create it."""
+        self.spec.prepare(self.ctx)
+        if self._container is not None and self._state():
+            self._container.get_wrapped_container().start()
+            self.paused = False
+            return
+        if self.volume:
+            self.client.volumes.create(self.volume, labels=self.labels)
+            self._reaper.watch_volume(self.volume)
+        command = self.spec.argv(self.ctx) or None
+        container = DockerContainer(
+            self.image, command=command, env=self.spec.env(self.ctx), name=f"fulsk-chaos-{self.labels[STACK_LABEL]}-{self.spec.name}",
+            network_mode="host", labels=self.labels, stop_signal=signal.Signals(self.spec.stop_signal).name)
+        container.with_volume_mapping(str(self._stack_dir), str(self._stack_dir), "rw")
+        if self.volume:
+            container.with_volume_mapping(self.volume, str(self._volume_path), "rw")
+        container.start()
+        self._container = container
+        self._reaper.watch_container(container.get_wrapped_container().id)
+        self.paused = False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """``docker kill -s``; for SIGKILL, wait until the container has exited."""
+        if self._container is None:
+            raise StackError(f"{self.name} was never started")
+        self._container.get_wrapped_container().kill(signal=signal.Signals(sig).name)
+        if sig == signal.SIGKILL:
+            wait_until(self._must_be_exited, self.stop_grace_s, f"{self.name} to exit")
+        self.paused = False
+
+    def _must_be_exited(self) -> None:
+        if self.running:
+            raise RuntimeError("still running")
+
+    def pause(self) -> None:
+        self._container.get_wrapped_container().pause()
+        self.paused = True
+
+    def resume(self) -> None:
+        self._container.get_wrapped_container().unpause()
+        self.paused = False
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """``docker stop``: the image's stop signal, SIGKILL after the grace period."""
+        if self._container is None or not self._state():
+            return
+        wrapped = self._container.get_wrapped_container()
+        if self.paused:
+            wrapped.unpause()
+            self.paused = False
+        if self.running:
+            wrapped.stop(timeout=int(self.stop_grace_s if grace_s is None else grace_s))
+
+    def lose_volume(self) -> None:
+        """Remove the container and delete its data volume: the data is gone, as on a lost disk."""
+        if self.volume is None:
+            raise StackError(f"{self.name} has no data volume to lose")
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove the container and its volume, keeping its log."""
+        if self._container is not None:
+            wrapped = self._container.get_wrapped_container()
+            try:
+                with open(self.log_path, "ab") as log:
+                    log.write(wrapped.logs())
+                wrapped.remove(force=True, v=True)
+            except NotFound:
+                pass
+            self._container = None
+        if self.volume:
+            for _ in range(50):
+                try:
+                    self.client.volumes.get(self.volume).remove(force=True)
+                    break
+                except NotFound:
+                    break
+                except APIError:
+                    time.sleep(0.1)  # the removed container may still hold it for a moment
+        self.paused = False

@@ -1,0 +1,75 @@
+"""What every provider's running service offers the stack and the faults."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from .service import ServiceContext, ServiceSpec
+from .wait import wait_until
+
+
+class Service(ABC):
+    """A service as a provider runs it: start, wait until healthy, signal, stop."""
+
+    def __init__(self, spec: ServiceSpec, ctx: ServiceContext, log_path: Path, start_timeout_s: float,
+                 stop_grace_s: float) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.name = spec.name
+        self.log_path = log_path
+        self.start_timeout_s = start_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.paused = False
+
+    @property
+    @abstractmethod
+    def pid(self) -> int | None:
+        """The main process's pid on this host."""
+
+    @property
+    @abstractmethod
+    def running(self) -> bool:
+        """Started and not exited (a paused service is running)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def log_tail(self, lines: int = 20) -> str: ...
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def kill(self, sig: int) -> None: ...
+
+    @abstractmethod
+    def pause(self) -> None: ...
+
+    @abstractmethod
+    def resume(self) -> None: ...
+
+    @abstractmethod
+    def stop(self, grace_s: float | None = None) -> None: ...
+
+    def remove(self) -> None:
+        """Release what outlives a stop (a container, its volume); nothing for a local process."""
+
+    def _exit_reason(self) -> str | None:
+        """Why the service is not running although it should be; None while it runs."""
+        return None if self.running else f"exited; log:\n{self.log_tail()}"
+
+    def wait_healthy(self, timeout_s: float | None = None) -> float:
+        """Block until the service passes its own check; return how long that took."""
+        start = time.monotonic()
+        wait_until(lambda: self.spec.check(self.ctx), timeout_s or self.start_timeout_s,
+                   f"{self.name} on 127.0.0.1:{self.ctx.port}", abort=self._exit_reason)
+        self.spec.after_start(self.ctx)
+        return time.monotonic() - start
+
+    def restart(self) -> float:
+        self.stop()
+        self.start()
+        return self.wait_healthy()

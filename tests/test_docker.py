@@ -1,0 +1,137 @@
+"""The Docker provider: containers on the host network, container faults, and nothing left behind.
+
+Runs with ``--stack docker`` (``nox -s tests`` does both providers); skipped on the local stack.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import psycopg
+import pytest
+import requests
+from docker.errors import NotFound
+
+from fulsk_chaos.faults import Faults
+from fulsk_chaos.stack.docker import LABEL, OWNER_LABEL, STACK_LABEL, remove_orphans
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def docker_stack(stack):
+    if stack.provider != "docker":
+        pytest.skip("needs --stack docker")
+    return stack
+
+
+@pytest.fixture
+def client():
+    c = docker.from_env()
+    yield c
+    c.close()
+
+
+def labelled(client, stack_id: str | None = None) -> tuple[list, list]:
+    selector = f"{STACK_LABEL}={stack_id}" if stack_id else LABEL
+    return (client.containers.list(all=True, filters={"label": selector}),
+            client.volumes.list(filters={"label": selector}))
+
+
+def test_every_service_is_a_labelled_container_on_the_host_network(docker_stack, client, chaos_run):
+    containers, volumes = labelled(client, docker_stack.id)
+    assert len(containers) == 6 and [v.name for v in volumes] == [docker_stack.service("postgres").volume]
+    for container in containers:
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert container.labels[OWNER_LABEL].startswith(f"{os.getpid()}:")
+    recorded = chaos_run.stack["services"]
+    assert {n: s["image"] for n, s in recorded.items()} == {
+        n: s.image for n, s in docker_stack.services.items()}
+    assert all(s["image_id"].startswith("sha256:") for s in recorded.values())
+
+
+def test_kill_with_another_signal_goes_to_the_container(docker_stack):
+    redis = docker_stack.service("redis")
+    docker_stack.kill("redis", signal.SIGTERM)  # redis shuts down cleanly on SIGTERM
+    deadline = time.monotonic() + 10
+    while redis.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis.running
+    docker_stack.heal()
+    assert redis.running
+
+
+def test_restart_keeps_the_container_and_its_data(docker_stack):
+    postgres = docker_stack.service("postgres")
+    container = postgres.container_id
+    with psycopg.connect(docker_stack.endpoints.database_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS survives_restart (x int)")
+    docker_stack.restart("postgres")
+    assert postgres.container_id == container
+    with psycopg.connect(docker_stack.endpoints.database_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('survives_restart')").fetchone() == ("survives_restart",)
+
+
+def test_volume_loss_deletes_the_data_and_the_stack_recovers_on_an_empty_database(docker_stack, client):
+    postgres = docker_stack.service("postgres")
+    with psycopg.connect(docker_stack.endpoints.database_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS lost_with_the_volume (x int)")
+    faults = Faults(docker_stack)
+    with faults.lose_volume("postgres") as fault:
+        with pytest.raises(NotFound):
+            client.volumes.get(postgres.volume)
+        assert not postgres.running
+    assert fault.record.kind == "volume-loss" and fault.record.ended is not None
+    with psycopg.connect(docker_stack.endpoints.database_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('lost_with_the_volume')").fetchone() == (None,)
+
+    def backend_serves() -> bool:
+        return requests.get(docker_stack.endpoints.frontend_url + "/api/inverters", timeout=5).status_code == 200
+    deadline = time.monotonic() + 30
+    while not backend_serves() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert backend_serves()  # the backend re-created its schema on the new database
+
+
+def test_orphans_of_a_dead_owner_are_removed(docker_stack, client):
+    orphan = client.containers.run(
+        docker_stack.service("redis").image, ["sleep", "300"], detach=True, network_mode="host",
+        labels={LABEL: "true", STACK_LABEL: "orphan", OWNER_LABEL: "999999999:1"})  # no such pid
+    volume = client.volumes.create("fulsk-chaos-orphan-test", labels={LABEL: "true", OWNER_LABEL: "999999999:1"})
+    removed = remove_orphans(client)
+    assert orphan.name in removed and volume.name in removed
+    assert labelled(client, docker_stack.id)[0], "the live stack's own containers were kept"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_test_run_stopped_mid_scenario_leaves_no_container_or_volume(docker_stack, client, tmp_path, sig):
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "scenarios/test_db_loss.py", "-k", "kill", "-p", "no:cacheprovider",
+         "--stack", "docker", "--report-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*/stack.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state = json.loads(next(tmp_path.glob("*/stack.json")).read_text())
+        postgres = client.containers.get(state["services"]["postgres"]["container"])
+        while postgres.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)  # mid-scenario: the fault has been injected
+            postgres.reload()
+        assert postgres.status != "running", "the scenario never killed postgres"
+        assert labelled(client, state["id"])[0]
+    finally:
+        os.kill(runner.pid, sig)
+        runner.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(labelled(client, state["id"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    containers, volumes = labelled(client, state["id"])
+    assert containers == [] and volumes == []
+    assert not Path(state["dir"]).exists()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fulsk_chaos.checks import assert_holds, check_ledger, read_stored, steady_state, wait_for_recovery
+from fulsk_chaos.checks import assert_holds, settle, steady_state, wait_for_recovery
 
 
 @pytest.mark.scenario
@@ -43,13 +43,7 @@ def test_db_loss(mode, stack, faults, fleet, probe, journal, chaos_config):
     after = steady_state(probe.observe(cfg.steady_state.window_s), cfg)
     fleet.stop()
     probe.stop()
-    stored = read_stored(dsn, fleet.inverter_ids)
-    ledger = check_ledger(fleet.sent(), fleet.acked(), stored)
-    if ledger.lost:  # late commits are not losses: give the backlog the rest of the recovery target
-        deadline = fault.ended + target_s
-        while ledger.lost and time.monotonic() < deadline:
-            time.sleep(0.5)
-            ledger = check_ledger(fleet.sent(), fleet.acked(), read_stored(dsn, fleet.inverter_ids))
+    ledger = settle(fleet.sent, fleet.acked, dsn, fleet.inverter_ids, timeout_s=target_s)
 
     samples = probe.samples
     during = samples.window(fault.started, fault.ended)

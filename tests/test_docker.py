@@ -130,7 +130,7 @@ def test_a_test_run_stopped_mid_scenario_leaves_no_container_or_volume(docker_st
         os.kill(runner.pid, sig)
         runner.wait(timeout=60)
     deadline = time.monotonic() + 30
-    while any(labelled(client, state["id"])) and time.monotonic() < deadline:
+    while (any(labelled(client, state["id"])) or Path(state["dir"]).exists()) and time.monotonic() < deadline:
         time.sleep(0.2)
     containers, volumes = labelled(client, state["id"])
     assert containers == [] and volumes == []

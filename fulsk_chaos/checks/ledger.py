@@ -5,9 +5,10 @@ The contract with the backend under test: readings land in a table ``readings`` 
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import psycopg
 
@@ -65,3 +66,24 @@ def read_stored(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 10.0) 
             "SELECT inverter_id, seq, count(*) FROM readings WHERE inverter_id = ANY(%s) GROUP BY 1, 2",
             (ids,)).fetchall()
     return Counter({(inverter_id, int(seq)): int(n) for inverter_id, seq, n in rows})
+
+
+def settle(sent: Callable[[], set[Key]], acked: Callable[[], set[Key]], dsn: str, inverter_ids: list[str], *,
+           timeout_s: float, quiet_s: float = 2.0, poll_s: float = 0.2) -> LedgerResult:
+    """The ledger once the pipeline has drained: nothing is missing, or nothing new was stored for
+    ``quiet_s`` (what is missing then stays missing), or ``timeout_s`` passed.
+
+    Readings acknowledged just before the fleet stopped may still be on their way to the database:
+    reading the ledger at once would call them lost.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_count, last_change = -1, time.monotonic()
+    while True:
+        stored = read_stored(dsn, inverter_ids)
+        result = check_ledger(sent(), acked(), stored)
+        now = time.monotonic()
+        if sum(stored.values()) != last_count:
+            last_count, last_change = sum(stored.values()), now
+        if not result.lost or now - last_change >= quiet_s or now >= deadline:
+            return result
+        time.sleep(poll_s)

@@ -46,19 +46,23 @@ def owner_label() -> str:
     return f"{me[0]}:{me[1]}"
 
 
+def _owner_gone(labels: dict[str, str]) -> bool:
+    try:
+        pid, start = (int(x) for x in labels.get(OWNER_LABEL, "").split(":"))
+    except ValueError:
+        return True  # ours (labelled so) but no readable owner: nobody will clean it up
+    return identity(pid) != (pid, start)
+
+
 def remove_orphans(client: docker.DockerClient) -> list[str]:
-    """Remove containers and volumes of stacks whose creating process is gone."""
+    """Remove the containers and volumes fulsk-chaos created for a process that is gone."""
     removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = container.labels.get(OWNER_LABEL, "0:0")
-        pid, start = (int(x) for x in owner.split(":"))
-        if identity(pid) != (pid, start):
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL}=true"}):
+        if _owner_gone(container.labels):
             container.remove(force=True, v=True)
             removed.append(container.name)
-    for volume in client.volumes.list(filters={"label": LABEL}):
-        owner = volume.attrs.get("Labels", {}).get(OWNER_LABEL, "0:0")
-        pid, start = (int(x) for x in owner.split(":"))
-        if identity(pid) != (pid, start):
+    for volume in client.volumes.list(filters={"label": f"{LABEL}=true"}):
+        if _owner_gone(volume.attrs.get("Labels") or {}):
             try:
                 volume.remove(force=True)
                 removed.append(volume.name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from string import Template
 import time
 
 import paho.mqtt.client as mqtt
@@ -9,21 +10,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ..service import ServiceContext, ServiceSpec, hand_over
 
-_CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location {workdir}/
-autosave_interval 10
-# Messages for a disconnected or slow persistent session queue here instead of being dropped.
-max_queued_messages 100000
-max_inflight_messages 100
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-connection_messages true
-"""
 
 
 def mqtt_ping(port: int, timeout_s: float = 2.0) -> None:
@@ -50,7 +36,8 @@ class Mosquitto(ServiceSpec):
     packages = ("mosquitto",)
 
     def prepare(self, ctx: ServiceContext) -> None:
-        (ctx.workdir / "mosquitto.conf").write_text(_CONF.format(port=ctx.port, workdir=ctx.workdir))
+        template = Template((ctx.fixtures / "mqtt" / "mosquitto.conf.template").read_text())
+        (ctx.workdir / "mosquitto.conf").write_text(template.substitute(port=ctx.port, datadir=ctx.workdir))
         hand_over(ctx.workdir, ctx.run_as, ctx.in_container)
 
     def argv(self, ctx: ServiceContext) -> list[str]:

@@ -135,3 +135,10 @@ def test_a_test_run_stopped_mid_scenario_leaves_no_container_or_volume(docker_st
     containers, volumes = labelled(client, state["id"])
     assert containers == [] and volumes == []
     assert not Path(state["dir"]).exists()
+
+
+def test_offline_images_are_not_rebuilt_when_nothing_changed(docker_stack, client):
+    from fulsk_chaos.images import build_images
+    results = build_images(docker_stack.fixtures, log=lambda line: None, client=client)
+    assert [r.image for r in results if r.built] == []
+    assert {r.image for r in results} >= {s.image for s in docker_stack.services.values()}

@@ -49,10 +49,9 @@ def _codename() -> str:
     raise RuntimeError("cannot tell this host's Debian release (no VERSION_CODENAME in /etc/os-release)")
 
 
-def host_debian_sources(codename: str) -> tuple[str, str]:
+def host_debian_sources(codename: str, apt: Path = Path("/etc/apt")) -> tuple[str, str]:
     """This host's Debian apt sources, as (mirror URI for ``codename``, deb822 text for the image)."""
     entries: list[dict[str, str]] = []
-    apt = Path("/etc/apt")
     for path in sorted(apt.glob("sources.list.d/*.sources")):
         for stanza in re.split(r"\n\s*\n", path.read_text()):
             fields = dict(re.findall(r"^(\w[\w-]*):\s*(.+)$", stanza, re.M))

@@ -82,7 +82,9 @@ class Stack:
         self.stop()
 
     def start(self) -> float:
-        """Start every service and wait until the whole stack is healthy; return the seconds taken."""
+        """Start every service and wait until the whole stack is healthy; return the seconds taken
+        (not counting the engine check and image builds a Docker stack does first)."""
+        make = self._docker_services() if self.provider == "docker" else self._local_service
         t0 = time.monotonic()
         self._reaper = Reaper()
         self.dir = Path(tempfile.mkdtemp(prefix=f"fulsk-chaos-{self.id}-"))
@@ -96,7 +98,6 @@ class Stack:
             edges={name: Edge(name, client, upstream, port)
                    for (name, client, upstream), port in zip(EDGES, ports[len(names):])},
             db_password=secrets.token_urlsafe(12))
-        make = self._docker_services() if self.provider == "docker" else self._local_service
         for spec in ALL:
             workdir = self.dir / spec.name
             workdir.mkdir()

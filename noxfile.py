@@ -44,6 +44,13 @@ def drill(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Print the stack's start-to-healthy and teardown times, local and Docker side by side."""
+    _prepare(session, docker=True)
+    session.run("python", "tests/benchmarks/stack_lifecycle.py", *(session.posargs or ["5"]))
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """The framework's own tests and the scenarios on the local stack, then on Docker."""
     _prepare(session, docker=True)

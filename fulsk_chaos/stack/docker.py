@@ -143,8 +143,9 @@ class DockerService(Service):
             self._reaper.watch_volume(self.volume)
         command = self.spec.argv(self.ctx) or None
         container = DockerContainer(
-            self.image, command=command, env=self.spec.env(self.ctx), name=f"fulsk-chaos-{self.labels[STACK_LABEL]}-{self.spec.name}",
-            network_mode="host", labels=self.labels, stop_signal=signal.Signals(self.spec.stop_signal).name)
+            self.image, command=command, env=self.spec.env(self.ctx),
+            name=f"fulsk-chaos-{self.labels[STACK_LABEL]}-{self.spec.name}", network_mode="host",
+            labels=self.labels, stop_signal=signal.Signals(self.spec.stop_signal).name)
         container.with_volume_mapping(str(self._stack_dir), str(self._stack_dir), "rw")
         if self.volume:
             container.with_volume_mapping(self.volume, str(self._volume_path), "rw")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 
 import psycopg
 import pytest
@@ -81,11 +80,10 @@ def test_pause_freezes_every_process_and_resume_thaws_them(stack):
         members = service_processes(postgres.pid)
         # stopped by SIGSTOP (T), or frozen by the container's cgroup freezer (D)
         assert members and {proc_state(p) for p in members} <= {"T", "D"}
-        start = time.monotonic()
         response = requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=10)
-        elapsed = time.monotonic() - start
+        # an answer, not a hang: the backend's own bound on the database call gave up
         assert response.status_code == 503 and response.json()["dependency"] == "postgres"
-        assert elapsed < 5  # bounded by the backend's dependency timeout, not by the hang
+        assert "no answer within" in response.json()["detail"]
     finally:
         stack.resume("postgres")
     assert {proc_state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}

@@ -142,3 +142,26 @@ def test_offline_images_are_not_rebuilt_when_nothing_changed(docker_stack, clien
     results = build_images(docker_stack.fixtures, log=lambda line: None, client=client)
     assert [r.image for r in results if r.built] == []
     assert {r.image for r in results} >= {s.image for s in docker_stack.services.values()}
+
+
+def test_a_backend_image_named_in_the_configuration_runs_with_the_same_contract(docker_stack, client):
+    from dataclasses import replace
+
+    from fulsk_chaos.config import Docker
+    from fulsk_chaos.stack import Stack
+
+    reference = client.images.get(docker_stack.service("backend").image)
+    reference.tag("fulsk-chaos/your-production-backend", "test")  # stands in for the user's own image
+    config = replace(docker_stack.config, docker=Docker(
+        offline=True, images={"backend": "fulsk-chaos/your-production-backend:test"}))
+    try:
+        with Stack(config, "docker") as other:
+            backend = other.service("backend")
+            assert backend.describe()["image"] == "fulsk-chaos/your-production-backend:test"
+            env = client.containers.get(backend.container_id).attrs["Config"]["Env"]
+            names = {entry.split("=", 1)[0] for entry in env}
+            assert {"DATABASE_URL", "REDIS_URL", "MQTT_URL", "PORT"} <= names
+            health = requests.get(other.endpoints.frontend_url + "/health", timeout=5).json()
+            assert health["status"] == "ok"
+    finally:
+        client.images.remove("fulsk-chaos/your-production-backend:test")

@@ -79,7 +79,7 @@ def test_pause_freezes_every_process_and_resume_thaws_them(stack):
     try:
         members = service_processes(postgres.pid)
         # stopped by SIGSTOP (T), or frozen by the container's cgroup freezer (D)
-        assert members and {proc_state(p) for p in members} <= {"T", "D"}
+        assert members and {proc_state(p) for p in members} <= {"T", "D"}  # all frozen when pause() returns
         response = requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=10)
         # an answer, not a hang: the backend's own bound on the database call gave up
         assert response.status_code == 503 and response.json()["dependency"] == "postgres"

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .procs import signal_service
+from .procs import service_processes, signal_service, state
 from .running import Service
 from .reaper import Reaper
 from .service import ServiceContext, ServiceSpec
@@ -73,12 +73,34 @@ class LocalService(Service):
             os.kill(self._proc.pid, sig)
 
     def pause(self) -> None:
+        """SIGSTOP every process, and return once all of them are stopped (as ``docker pause``)."""
         self.send_signal(signal.SIGSTOP)
         self.paused = True
+        assert self._proc is not None
+        pid = self._proc.pid
+
+        def all_stopped() -> None:
+            running = [p for p in service_processes(pid) if state(p) not in ("T", "t", None)]
+            if running:
+                signal_service(pid, signal.SIGSTOP)  # a child forked after the first signal
+                raise RuntimeError(f"pids {running} not stopped yet")
+
+        wait_until(all_stopped, self.stop_grace_s, f"{self.name} to be paused")
 
     def resume(self) -> None:
+        """SIGCONT every process, and return once none of them is stopped (as ``docker unpause``)."""
         self.send_signal(signal.SIGCONT)
         self.paused = False
+        assert self._proc is not None
+        pid = self._proc.pid
+
+        def none_stopped() -> None:
+            stopped = [p for p in service_processes(pid) if state(p) in ("T", "t")]
+            if stopped:
+                signal_service(pid, signal.SIGCONT)
+                raise RuntimeError(f"pids {stopped} still stopped")
+
+        wait_until(none_stopped, self.stop_grace_s, f"{self.name} to resume")
 
     def stop(self, grace_s: float | None = None) -> None:
         """The service's own stop signal, then SIGKILL after the grace period (as ``docker stop``)."""

@@ -77,3 +77,12 @@ def identity(pid: int) -> tuple[int, int] | None:
 def survivors(identities: set[tuple[int, int]]) -> list[int]:
     """Which of these processes still run."""
     return sorted(pid for pid, start in identities if identity(pid) == (pid, start))
+
+
+def state(pid: int) -> str | None:
+    """The process state letter (R, S, D, T, ...), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]

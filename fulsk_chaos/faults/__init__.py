@@ -1,4 +1,4 @@
 """Faults and their rollbacks. Every fault injected is journaled and always rolled back."""
-from .process import Fault, FaultRecord, Faults
+from .services import Fault, FaultRecord, Faults
 
 __all__ = ["Fault", "FaultRecord", "Faults"]

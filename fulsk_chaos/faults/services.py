@@ -1,4 +1,4 @@
-"""Process faults: kill (any signal), stop, pause - each with the rollback that undoes it.
+"""Service faults: kill (any signal), stop, pause, volume loss - each with the rollback that undoes it.
 
 A fault's ``ended_at`` is when its rollback finished and the target passed its health check
 again, i.e. when the dependency is back: recovery is measured from there.

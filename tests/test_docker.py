@@ -38,16 +38,17 @@ def client():
     c.close()
 
 
-def labelled(client, stack_id: str | None = None) -> tuple[list, list]:
-    selector = f"{STACK_LABEL}={stack_id}" if stack_id else LABEL
-    return (client.containers.list(all=True, filters={"label": selector}),
-            client.volumes.list(filters={"label": selector}))
+def labelled(client, stack_id: str) -> tuple[list[str], list[str]]:
+    """Names of a stack's containers and volumes (listed without inspecting: they may be going away)."""
+    selector = {"label": f"{STACK_LABEL}={stack_id}"}
+    return ([c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=selector)],
+            [v["Name"] for v in client.api.volumes(filters=selector).get("Volumes") or []])
 
 
 def test_every_service_is_a_labelled_container_on_the_host_network(docker_stack, client, chaos_run):
-    containers, volumes = labelled(client, docker_stack.id)
-    assert len(containers) == 6 and [v.name for v in volumes] == [docker_stack.service("postgres").volume]
-    for container in containers:
+    names, volumes = labelled(client, docker_stack.id)
+    assert len(names) == 6 and volumes == [docker_stack.service("postgres").volume]
+    for container in map(client.containers.get, names):
         assert container.attrs["HostConfig"]["NetworkMode"] == "host"
         assert container.labels[OWNER_LABEL].startswith(f"{os.getpid()}:")
     recorded = chaos_run.stack["services"]

@@ -55,19 +55,25 @@ def _owner_gone(labels: dict[str, str]) -> bool:
 
 
 def remove_orphans(client: docker.DockerClient) -> list[str]:
-    """Remove the containers and volumes fulsk-chaos created for a process that is gone."""
+    """Remove the containers and volumes fulsk-chaos created for a process that is gone.
+
+    Listed without inspecting each one (another stack may be removing its own meanwhile).
+    """
     removed = []
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL}=true"}):
-        if _owner_gone(container.labels):
-            container.remove(force=True, v=True)
-            removed.append(container.name)
-    for volume in client.volumes.list(filters={"label": f"{LABEL}=true"}):
-        if _owner_gone(volume.attrs.get("Labels") or {}):
+    for container in client.api.containers(all=True, filters={"label": f"{LABEL}=true"}):
+        if _owner_gone(container.get("Labels") or {}):
             try:
-                volume.remove(force=True)
-                removed.append(volume.name)
+                client.api.remove_container(container["Id"], force=True, v=True)
+                removed.append(container["Names"][0].lstrip("/"))
+            except NotFound:
+                pass
+    for volume in client.api.volumes(filters={"label": f"{LABEL}=true"}).get("Volumes") or []:
+        if _owner_gone(volume.get("Labels") or {}):
+            try:
+                client.api.remove_volume(volume["Name"], force=True)
+                removed.append(volume["Name"])
             except APIError:
-                pass  # still mounted by a container being removed: the next sweep takes it
+                pass  # gone already, or still held by a container being removed: the next sweep takes it
     return removed
 
 

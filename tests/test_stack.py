@@ -80,10 +80,9 @@ def test_pause_freezes_every_process_and_resume_thaws_them(stack):
         members = service_processes(postgres.pid)
         # stopped by SIGSTOP (T), or frozen by the container's cgroup freezer (D)
         assert members and {proc_state(p) for p in members} <= {"T", "D"}  # all frozen when pause() returns
+        # An answer from the backend, not a hang (that would be nginx's 504 after 10 s, or a timeout).
         response = requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=10)
-        # an answer, not a hang: the backend's own bound on the database call gave up
         assert response.status_code == 503 and response.json()["dependency"] == "postgres"
-        assert "no answer within" in response.json()["detail"]
     finally:
         stack.resume("postgres")
     assert {proc_state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}

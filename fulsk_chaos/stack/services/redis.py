@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import redis
 
-from ..service import ServiceContext, ServiceSpec
+from ..service import ServiceContext, ServiceSpec, hand_over
 
 
 class Redis(ServiceSpec):
@@ -11,6 +11,9 @@ class Redis(ServiceSpec):
     registry_image = "redis:7"
     offline_image = "fulsk-chaos/redis:7"
     packages = ("redis-server",)
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        hand_over(ctx.workdir, None, ctx.in_container)  # the image's redis user writes its snapshots here
 
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("redis-server", "/usr/bin/redis-server"),

@@ -16,14 +16,15 @@ class Toxiproxy(ServiceSpec):
     offline_image = "fulsk-chaos/toxiproxy:2.12.0"
 
     def image_lines(self, fixtures: Path) -> list[str]:
-        return ["COPY toxiproxy-server /usr/local/bin/toxiproxy-server"]
+        # The server is the entrypoint, as in the registry's image (whose binary is /toxiproxy).
+        return ["COPY toxiproxy-server /usr/local/bin/toxiproxy-server", 'ENTRYPOINT ["toxiproxy-server"]']
 
     def image_files(self, fixtures: Path) -> dict[str, Path]:
         return {"toxiproxy-server": Path(find_binary(*_BINARY))}  # the same binary the local provider runs
 
     def argv(self, ctx: ServiceContext) -> list[str]:
-        return [ctx.exe(*_BINARY),
-                "-host", "127.0.0.1", "-port", str(ctx.port)]
+        flags = ["-host", "127.0.0.1", "-port", str(ctx.port)]
+        return flags if ctx.in_container else [ctx.exe(*_BINARY), *flags]
 
     def env(self, ctx: ServiceContext) -> dict[str, str]:
         return {"LOG_LEVEL": "warn"}

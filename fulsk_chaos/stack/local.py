@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from .procs import service_processes, signal_service, state
 from .running import Service
@@ -69,38 +70,34 @@ class LocalService(Service):
         if sig == signal.SIGKILL:
             self.send_signal(sig)
             self._reap(self.stop_grace_s)
-        elif self._proc is not None:
+        elif self._proc is None:
+            raise StackError(f"{self.name} was never started")
+        else:
             os.kill(self._proc.pid, sig)
 
     def pause(self) -> None:
         """SIGSTOP every process, and return once all of them are stopped (as ``docker pause``)."""
-        self.send_signal(signal.SIGSTOP)
+        self._signal_until(signal.SIGSTOP, lambda st: st in ("T", "t", None), "paused")
         self.paused = True
-        assert self._proc is not None
-        pid = self._proc.pid
-
-        def all_stopped() -> None:
-            running = [p for p in service_processes(pid) if state(p) not in ("T", "t", None)]
-            if running:
-                signal_service(pid, signal.SIGSTOP)  # a child forked after the first signal
-                raise RuntimeError(f"pids {running} not stopped yet")
-
-        wait_until(all_stopped, self.stop_grace_s, f"{self.name} to be paused")
 
     def resume(self) -> None:
         """SIGCONT every process, and return once none of them is stopped (as ``docker unpause``)."""
-        self.send_signal(signal.SIGCONT)
+        self._signal_until(signal.SIGCONT, lambda st: st not in ("T", "t"), "resumed")
         self.paused = False
-        assert self._proc is not None
+
+    def _signal_until(self, sig: int, reached: Callable[[str | None], bool], what: str) -> None:
+        """Signals are delivered asynchronously: re-send until every process shows the result."""
+        if self._proc is None:
+            raise StackError(f"{self.name} was never started")
         pid = self._proc.pid
 
-        def none_stopped() -> None:
-            stopped = [p for p in service_processes(pid) if state(p) in ("T", "t")]
-            if stopped:
-                signal_service(pid, signal.SIGCONT)
-                raise RuntimeError(f"pids {stopped} still stopped")
+        def all_reached() -> None:
+            signal_service(pid, sig)  # again: a child may have been forked after the last one
+            behind = [p for p in service_processes(pid) if not reached(state(p))]
+            if behind:
+                raise RuntimeError(f"pids {behind} not {what} yet")
 
-        wait_until(none_stopped, self.stop_grace_s, f"{self.name} to resume")
+        wait_until(all_reached, self.stop_grace_s, f"{self.name} to be {what}")
 
     def stop(self, grace_s: float | None = None) -> None:
         """The service's own stop signal, then SIGKILL after the grace period (as ``docker stop``)."""

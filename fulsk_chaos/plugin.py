@@ -70,9 +70,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         crash = getattr(report.longrepr, "reprcrash", None)
         message = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
         result.fail(message if report.when == "call" else f"{report.when}: {message}")
-    if result is not None and report.when == "teardown":
-        for key, value in result.to_json()["measurements"].items():
-            item.user_properties.append((key, value))
+    if result is not None and report.when == "teardown":  # JUnit XML takes a test's properties from here
+        report.user_properties.extend(result.to_json()["measurements"].items())
+        report.user_properties.append(("verdict", result.verdict))
     return report
 
 

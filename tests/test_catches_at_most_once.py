@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,12 @@ def test_db_loss_fails_on_lost_readings_when_the_backend_acks_on_receipt(tmp_pat
     assert m["unexpected"] == 0 and m["duplicates"] == 0
     assert m["unanswered"] == 0 and m["p99_ms"] < 2000
     assert m["api_recovery_s"] is not None
+
+    # JUnit XML, for CI dashboards, carries the same verdict and numbers.
+    (case,) = ElementTree.parse(results_file.parent / "junit.xml").iter("testcase")
+    assert " LOST (" in case.find("failure").get("message")
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert properties["verdict"] == "fail" and int(properties["lost"]) == m["lost"]
 
     # Every reading called lost is one the backend itself admits to having dropped. (Not always
     # all of them: a write abandoned at its deadline just as the database returns may still commit.)

@@ -9,12 +9,7 @@ import pytest
 import requests
 
 from fulsk_chaos.stack import EDGES, StackError
-from fulsk_chaos.stack.procs import listening_ports, service_processes
-
-
-def proc_state(pid: int) -> str:
-    stat = open(f"/proc/{pid}/stat").read()
-    return stat[stat.rindex(")") + 2]
+from fulsk_chaos.stack.procs import listening_ports, service_processes, state
 
 
 def test_every_service_listens_on_its_own_loopback_port(stack):
@@ -79,13 +74,13 @@ def test_pause_freezes_every_process_and_resume_thaws_them(stack):
     try:
         members = service_processes(postgres.pid)
         # stopped by SIGSTOP (T), or frozen by the container's cgroup freezer (D)
-        assert members and {proc_state(p) for p in members} <= {"T", "D"}  # all frozen when pause() returns
+        assert members and {state(p) for p in members} <= {"T", "D"}  # all frozen when pause() returns
         # An answer from the backend, not a hang (that would be nginx's 504 after 10 s, or a timeout).
         response = requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=10)
         assert response.status_code == 503 and response.json()["dependency"] == "postgres"
     finally:
         stack.resume("postgres")
-    assert {proc_state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}
+    assert {state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}
     stack.wait_healthy("backend", timeout_s=10)
 
 

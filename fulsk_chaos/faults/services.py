@@ -44,10 +44,6 @@ class Fault:
         self._rollback: Callable[[], None] | None = rollback
 
     @property
-    def active(self) -> bool:
-        return self._rollback is not None
-
-    @property
     def started(self) -> float:
         return self.record.started
 

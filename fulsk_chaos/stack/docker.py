@@ -40,6 +40,18 @@ def engine() -> docker.DockerClient:
                          f"which installs docker.io and starts dockerd") from None
 
 
+def remove_volume(client: docker.DockerClient, name: str) -> None:
+    """Delete a volume, waiting briefly for a container being removed to let go of it."""
+    for _ in range(50):
+        try:
+            client.volumes.get(name).remove(force=True)
+            return
+        except NotFound:
+            return
+        except APIError:
+            time.sleep(0.1)
+
+
 def owner_label() -> str:
     me = identity(os.getpid())
     assert me is not None
@@ -210,12 +222,5 @@ class DockerService(Service):
                 pass
             self._container = None
         if self.volume:
-            for _ in range(50):
-                try:
-                    self.client.volumes.get(self.volume).remove(force=True)
-                    break
-                except NotFound:
-                    break
-                except APIError:
-                    time.sleep(0.1)  # the removed container may still hold it for a moment
+            remove_volume(self.client, self.volume)
         self.paused = False

@@ -5,18 +5,20 @@ import os
 from pathlib import Path
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...); None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def _live_processes() -> dict[int, tuple[int, int]]:
     """pid -> (ppid, pgrp) of every live process. A zombie holds no port, file or memory: skipped."""
     table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] not in ("Z", "X"):
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and fields[0] not in ("Z", "X"):
             table[int(entry.name)] = (int(fields[1]), int(fields[2]))
     return table
 
@@ -66,12 +68,8 @@ def listening_ports() -> set[int]:
 
 def identity(pid: int) -> tuple[int, int] | None:
     """(pid, start time): names a process even after its pid is reused. None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
+    fields = _stat(pid)
+    return None if fields is None or fields[0] in ("Z", "X") else (pid, int(fields[19]))
 
 
 def survivors(identities: set[tuple[int, int]]) -> list[int]:
@@ -81,8 +79,5 @@ def survivors(identities: set[tuple[int, int]]) -> list[int]:
 
 def state(pid: int) -> str | None:
     """The process state letter (R, S, D, T, ...), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2]
+    fields = _stat(pid)
+    return fields[0] if fields else None

@@ -68,6 +68,8 @@ def _remove_docker(containers: list[str], volumes: list[str]) -> None:
     import docker  # only a Docker stack needs it
     from docker.errors import NotFound
 
+    from .docker import remove_volume
+
     client = docker.from_env()
     for container_id in containers:
         try:
@@ -75,14 +77,7 @@ def _remove_docker(containers: list[str], volumes: list[str]) -> None:
         except NotFound:
             pass
     for name in volumes:
-        for _ in range(50):
-            try:
-                client.volumes.get(name).remove(force=True)
-                break
-            except NotFound:
-                break
-            except docker.errors.APIError:
-                time.sleep(0.1)
+        remove_volume(client, name)
 
 
 def reap(services: set[int], paths: list[Path], containers: list[str] = (), volumes: list[str] = (),

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """The configuration is wrong; the message names the key and the problem."""
+__all__ = ["ConfigError", "Settings", "load", "from_mapping", "as_dict"]
 
 
 @dataclass(frozen=True)
-class Baselines:
+class BaselineSettings:
     """Performance baselines (ops guide, 'Performance Baselines')."""
     api_response_ms: float = 500.0
     page_load_ms: float = 2000.0
@@ -27,83 +28,106 @@ class Baselines:
 
 
 @dataclass(frozen=True)
-class Alerts:
+class AlertSettings:
     """Alert thresholds (ops guide, 'Application Metrics')."""
     http_response_ms: float = 2000.0
     error_rate: float = 0.05
 
 
 @dataclass(frozen=True)
-class Recovery:
+class RecoverySettings:
     target_s: float = 30.0  # from the faulted dependency being back to the stack in steady state
 
 
 @dataclass(frozen=True)
-class SteadyState:
-    window_s: float = 3.0   # how long the hypothesis is observed before a fault
+class SteadyStateSettings:
+    window_s: float = 3.0   # how long the hypothesis is observed before and after a fault
     streak_s: float = 2.0   # healthy for this long without a break = steady again
+    # The newest reading users are served may lag the newest one the broker acknowledged by this
+    # much (five fleet intervals at the default 0.2 s): a stalled ingest fails even while /health is ok.
+    max_staleness_s: float = 1.0
 
 
 @dataclass(frozen=True)
-class Fleet:
+class LedgerSettings:
+    # The backend contract stores each (inverter_id, seq) once. A backend that documents
+    # at-least-once storage may set this, and duplicates are then reported but not failed.
+    allow_duplicates: bool = False
+
+
+@dataclass(frozen=True)
+class FleetSettings:
     inverters: int = 10
     sites: int = 2
     interval_s: float = 0.2  # per inverter
 
 
 @dataclass(frozen=True)
-class Probe:
+class ProbeSettings:
     interval_s: float = 0.1
     api_path: str = "/api/inverters"
-    timeout_s: float = 5.0
+    # Unset: the HTTP response-time alert threshold, so a request the alert would fire on is a hang.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
-class Backend:
+class BackendSettings:
     """The backend under test. An empty command runs the reference backend in fixtures/."""
     command: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Docker:
+class DockerSettings:
     """Images for ``--stack docker``: production's from a registry, or those built offline."""
     offline: bool = False  # True: the images `fulsk-chaos images build --offline` makes
     images: dict[str, str] = field(default_factory=dict)  # per service, e.g. backend = "you/fulsk:1.4"
 
 
 @dataclass(frozen=True)
-class Stack:
+class StackSettings:
     start_timeout_s: float = 60.0
     stop_grace_s: float = 10.0
 
 
 @dataclass(frozen=True)
-class DbLoss:
+class DbLossSettings:
     down_s: float = 5.0
 
 
 @dataclass(frozen=True)
-class Scenarios:
-    db_loss: DbLoss = field(default_factory=DbLoss)
+class ScenarioSettings:
+    db_loss: DbLossSettings = field(default_factory=DbLossSettings)
 
 
 @dataclass(frozen=True)
-class Config:
-    baselines: Baselines = field(default_factory=Baselines)
-    alerts: Alerts = field(default_factory=Alerts)
-    recovery: Recovery = field(default_factory=Recovery)
-    steady_state: SteadyState = field(default_factory=SteadyState)
-    fleet: Fleet = field(default_factory=Fleet)
-    probe: Probe = field(default_factory=Probe)
-    backend: Backend = field(default_factory=Backend)
-    stack: Stack = field(default_factory=Stack)
-    docker: Docker = field(default_factory=Docker)
-    scenarios: Scenarios = field(default_factory=Scenarios)
+class Settings:
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    steady_state: SteadyStateSettings = field(default_factory=SteadyStateSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+    docker: DockerSettings = field(default_factory=DockerSettings)
+    scenarios: ScenarioSettings = field(default_factory=ScenarioSettings)
+
+    @property
+    def hang_s(self) -> float:
+        """A request unanswered for this long is a hang: the HTTP response-time alert threshold."""
+        return self.alerts.http_response_ms / 1000
+
+    @property
+    def probe_timeout_s(self) -> float:
+        return self.probe.timeout_s if self.probe.timeout_s is not None else self.hang_s
 
 
 # Values that may be zero; every other number must be strictly positive.
 _MAY_BE_ZERO = {"alerts.error_rate"}
+# Top-level tables of a pyproject.toml that are not ours and may sit beside [tool.fulsk-chaos].
+_PYPROJECT_TABLES = {"tool", "project", "build-system", "dependency-groups"}
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -124,6 +148,9 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):  # `X | None`: TOML has no null, so a value is an X
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(inner, value, path)
     if origin is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
@@ -152,35 +179,51 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported setting type {hint!r}")  # pragma: no cover - a bug of ours
 
 
-def from_mapping(data: dict[str, Any]) -> Config:
-    config = _build(Config, data, "")
-    unknown = set(config.docker.images) - {"postgres", "redis", "mqtt", "toxiproxy", "backend", "frontend"}
-    if unknown:
-        raise ConfigError(f"docker.images.{sorted(unknown)[0]}: not a service of the stack "
-                          f"(postgres, redis, mqtt, toxiproxy, backend, frontend)")
-    if config.alerts.error_rate > 1:
-        raise ConfigError(f"alerts.error_rate: a fraction between 0 and 1, got {config.alerts.error_rate!r}")
-    return config
+def from_mapping(data: dict[str, Any]) -> Settings:
+    settings = _build(Settings, data, "")
+    if settings.alerts.error_rate > 1:
+        raise ConfigError(f"alerts.error_rate: a fraction between 0 and 1, got {settings.alerts.error_rate!r}")
+    return settings
 
 
-def load(path: Path | str | None = None, search_from: Path | None = None) -> Config:
-    """Read the configuration from ``path`` (a TOML file), else the nearest pyproject.toml."""
+def load(path: Path | str | None = None, search_from: Path | None = None) -> Settings:
+    """Read the settings from ``path`` (a TOML file), else from the nearest pyproject.toml."""
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: configuration file not found")
         data = _read(path)
-        # A file may hold the keys at its top level or under [tool.fulsk-chaos], as pyproject does.
-        return _from_file(path, data["tool"].get("fulsk-chaos", {}) if "tool" in data else data)
+        return _from_file(path, _table_of(path, data, explicit=True))
     start = search_from or Path.cwd()
     for directory in [start, *start.parents]:
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
-            return _from_file(candidate, _read(candidate).get("tool", {}).get("fulsk-chaos", {}))
-    return Config()
+            return _from_file(candidate, _table_of(candidate, _read(candidate), explicit=False))
+    return Settings()
 
 
-def _from_file(path: Path, table: Any) -> Config:
+def _table_of(path: Path, data: dict[str, Any], explicit: bool) -> Any:
+    """The settings table of a file: ``[tool.fulsk-chaos]`` if it has one, else (for a file named
+    with --chaos-config) its top level. Nothing of ours is silently ignored: settings at the top
+    level beside a [tool.fulsk-chaos] table are refused."""
+    tool = data.get("tool")
+    if tool is not None and not isinstance(tool, dict):
+        raise ConfigError(f"{path}: tool: expected a table, got {type(tool).__name__}")
+    if tool is not None and "fulsk-chaos" in tool:
+        stray = sorted(set(data) - _PYPROJECT_TABLES)
+        if explicit and stray:
+            raise ConfigError(f"{path}: {stray[0]}: a top-level key beside [tool.fulsk-chaos] would be ignored; "
+                              f"put the settings either all at the top level or all under [tool.fulsk-chaos]")
+        return tool["fulsk-chaos"]
+    if not explicit:
+        return {}  # a pyproject.toml without our table: the defaults
+    settings = {k: v for k, v in data.items() if k not in _PYPROJECT_TABLES}
+    if not settings and set(data) & _PYPROJECT_TABLES:
+        raise ConfigError(f"{path}: no [tool.fulsk-chaos] table and no settings at the top level")
+    return settings  # other tools' tables ([tool.black], ...) are theirs, not ours
+
+
+def _from_file(path: Path, table: Any) -> Settings:
     try:
         return from_mapping(table)
     except ConfigError as exc:
@@ -189,10 +232,14 @@ def _from_file(path: Path, table: Any) -> Config:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
 
 
-def as_dict(config: Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def as_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

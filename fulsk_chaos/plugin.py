@@ -1,28 +1,50 @@
-"""The pytest plugin: options, markers and fixtures over the library. It owns lifecycles only."""
+"""The pytest plugin: options, markers, fixtures and the verdict's way into pytest's outcome.
+
+It owns lifecycles only. A scenario's verdict is the object its expectations were judged into;
+the plugin records it (results.json, junit.xml, the terminal) and fails the test from it.
+"""
 from __future__ import annotations
 
+import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
-from . import config as chaos_config_module
-from .config import Config, ConfigError
-from .faults import Faults
-from .probes import Fleet, Probe
-from .report import RunJournal, ScenarioResult
-from .report.journal import new_run_id
+from . import config as settings_module
+from .errors import ConfigError
+from .experiment import Experiment, make_feed, make_fleet, make_probe
+from .faults import FaultInjector
+from .probes import Fleet, LiveFeed, Probe
+from .report import JUnitXml, ResultsJson, RunRecord, ScenarioRecord, TerminalSummary, new_run_id
+from .report.records import now_iso
+from .services import CATALOGUE
 from .stack import PROVIDERS, Stack
+from .verdict import Verdict, VerdictReached
 
-JOURNAL = pytest.StashKey[RunJournal]()
-CONFIG = pytest.StashKey[Config]()
-RESULT = pytest.StashKey[ScenarioResult]()
+RUN = pytest.StashKey[RunRecord]()
+SETTINGS = pytest.StashKey[settings_module.Settings]()
+WRITERS = pytest.StashKey[list]()
+RECORD = pytest.StashKey[ScenarioRecord]()
+
+MARKERS = {
+    "scenario": "a chaos scenario: judged from its expectations, journaled into results.json",
+    "docker": "needs the Docker stack (--stack docker); skipped on the local one",
+    "provider": "exercises the stack provider itself: worth running on every provider",
+    "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
+}
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hooks
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fulsk-chaos")
-    group.addoption("--stack", default=os.environ.get("FULSK_CHAOS_STACK", "local"), choices=["local", "docker"],
+    group.addoption("--stack", default=os.environ.get("FULSK_CHAOS_STACK", "local"), choices=list(PROVIDERS),
                     help="where the stack under test runs: local processes (default) or docker")
     group.addoption("--report-dir", default="reports", type=Path,
                     help="results go to REPORT_DIR/<run-id>/ (results.json, junit.xml, logs)")
@@ -32,72 +54,193 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "scenario: a chaos scenario, journaled into results.json")
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
     try:
-        chaos = chaos_config_module.load(config.getoption("--chaos-config"), search_from=config.rootpath)
+        settings = settings_module.load(config.getoption("--chaos-config"), search_from=config.rootpath)
+        unknown = sorted(set(settings.docker.images) - set(CATALOGUE.names))
+        if unknown:
+            raise ConfigError(f"docker.images.{unknown[0]}: not a service of the stack ({', '.join(CATALOGUE.names)})")
     except ConfigError as exc:
         raise pytest.UsageError(f"fulsk-chaos configuration: {exc}") from None
-    provider = config.getoption("--stack")
-    journal = RunJournal(new_run_id(), provider, Path(config.getoption("--report-dir")).resolve(),
-                         chaos_config_module.as_dict(chaos))
-    config.stash[CONFIG] = chaos
-    config.stash[JOURNAL] = journal
-    if not config.option.xmlpath:  # tryfirst: before the junitxml plugin reads it
-        config.option.xmlpath = str(journal.dir / "junit.xml")
+    run = RunRecord(new_run_id(), config.getoption("--stack"), Path(config.getoption("--report-dir")).resolve(),
+                    settings_module.as_dict(settings))
+    config.stash[SETTINGS] = settings
+    config.stash[RUN] = run
+    config.stash[WRITERS] = [ResultsJson(lambda data: config.hook.pytest_fulsk_chaos_update_json(
+        config=config, output_json=data)), JUnitXml()]
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    journal = session.config.stash.get(JOURNAL, None)
-    if journal is not None and (journal.scenarios or journal.stack):
-        journal.write()
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for writers in session.config.hook.pytest_fulsk_chaos_report_writers(config=session.config):
+        session.config.stash[WRITERS].extend(writers or [])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--stack") == "docker":
+        return
+    skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(skip)
+
+
+def _reports(config: pytest.Config) -> tuple[RunRecord, list[Any]] | None:
+    run = config.stash.get(RUN, None)
+    if run is None or not (run.scenarios or run.stack or run.error):
+        return None  # a run that never touched the stack writes no report
+    return run, config.stash[WRITERS]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash.get(RUN, None)
+    if run is None:
+        return
+    run.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    run.finished_at = run.finished_at or now_iso()
+    if reports := _reports(session.config):
+        for writer in reports[1]:
+            writer.run_finished(run)
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    journal = config.stash.get(JOURNAL, None)
-    if journal is None or not (journal.scenarios or journal.stack):
-        return
-    terminalreporter.section("fulsk-chaos")
-    for line in journal.summary():
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(f"results: {journal.dir / 'results.json'}")
+    if reports := _reports(config):
+        run = reports[0]
+        terminalreporter.section("fulsk-chaos")
+        TerminalSummary(terminalreporter.write_line).run_finished(run)
+        terminalreporter.write_line(f"results: {run.dir / 'results.json'}")
+
+
+# --- a scenario's verdict ------------------------------------------------------------------------
+def _hypothesis(item: pytest.Item) -> str:
+    """The paragraph of the test's (or its module's) docstring that states the hypothesis."""
+    function, module = getattr(item, "function", None), getattr(item, "module", None)
+    for doc in (getattr(function, "__doc__", None), getattr(module, "__doc__", None)):
+        if not doc:
+            continue
+        paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n")]
+        stated = [p for p in paragraphs if p.lower().startswith(("hypothesis:", "steady-state hypothesis:"))]
+        return (stated or paragraphs)[0]
+    return ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("scenario") and RECORD not in item.stash:
+        run = item.config.stash[RUN]
+        record = ScenarioRecord(item.name.removeprefix("test_"), item.nodeid, hypothesis=_hypothesis(item))
+        item.stash[RECORD] = record
+        run.scenarios.append(record)
+        for writer in item.config.stash[WRITERS]:
+            writer.scenario_started(run, record)  # written ahead: a run that dies leaves "interrupted"
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
-    result = item.stash.get(RESULT, None)
-    if result is not None and report.failed:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        message = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
-        result.fail(message if report.when == "call" else f"{report.when}: {message}")
-    if result is not None and report.when == "teardown":  # JUnit XML takes a test's properties from here
-        report.user_properties.extend(result.to_json()["measurements"].items())
-        report.user_properties.append(("verdict", result.verdict))
+    record = item.stash.get(RECORD, None)
+    if record is None:
+        return report
+    if call.when == "setup" and report.failed:
+        record.conclude(Verdict("error", f"setup failed: {_exception_line(call)}", record.hypothesis))
+    elif call.when == "setup" and report.skipped:
+        record.conclude(Verdict("skipped", _skip_reason(report), record.hypothesis))
+    elif call.when == "call":
+        _judge_call(record, call, report)
+    elif call.when == "teardown":
+        if report.failed and record.status in ("pass", "skipped"):
+            record.conclude(Verdict("error", f"teardown failed: {_exception_line(call)}", record.hypothesis,
+                                    tuple(record.expectations), tuple(record.evidence)))
+        # for users' own --junitxml: the verdict and measurements as properties
+        data = record.to_json()
+        report.user_properties.extend([("verdict", data["verdict"]), *data["measurements"].items()])
+        run = item.config.stash[RUN]
+        for writer in item.config.stash[WRITERS]:
+            writer.scenario_finished(run, record)
     return report
+
+
+def _judge_call(record: ScenarioRecord, call: pytest.CallInfo, report: pytest.TestReport) -> None:
+    exc = call.excinfo
+    if exc is None:
+        verdict = record.verdict or Verdict(
+            "error", "the scenario ended without a verdict: judge it with experiment.verdict()", record.hypothesis,
+            tuple(record.expectations), tuple(record.evidence))
+    elif exc.errisinstance(VerdictReached):
+        verdict = exc.value.verdict
+    elif exc.errisinstance(pytest.skip.Exception):
+        verdict = Verdict("skipped", _skip_reason(report), record.hypothesis)
+    else:  # the stack or the framework broke: the hypothesis was not judged
+        verdict = Verdict("error", _exception_line(call), record.hypothesis, tuple(record.expectations),
+                          tuple(record.evidence))
+    record.conclude(verdict)
+    if verdict.status in ("fail", "error"):
+        report.outcome = "failed"
+        if exc is None or exc.errisinstance(VerdictReached):
+            report.longrepr = _verdict_text(verdict)
+
+
+def _verdict_text(verdict: Verdict) -> str:
+    lines = [f"{verdict.status.upper()}: {verdict.reason}", "", f"hypothesis: {verdict.hypothesis}", ""]
+    lines += [f"  {e.describe()}" for e in verdict.expectations]
+    lines += [f"  evidence {e.describe()}{'' if e.enough else '  TOO LITTLE'}" for e in verdict.evidence]
+    return "\n".join(lines)
+
+
+def _exception_line(call: pytest.CallInfo) -> str:
+    exc = call.excinfo
+    if exc is None:
+        return "unknown"
+    message = str(exc.value).strip().splitlines()
+    return f"{exc.typename}: {message[0] if message else ''}"[:1000]
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
 
 
 # --- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def chaos_config(pytestconfig: pytest.Config) -> Config:
-    """The fulsk-chaos configuration in force for this run."""
-    return pytestconfig.stash[CONFIG]
+def chaos_settings(pytestconfig: pytest.Config) -> settings_module.Settings:
+    """The fulsk-chaos settings in force for this run."""
+    return pytestconfig.stash[SETTINGS]
 
 
 @pytest.fixture(scope="session")
-def chaos_run(pytestconfig: pytest.Config) -> RunJournal:
-    return pytestconfig.stash[JOURNAL]
+def chaos_run(pytestconfig: pytest.Config) -> RunRecord:
+    """This run's record: what results.json is written from."""
+    return pytestconfig.stash[RUN]
+
+
+@dataclass
+class _StackFailure:
+    cause: str
+    reported: bool = False
 
 
 @pytest.fixture(scope="session")
-def stack(chaos_config: Config, chaos_run: RunJournal) -> Iterator[Stack]:
-    """The stack under test, healthy; shared by the session and healed after every scenario."""
-    if chaos_run.provider not in PROVIDERS:
-        pytest.fail(f"--stack {chaos_run.provider}: this provider is not implemented yet; use --stack local",
-                    pytrace=False)
-    chaos_run.dir.mkdir(parents=True, exist_ok=True)
-    the_stack = Stack(chaos_config, chaos_run.provider, logs_to=chaos_run.dir / "logs")
+def _chaos_stack(chaos_settings: settings_module.Settings, chaos_run: RunRecord) -> Iterator[Stack | _StackFailure]:
+    """The one stack of the session, or why it did not start (said once, not per test)."""
+    the_stack: Stack | None = None
     try:
+        the_stack = Stack(chaos_settings, chaos_run.provider, logs_to=chaos_run.dir / "logs")
         the_stack.start()
+    except Exception as exc:  # noqa: BLE001 - whatever it was, no test can use the stack
+        chaos_run.error = f"the stack did not start: {exc}"
+        if the_stack is not None:
+            try:
+                the_stack.stop()
+            except Exception:  # noqa: BLE001 - the reaper takes whatever is left
+                pass
+        yield _StackFailure(str(exc))
+        return
+    except BaseException:
+        the_stack.stop()
+        raise
+    try:
+        chaos_run.dir.mkdir(parents=True, exist_ok=True)
         the_stack.write_state(chaos_run.dir / "stack.json")
         chaos_run.stack["start_to_healthy_s"] = the_stack.timings["start_to_healthy_s"]
         chaos_run.stack["services"] = {
@@ -108,28 +251,37 @@ def stack(chaos_config: Config, chaos_run: RunJournal) -> Iterator[Stack]:
         chaos_run.stack["teardown_s"] = the_stack.stop()
 
 
+@pytest.fixture
+def stack(_chaos_stack: Stack | _StackFailure) -> Stack:
+    """The stack under test, healthy; shared by the session and healed after every test that used it."""
+    if isinstance(_chaos_stack, _StackFailure):
+        first, _chaos_stack.reported = not _chaos_stack.reported, True
+        pytest.fail(f"the stack did not start: {_chaos_stack.cause}" if first else
+                    "the stack did not start (the cause is shown once, at the first test that needed it)",
+                    pytrace=False)
+    return _chaos_stack
+
+
 @pytest.fixture(autouse=True)
-def _steady_between_scenarios(request: pytest.FixtureRequest) -> Iterator[None]:
+def _steady_between_tests(request: pytest.FixtureRequest) -> Iterator[None]:
     """Return a shared stack to a clean steady state after each test that used it."""
     yield
     if "stack" in request.fixturenames:
-        request.getfixturevalue("stack").heal()
+        the_stack = request.getfixturevalue("_chaos_stack")
+        if isinstance(the_stack, Stack):
+            the_stack.heal()
 
 
 @pytest.fixture
-def journal(request: pytest.FixtureRequest, chaos_run: RunJournal) -> ScenarioResult:
-    """This scenario's entry in results.json: its verdict, faults and measurements."""
-    name = request.node.name.removeprefix("test_")
-    result = ScenarioResult(name=name, nodeid=request.node.nodeid)
-    chaos_run.scenarios.append(result)
-    request.node.stash[RESULT] = result
-    return result
+def journal(request: pytest.FixtureRequest) -> ScenarioRecord:
+    """This scenario's entry in results.json (a record of its own for a test not marked scenario)."""
+    return request.node.stash.get(RECORD, None) or ScenarioRecord(request.node.name, request.node.nodeid)
 
 
 @pytest.fixture
-def faults(stack: Stack, journal: ScenarioResult) -> Iterator[Faults]:
-    """Injects faults into the stack; every fault still active at the end is rolled back."""
-    injector = Faults(stack, journal.faults)
+def faults(stack: Stack, journal: ScenarioRecord) -> Iterator[FaultInjector]:
+    """Injects faults from the catalogue; every fault still active at the end is rolled back."""
+    injector = FaultInjector(stack, journal.faults)
     yield injector
     errors = injector.rollback_all()
     if errors:
@@ -137,21 +289,31 @@ def faults(stack: Stack, journal: ScenarioResult) -> Iterator[Faults]:
 
 
 @pytest.fixture
-def fleet(stack: Stack, chaos_config: Config, journal: ScenarioResult) -> Iterator[Fleet]:
+def fleet(stack: Stack, chaos_settings: settings_module.Settings) -> Iterator[Fleet]:
     """Simulated inverters publishing through the inverters→mqtt edge; not started until asked."""
-    endpoints = stack.endpoints
-    cfg = chaos_config.fleet
-    the_fleet = Fleet(endpoints.mqtt_host, endpoints.mqtt_port, inverters=cfg.inverters, sites=cfg.sites,
-                      interval_s=cfg.interval_s)
+    the_fleet = make_fleet(stack, chaos_settings)
     yield the_fleet
     the_fleet.stop(settle_s=0)
 
 
 @pytest.fixture
-def probe(stack: Stack, chaos_config: Config) -> Iterator[Probe]:
-    """Samples /health and the API through the frontend; not started until asked."""
-    cfg = chaos_config.probe
-    the_probe = Probe(stack.endpoints.frontend_url, api_path=cfg.api_path, interval_s=cfg.interval_s,
-                      timeout_s=cfg.timeout_s)
+def probe(stack: Stack, chaos_settings: settings_module.Settings, fleet: Fleet) -> Iterator[Probe]:
+    """Samples /health, the API and the fleet's latest readings through the frontend; not started until asked."""
+    the_probe = make_probe(stack, chaos_settings, fleet)
     yield the_probe
     the_probe.stop()
+
+
+@pytest.fixture
+def live_feed(stack: Stack) -> Iterator[LiveFeed]:
+    """A dashboard's WebSocket client through the frontend; not started until asked."""
+    feed = make_feed(stack)
+    yield feed
+    feed.stop()
+
+
+@pytest.fixture
+def experiment(journal: ScenarioRecord, stack: Stack, chaos_settings: settings_module.Settings,
+               faults: FaultInjector, fleet: Fleet, probe: Probe, live_feed: LiveFeed) -> Experiment:
+    """The scenario's experiment: instruments, fault injector and journal, judged into its verdict."""
+    return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults)

@@ -12,9 +12,9 @@ import requests
 from aiohttp import ClientSession, WSMsgType
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fulsk_chaos.checks import read_stored
+from fulsk_chaos.checks import stored_keys
 from fulsk_chaos.probes import Fleet
-from fulsk_chaos.stack.wait import wait_until
+from fulsk_chaos.wait import wait_until
 
 
 def publish(stack, payloads: list[dict]) -> None:
@@ -53,7 +53,7 @@ def test_a_redelivered_reading_is_stored_once(stack, api):
 
 
 def _stored(stack, inverter: str, count: int):
-    stored = read_stored(stack.endpoints.database_dsn, [inverter])
+    stored = stored_keys(stack.endpoints.database_dsn, [inverter])
     if len(stored) < count:
         raise AssertionError(f"{len(stored)} stored so far")
     return dict(stored)
@@ -66,7 +66,9 @@ def test_readings_latest_and_cache_aside(stack, api):
     wait_until(lambda: _stored(stack, inverter, 2), 10, "readings stored")
     latest = api(f"/api/inverters/{inverter}/latest")
     assert latest.status_code == 200 and latest.json()["seq"] == 2 and latest.json()["power_w"] == 750.0
-    redis.Redis(port=stack.topology.ports["redis"]).delete(f"fulsk:latest:{inverter}")
+    cache = stack.client("redis")
+    cache.delete(f"fulsk:latest:{inverter}")
+    cache.close()
     assert api(f"/api/inverters/{inverter}/latest").headers["X-Cache"] == "miss"
     assert api(f"/api/inverters/{inverter}/latest").headers["X-Cache"] == "hit"
     window = api(f"/api/inverters/{inverter}/readings", params={"from": now - 45, "to": now})

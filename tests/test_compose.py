@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from fulsk_chaos.stack.docker import owner_label
-from fulsk_chaos.stack.ports import free_ports
+from fulsk_chaos.host.engine import owner_label
+from fulsk_chaos.host.ports import free_ports
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "docker-compose.prod.yml"
 
@@ -26,10 +26,11 @@ def compose_command() -> list[str]:
     pytest.fail("neither `docker compose` nor docker-compose is installed: run scripts/bootstrap.sh --docker")
 
 
+pytestmark = pytest.mark.docker  # the offline images and the engine a Docker stack has
+
+
 @pytest.fixture
 def compose(stack):
-    if stack.provider != "docker":
-        pytest.skip("needs --stack docker (its images and engine)")
     names = ["POSTGRES", "REDIS", "MQTT", "BACKEND", "FRONTEND"]
     ports = dict(zip(names, free_ports(len(names))))
     env = {**os.environ, **{f"FULSK_{n}_PORT": str(p) for n, p in ports.items()},

@@ -18,16 +18,15 @@ import pytest
 import requests
 from docker.errors import NotFound
 
-from fulsk_chaos.faults import Faults
-from fulsk_chaos.stack.docker import LABEL, OWNER_LABEL, STACK_LABEL, remove_orphans
+from fulsk_chaos.faults import FaultInjector
+from fulsk_chaos.host.engine import LABEL, OWNER_LABEL, STACK_LABEL, remove_orphans
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 def docker_stack(stack):
-    if stack.provider != "docker":
-        pytest.skip("needs --stack docker")
     return stack
 
 
@@ -59,7 +58,7 @@ def test_every_service_is_a_labelled_container_on_the_host_network(docker_stack,
 
 def test_kill_with_another_signal_goes_to_the_container(docker_stack):
     redis = docker_stack.service("redis")
-    docker_stack.kill("redis", signal.SIGTERM)  # redis shuts down cleanly on SIGTERM
+    redis.kill(signal.SIGTERM)  # redis shuts down cleanly on SIGTERM
     deadline = time.monotonic() + 10
     while redis.running and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -73,7 +72,7 @@ def test_restart_keeps_the_container_and_its_data(docker_stack):
     container = postgres.container_id
     with psycopg.connect(docker_stack.endpoints.database_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS survives_restart (x int)")
-    docker_stack.restart("postgres")
+    postgres.restart()
     assert postgres.container_id == container
     with psycopg.connect(docker_stack.endpoints.database_dsn) as conn:
         assert conn.execute("SELECT to_regclass('survives_restart')").fetchone() == ("survives_restart",)
@@ -83,8 +82,8 @@ def test_volume_loss_deletes_the_data_and_the_stack_recovers_on_an_empty_databas
     postgres = docker_stack.service("postgres")
     with psycopg.connect(docker_stack.endpoints.database_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS lost_with_the_volume (x int)")
-    faults = Faults(docker_stack)
-    with faults.lose_volume("postgres") as fault:
+    faults = FaultInjector(docker_stack)
+    with faults.inject("volume-loss", "postgres") as fault:
         with pytest.raises(NotFound):
             client.volumes.get(postgres.volume)
         assert not postgres.running
@@ -148,12 +147,12 @@ def test_offline_images_are_not_rebuilt_when_nothing_changed(docker_stack, clien
 def test_a_backend_image_named_in_the_configuration_runs_with_the_same_contract(docker_stack, client):
     from dataclasses import replace
 
-    from fulsk_chaos.config import Docker
+    from fulsk_chaos.config import DockerSettings
     from fulsk_chaos.stack import Stack
 
     reference = client.images.get(docker_stack.service("backend").image)
     reference.tag("fulsk-chaos/your-production-backend", "test")  # stands in for the user's own image
-    config = replace(docker_stack.config, docker=Docker(
+    config = replace(docker_stack.settings, docker=DockerSettings(
         offline=True, images={"backend": "fulsk-chaos/your-production-backend:test"}))
     try:
         with Stack(config, "docker") as other:

@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from fulsk_chaos.images.build import dockerfile, host_debian_sources
-from fulsk_chaos.stack.services import ALL, Postgres, Toxiproxy
-from fulsk_chaos.stack.stack import FIXTURES
+from fulsk_chaos.services import CATALOGUE, FIXTURES
+from fulsk_chaos.services.postgres import Postgres
+from fulsk_chaos.services.toxiproxy import Toxiproxy
 
 
 def test_every_service_has_a_registry_and_an_offline_image():
-    for spec in ALL:
+    for spec in CATALOGUE.specs:
         assert spec.registry_image and spec.offline_image.startswith("fulsk-chaos/")
         for source in spec.image_files(FIXTURES).values():
             assert source.exists(), f"{spec.name}: {source}"

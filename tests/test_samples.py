@@ -8,7 +8,7 @@ from fulsk_chaos.probes import Sample, Samples
 
 def health(t: float, ok: bool = True, postgres: str = "ok") -> Sample:
     body = {"status": "ok" if ok else "down", "dependencies": {"postgres": {"status": postgres}}}
-    return Sample("health", t, 0.01, 200 if ok else 503, health=body)
+    return Sample("health", t, 0.01, 200 if ok else 503, body=body)
 
 
 def api(t: float, status: int | None = 200, latency_s: float = 0.01) -> Sample:

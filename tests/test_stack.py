@@ -8,8 +8,11 @@ import psycopg
 import pytest
 import requests
 
-from fulsk_chaos.stack import EDGES, StackError
-from fulsk_chaos.stack.procs import listening_ports, service_processes, state
+from fulsk_chaos.host.procs import listening_ports, service_processes, state
+from fulsk_chaos.services import CATALOGUE
+from fulsk_chaos.stack import StackError
+
+pytestmark = pytest.mark.provider
 
 
 def test_every_service_listens_on_its_own_loopback_port(stack):
@@ -24,7 +27,7 @@ def test_every_service_listens_on_its_own_loopback_port(stack):
 
 def test_every_dependency_edge_goes_through_toxiproxy(stack):
     proxies = stack.toxiproxy.proxies()
-    assert set(proxies) == {name for name, _, _ in EDGES}
+    assert set(proxies) == {e.name for e in CATALOGUE.edges}
     for edge in stack.topology.edges.values():
         proxy = proxies[edge.name]
         assert proxy["listen"] == f"127.0.0.1:{edge.listen}"
@@ -60,17 +63,17 @@ def test_kill_takes_every_process_of_the_service(stack):
     postgres = stack.service("postgres")
     before = service_processes(postgres.pid)
     assert len(before) > 3  # postmaster, checkpointer, walwriter, backends... (each in its own session)
-    stack.kill("postgres")
+    postgres.kill()
     assert not any(service_processes(pid) for pid in before)
     assert stack.topology.ports["postgres"] not in listening_ports()
-    stack.start_service("postgres")
+    postgres.start_healthy()
     with psycopg.connect(stack.endpoints.database_dsn, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_pause_freezes_every_process_and_resume_thaws_them(stack):
     postgres = stack.service("postgres")
-    stack.pause("postgres")
+    postgres.pause()
     try:
         members = service_processes(postgres.pid)
         # stopped by SIGSTOP (T), or frozen by the container's cgroup freezer (D)
@@ -79,13 +82,13 @@ def test_pause_freezes_every_process_and_resume_thaws_them(stack):
         response = requests.get(stack.endpoints.frontend_url + "/api/inverters", timeout=10)
         assert response.status_code == 503 and response.json()["dependency"] == "postgres"
     finally:
-        stack.resume("postgres")
+        postgres.resume()
     assert {state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}
     stack.wait_healthy("backend", timeout_s=10)
 
 
 def test_losing_redis_degrades_but_does_not_take_the_service_down(stack):
-    stack.kill("redis")
+    stack.service("redis").kill()
     body = requests.get(stack.endpoints.frontend_url + "/health", timeout=5)
     assert body.status_code == 200
     assert body.json()["status"] == "degraded"
@@ -97,15 +100,15 @@ def test_losing_redis_degrades_but_does_not_take_the_service_down(stack):
 def test_stop_uses_the_services_own_stop_signal(stack):
     postgres = stack.service("postgres")
     assert postgres.spec.stop_signal == signal.SIGINT  # fast shutdown, as the official image does
-    stack.stop_service("postgres")
+    postgres.stop()
     assert not postgres.running
     assert "database system is shut down" in postgres.log_tail(50) or "shutting down" in postgres.log_tail(50)
-    stack.start_service("postgres")
+    postgres.start_healthy()
 
 
 def test_heal_returns_the_stack_to_steady_state(stack):
-    stack.kill("mqtt")
-    stack.pause("redis")
+    stack.service("mqtt").kill()
+    stack.service("redis").pause()
     stack.toxiproxy.add_toxic("frontend-backend", "latency", {"latency": 3000})
     actions = stack.heal()
     assert "restarted mqtt" in actions and "resumed redis" in actions
@@ -115,4 +118,4 @@ def test_heal_returns_the_stack_to_steady_state(stack):
 
 def test_unknown_service_is_a_clear_error(stack):
     with pytest.raises(StackError, match="no service 'mysql'"):
-        stack.kill("mysql")
+        stack.service("mysql")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fulsk_chaos.stack import Stack
-from fulsk_chaos.stack.procs import identity, listening_ports, service_processes, survivors
+from fulsk_chaos.host.procs import identity, listening_ports, service_processes, survivors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_an_exception_inside_the_stack_leaves_nothing():
     with pytest.raises(RuntimeError, match="boom"):
         with Stack() as stack:
             left = everything_of(stack)
-            stack.pause("postgres")  # even a frozen service is taken down
+            stack.service("postgres").pause()  # even a frozen service is taken down
             raise RuntimeError("boom")
     assert_nothing_left(*left, within_s=0.5)
 
@@ -57,7 +57,7 @@ def test_two_stacks_in_one_process_share_nothing():
     with Stack() as a, Stack() as b:
         assert set(a.topology.ports.values()).isdisjoint(b.topology.ports.values())
         assert a.dir != b.dir
-        a.kill("redis")
+        a.service("redis").kill()
         assert b.service("redis").running
         assert b.toxiproxy.proxies()["backend-redis"]["upstream"].endswith(str(b.topology.ports["redis"]))
 
@@ -65,7 +65,7 @@ def test_two_stacks_in_one_process_share_nothing():
 _HOLD_A_STACK = """
 import json, sys, time
 from fulsk_chaos.stack import Stack
-from fulsk_chaos.stack.procs import service_processes
+from fulsk_chaos.host.procs import service_processes
 stack = Stack()
 stack.start()
 pids = [p for s in stack.services.values() for p in service_processes(s.pid)] + [stack.describe()["reaper_pid"]]

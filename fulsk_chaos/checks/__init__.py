@@ -1,7 +1,11 @@
-"""Checkers that turn what was observed into verdicts."""
-from .ledger import LedgerResult, check_ledger, read_stored, settle
+"""Measurements turned into expectations: the ledger, what users see in a steady window, the
+fault window, and recovery."""
+from .ledger import Alteration, LedgerResult, check_ledger, read_stored, settle, stored_keys
 from .recovery import Recovery, wait_for_recovery
-from .steady import Check, assert_holds, steady_state
+from .steady import Observation, steady_evidence, steady_measurements, steady_state
+from .users import Served, judge_latest
+from .window import FaultWindow, fault_window
 
-__all__ = ["Check", "LedgerResult", "Recovery", "assert_holds", "check_ledger", "read_stored", "settle", "steady_state",
-           "wait_for_recovery"]
+__all__ = ["Alteration", "FaultWindow", "LedgerResult", "Observation", "Recovery", "Served", "check_ledger",
+           "fault_window", "judge_latest", "read_stored", "settle", "steady_evidence", "steady_measurements",
+           "steady_state", "stored_keys", "wait_for_recovery"]

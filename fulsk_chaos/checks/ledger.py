@@ -1,18 +1,42 @@
 """The ledger check (Jepsen's set checker) for telemetry: what was promised against what is stored.
 
+Every reading the broker acknowledged must be stored, once, with the values the inverter sent.
 The contract with the backend under test: readings land in a table ``readings`` with columns
-``inverter_id`` and ``seq``.
+``inverter_id``, ``seq``, ``ts``, ``site_id``, ``power_w`` and ``energy_wh``.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import psycopg
 
+from ..errors import FulskChaosError
+from ..verdict import Expectation, none_of
+
 Key = tuple[str, int]
+Values = Mapping[str, Any]
+FIELDS = ("site_id", "ts", "power_w", "energy_wh")
+TS_TOLERANCE_S = 0.0005  # readings carry millisecond timestamps; any backend stores those exactly
+
+
+class ContractError(FulskChaosError, RuntimeError):
+    """The backend's storage does not follow the contract the ledger reads."""
+
+
+@dataclass(frozen=True)
+class Alteration:
+    key: Key
+    field: str
+    sent: Any
+    stored: Any
+
+    def describe(self) -> str:
+        return f"{self.key[0]}#{self.key[1]} {self.field} sent {self.sent!r}, stored {self.stored!r}"
 
 
 @dataclass(frozen=True)
@@ -23,53 +47,135 @@ class LedgerResult:
     lost: list[Key] = field(default_factory=list)        # acknowledged by the broker, not stored
     unexpected: list[Key] = field(default_factory=list)  # stored, never sent
     duplicates: list[Key] = field(default_factory=list)  # stored more than once
+    altered: list[Alteration] = field(default_factory=list)  # stored with other values than sent
     unacked_stored: int = 0                              # sent, not acknowledged, stored anyway: allowed
+    allow_duplicates: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.unexpected
+        return all(e.held for e in self.expectations())
 
-    def describe(self, limit: int = 5) -> str:
-        def show(keys: list[Key]) -> str:
-            more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-            return ", ".join(f"{i}#{s}" for i, s in keys[:limit]) + more
+    def expectations(self) -> list[Expectation]:
+        evidence = {"acked": self.acked, "sent": self.sent, "stored": self.stored}
+        checks = [
+            none_of("lost (acknowledged, not stored)", len(self.lost), evidence=evidence, detail=_show(self.lost)),
+            none_of("unexpected (stored, never sent)", len(self.unexpected), evidence=evidence,
+                    detail=_show(self.unexpected)),
+            none_of("altered (stored with other values)", len(self.altered), evidence=evidence,
+                    detail=", ".join(a.describe() for a in self.altered[:3])),
+        ]
+        if not self.allow_duplicates:
+            checks.append(none_of("duplicates (stored more than once)", len(self.duplicates), evidence=evidence,
+                                  detail=_show(self.duplicates)))
+        return checks
+
+    def measurements(self) -> dict[str, Any]:
+        return {"sent": self.sent, "acked": self.acked, "stored": self.stored, "lost": len(self.lost),
+                "unexpected": len(self.unexpected), "duplicates": len(self.duplicates),
+                "altered": len(self.altered), "unacked_stored": self.unacked_stored}
+
+    def describe(self) -> str:
         parts = [f"{self.acked} acknowledged, {self.stored} stored"]
-        if self.lost:
-            parts.append(f"{len(self.lost)} LOST ({show(self.lost)})")
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} UNEXPECTED ({show(self.unexpected)})")
-        if self.duplicates:
-            parts.append(f"{len(self.duplicates)} duplicated ({show(self.duplicates)})")
+        for name, keys in (("LOST", self.lost), ("UNEXPECTED", self.unexpected), ("duplicated", self.duplicates)):
+            if keys:
+                parts.append(f"{len(keys)} {name} ({_show(keys)})")
+        if self.altered:
+            parts.append(f"{len(self.altered)} ALTERED ({', '.join(a.describe() for a in self.altered[:3])})")
         return "; ".join(parts)
 
 
-def check_ledger(sent: Iterable[Key], acked: Iterable[Key], stored: Mapping[Key, int]) -> LedgerResult:
-    sent, acked = set(sent), set(acked)
-    if not acked <= sent:
-        raise ValueError(f"{len(acked - sent)} acknowledged keys were never sent: the fleet's record is broken")
-    present = set(stored)
+def _show(keys: Sequence[Key], limit: int = 5) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(f"{i}#{s}" for i, s in keys[:limit]) + more
+
+
+def same_value(field_name: str, sent: Any, stored: Any) -> bool:
+    if field_name == "ts":
+        try:
+            return abs(_epoch(sent) - _epoch(stored)) <= TS_TOLERANCE_S
+        except (TypeError, ValueError, OverflowError):
+            return False
+    if isinstance(sent, float) or isinstance(stored, float):
+        try:
+            return math.isclose(float(sent), float(stored), rel_tol=1e-9, abs_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    return sent == stored
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    return float(value)
+
+
+def check_ledger(sent: Mapping[Key, Values], acked: Iterable[Key], stored: Mapping[Key, Sequence[Values]], *,
+                 allow_duplicates: bool = False) -> LedgerResult:
+    """``sent``: every reading sent, with its values; ``stored``: every row stored, per key."""
+    acked = set(acked)
+    if not acked <= set(sent):
+        raise ValueError(f"{len(acked - set(sent))} acknowledged keys were never sent: the fleet's record is broken")
+    present = {k for k, rows in stored.items() if rows}
+    altered = []
+    for key in sorted(present & set(sent)):
+        for row in stored[key]:
+            for name in FIELDS:
+                if name in sent[key] and not same_value(name, sent[key][name], row.get(name)):
+                    altered.append(Alteration(key, name, sent[key][name], row.get(name)))
+                    break
+            else:
+                continue
+            break
     return LedgerResult(
         sent=len(sent), acked=len(acked), stored=len(present),
         lost=sorted(acked - present),
-        unexpected=sorted(present - sent),
-        duplicates=sorted(k for k, n in stored.items() if n > 1),
-        unacked_stored=len((sent - acked) & present),
+        unexpected=sorted(present - set(sent)),
+        duplicates=sorted(k for k in present if len(stored[k]) > 1),
+        altered=altered,
+        unacked_stored=len((set(sent) - acked) & present),
+        allow_duplicates=allow_duplicates,
     )
 
 
-def read_stored(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 10.0) -> Counter[Key]:
-    """How many times each (inverter_id, seq) of these inverters is stored, read straight from PostgreSQL."""
+def read_stored(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 10.0) -> dict[Key, list[dict[str, Any]]]:
+    """Every stored row of these inverters, per (inverter_id, seq), read straight from PostgreSQL."""
     ids = list(inverter_ids)
     with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        rows = conn.execute(
-            "SELECT inverter_id, seq, count(*) FROM readings WHERE inverter_id = ANY(%s) GROUP BY 1, 2",
-            (ids,)).fetchall()
-    return Counter({(inverter_id, int(seq)): int(n) for inverter_id, seq, n in rows})
+        try:
+            rows = conn.execute(
+                f"SELECT inverter_id, seq, {', '.join(FIELDS)} FROM readings WHERE inverter_id = ANY(%s)",
+                (ids,)).fetchall()
+        except psycopg.errors.UndefinedColumn as exc:
+            raise ContractError(f"the backend's readings table lacks a column the ledger reads ({exc}): the "
+                                f"contract is readings(inverter_id, seq, {', '.join(FIELDS)})") from None
+    stored: dict[Key, list[dict[str, Any]]] = {}
+    for inverter_id, seq, *values in rows:
+        stored.setdefault((inverter_id, int(seq)), []).append(dict(zip(FIELDS, values)))
+    return stored
 
 
-def settle(sent: Callable[[], set[Key]], acked: Callable[[], set[Key]], dsn: str, inverter_ids: list[str], *,
-           timeout_s: float, quiet_s: float = 2.0, poll_s: float = 0.2) -> LedgerResult:
+def stored_keys(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 2.0) -> Counter[Key]:
+    """How many times each key is stored (cheap: for polling while the pipeline drains)."""
+    with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
+        conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
+        rows = conn.execute("SELECT inverter_id, seq, count(*) FROM readings WHERE inverter_id = ANY(%s) "
+                            "GROUP BY 1, 2", (list(inverter_ids),)).fetchall()
+    return Counter({(i, int(s)): int(n) for i, s, n in rows})
+
+
+class Sender(Protocol):
+    inverter_ids: list[str]
+
+    def sent(self) -> dict[Key, Values]: ...
+
+    def acked(self, before: float | None = None, after: float | None = None) -> set[Key]: ...
+
+
+def settle(fleet: Sender, dsn: str, *, timeout_s: float, allow_duplicates: bool = False, quiet_s: float = 2.0,
+           poll_s: float = 0.2) -> LedgerResult:
     """The ledger once the pipeline has drained: nothing is missing, or nothing new was stored for
     ``quiet_s`` (what is missing then stays missing), or ``timeout_s`` passed.
 
@@ -78,12 +184,13 @@ def settle(sent: Callable[[], set[Key]], acked: Callable[[], set[Key]], dsn: str
     """
     deadline = time.monotonic() + timeout_s
     last_count, last_change = -1, time.monotonic()
+    acked = fleet.acked()
     while True:
-        stored = read_stored(dsn, inverter_ids)
-        result = check_ledger(sent(), acked(), stored)
+        counts = stored_keys(dsn, fleet.inverter_ids, timeout_s=5)
         now = time.monotonic()
-        if sum(stored.values()) != last_count:
-            last_count, last_change = sum(stored.values()), now
-        if not result.lost or now - last_change >= quiet_s or now >= deadline:
-            return result
+        if sum(counts.values()) != last_count:
+            last_count, last_change = sum(counts.values()), now
+        if acked <= set(counts) or now - last_change >= quiet_s or now >= deadline:
+            break
         time.sleep(poll_s)
+    return check_ledger(fleet.sent(), acked, read_stored(dsn, fleet.inverter_ids), allow_duplicates=allow_duplicates)

@@ -1,39 +1,103 @@
-"""The steady-state hypothesis, as numbers: what 'the stack is fine' means, from the ops guide."""
+"""The steady-state hypothesis, as numbers: what 'the stack is fine' means to its users, from the
+ops guide - answers in time and without errors, fresh and correct data, a live feed that delivers
+within its baseline - each a reusable expectation, judged over one observation window.
+"""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any
 
-from ..config import Config
-from ..probes.http import Samples
+from ..config import Settings
+from ..probes import FleetRecord, Key, Samples
+from ..probes.http import quantile
+from ..verdict import Evidence, Expectation, at_most, none_of
+from .users import Served, answered_ok, judge_latest
+
+LIVE_GRACE_S = 1.0  # readings acknowledged this close to a window's end may still be on their way
 
 
 @dataclass(frozen=True)
-class Check:
-    name: str
-    measured: float
-    limit: float
-    unit: str = ""
+class Observation:
+    """What users and inverters saw in one window (``start``..``end``, monotonic seconds)."""
+    phase: str
+    start: float
+    end: float
+    samples: Samples             # the probe's samples started in the window, hangs included
+    fleet: FleetRecord           # what the fleet sent and the broker acknowledged (at judging time)
+    arrivals: dict[Key, float]   # first arrival of each reading on the live feed
 
     @property
-    def ok(self) -> bool:
-        return not math.isnan(self.measured) and self.measured <= self.limit
+    def served(self) -> list[Served]:
+        judged = (judge_latest(s, self.fleet) for s in self.samples.target("latest"))
+        return [s for s in judged if s is not None]
 
-    def __str__(self) -> str:
-        return f"{self.name} = {self.measured:.3g}{self.unit} (limit {self.limit:g}{self.unit}) " + (
-            "ok" if self.ok else "VIOLATED")
+    def live_delays_ms(self) -> tuple[int, list[float]]:
+        """(readings acknowledged in the window, early enough to have arrived; their feed delays)."""
+        due = self.fleet.acked_between(self.start, self.end - LIVE_GRACE_S)
+        delays = [(self.arrivals[m.key] - m.sent_at) * 1000 for m in due if m.key in self.arrivals]
+        return len(due), delays
 
 
-def steady_state(samples: Samples, config: Config) -> list[Check]:
-    """API p95 within the response-time baseline, API and health errors within the alert rate."""
-    api, health = samples.target("api"), samples.target("health")
+def steady_state(obs: Observation, settings: Settings) -> list[Expectation]:
+    p = f"{obs.phase}: "
+    api, health = obs.samples.target("api"), obs.samples.target("health")
+    reads = obs.samples.target("api", "latest")
+    served = obs.served
+    stale = [s for s in served if s.wrong is None and not s.fresh(settings.steady_state.max_staleness_s)]
+    wrong = [s for s in served if s.wrong is not None]
+    staleness = [s.staleness_s for s in served if s.staleness_s is not None]
+    due, delays = obs.live_delays_ms()
+    judged = len([s for s in served if s.wrong is None])
     return [
-        Check("api p95", api.quantile_ms(0.95), config.baselines.api_response_ms, " ms"),
-        Check("api error rate", api.error_rate(), config.alerts.error_rate),
-        Check("health not ok", health.error_rate(), config.alerts.error_rate),
+        at_most(p + "api p95", api.quantile_ms(0.95), settings.baselines.api_response_ms, "ms",
+                evidence={"samples": len(api)}),
+        at_most(p + "api error rate", reads.error_rate(answered_ok), settings.alerts.error_rate,
+                evidence={"samples": len(reads)}),
+        at_most(p + "health not ok", health.error_rate(), settings.alerts.error_rate,
+                evidence={"samples": len(health)}),
+        none_of(p + "unanswered (no answer within the alert threshold)", obs.samples.unanswered(),
+                evidence={"samples": len(obs.samples)},
+                detail=unanswered_detail(obs.samples)),
+        at_most(p + f"stale answers (newest reading > {settings.steady_state.max_staleness_s:g} s behind the broker)",
+                len(stale) / judged if judged else None, settings.alerts.error_rate,
+                evidence={"judged": judged, "p95_staleness_s": _round(quantile(staleness, 0.95)),
+                          "max_staleness_s": _round(max(staleness, default=float("nan")))},
+                detail=f"{len(stale)} of {judged} answers stale, the worst "
+                       f"{max(staleness, default=0):.1f} s behind" if stale else ""),
+        none_of(p + "wrong answers (not the reading that was sent)", len(wrong),
+                evidence={"judged": len(served)}, detail="; ".join(s.wrong for s in wrong[:3])),
+        at_most(p + "live feed missed", (due - len(delays)) / due if due else None, settings.alerts.error_rate,
+                evidence={"due": due, "arrived": len(delays)},
+                detail=f"{due - len(delays)} of {due} readings never reached the live feed" if due > len(delays) else ""),
+        at_most(p + "live feed delay p95", quantile(delays, 0.95), settings.baselines.websocket_latency_ms, "ms",
+                evidence={"arrived": len(delays)}),
     ]
 
 
-def assert_holds(checks: list[Check], when: str) -> None:
-    failed = [c for c in checks if not c.ok]
-    assert not failed, f"steady-state hypothesis does not hold {when}: " + "; ".join(map(str, failed))
+def steady_evidence(obs: Observation, *, samples: int, acked: int, judged: int) -> list[Evidence]:
+    p = f"{obs.phase}: "
+    per_target = min((len(obs.samples.target(t)) for t in ("health", "api", "latest")), default=0)
+    return [
+        Evidence(p + "probe samples per target", per_target, samples),
+        Evidence(p + "API answers", sum(s.answered for s in obs.samples.target("api")), samples),
+        Evidence(p + "readings acknowledged by the broker", len(obs.fleet.acked_between(obs.start, obs.end)), acked),
+        Evidence(p + "latest-reading answers judged", len([s for s in obs.served if s.wrong is None]), judged),
+    ]
+
+
+def steady_measurements(obs: Observation) -> dict[str, Any]:
+    api = obs.samples.target("api")
+    staleness = [s.staleness_s for s in obs.served if s.staleness_s is not None]
+    _, delays = obs.live_delays_ms()
+    return {f"{obs.phase}_p95_ms": api.quantile_ms(0.95), f"{obs.phase}_error_rate": api.error_rate(),
+            f"{obs.phase}_staleness_p95_s": quantile(staleness, 0.95),
+            f"{obs.phase}_live_delay_p95_ms": quantile(delays, 0.95)}
+
+
+def unanswered_detail(samples: Samples, limit: int = 3) -> str:
+    missing = [s for s in samples if not s.answered]
+    return "; ".join(f"{s.target}: {s.error}" for s in missing[:limit])
+
+
+def _round(value: float) -> float | None:
+    return None if value != value else round(value, 3)

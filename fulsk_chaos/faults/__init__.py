@@ -1,4 +1,7 @@
-"""Faults and their rollbacks. Every fault injected is journaled and always rolled back."""
-from .services import Fault, FaultRecord, Faults
+"""Faults and their rollbacks: a catalogue of fault kinds, one module per family, behind one
+injector that journals every fault and always rolls it back."""
+from .catalogue import Catalogue, Family, FaultKind, Rollback
+from .injector import Fault, FaultInjector, FaultRecord
+from .kinds import CATALOGUE
 
-__all__ = ["Fault", "FaultRecord", "Faults"]
+__all__ = ["CATALOGUE", "Catalogue", "Family", "Fault", "FaultInjector", "FaultKind", "FaultRecord", "Rollback"]

@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Callable
 
 import docker
-from docker.errors import ImageNotFound
+from docker.errors import BuildError, ImageNotFound
 
-from ..stack.service import ServiceSpec
-from ..stack.services import ALL
+from ..errors import FulskChaosError
+from ..host.engine import LABEL, engine
+from ..services import CATALOGUE, Catalogue, ServiceSpec
 
 BASE_IMAGE = "fulsk-chaos/base:bookworm"
-LABEL = "org.fulsk-chaos"
+
+
+class ImageBuildError(FulskChaosError, RuntimeError):
+    """An offline image could not be built; the message says which and why."""
 INPUTS_LABEL = "org.fulsk-chaos.inputs"
 SOURCES_IN_IMAGE = "/etc/apt/sources.list.d/host.sources"
 
@@ -46,7 +50,7 @@ def _codename() -> str:
     for line in Path("/etc/os-release").read_text().splitlines():
         if line.startswith("VERSION_CODENAME="):
             return line.split("=", 1)[1].strip('"')
-    raise RuntimeError("cannot tell this host's Debian release (no VERSION_CODENAME in /etc/os-release)")
+    raise ImageBuildError("cannot tell this host's Debian release (no VERSION_CODENAME in /etc/os-release)")
 
 
 def host_debian_sources(codename: str, apt: Path = Path("/etc/apt")) -> tuple[str, str]:
@@ -66,7 +70,7 @@ def host_debian_sources(codename: str, apt: Path = Path("/etc/apt")) -> tuple[st
     debian = [e for e in entries if any(s.startswith(codename) for s in e.get("Suites", "").split())]
     main = [e for e in debian if codename in e.get("Suites", "").split()]
     if not main:
-        raise RuntimeError(f"no apt source for Debian {codename} on this host: the offline build uses the "
+        raise ImageBuildError(f"no apt source for Debian {codename} on this host: the offline build uses the "
                            f"host's apt sources (/etc/apt/sources.list*)")
     keep = ("Types", "URIs", "Suites", "Components", "Signed-By")
     text = "\n\n".join("\n".join(f"{k}: {e[k]}" for k in keep if k in e) for e in debian) + "\n"
@@ -89,12 +93,15 @@ def build_base(client: docker.DockerClient, log: Callable[[str], None]) -> Build
     if found := _existing(client, BASE_IMAGE, inputs):
         return BuildResult(BASE_IMAGE, found, False, time.monotonic() - start)
     if shutil.which("debootstrap") is None:
-        raise RuntimeError("debootstrap not found: run `bash scripts/bootstrap.sh --docker`")
+        raise ImageBuildError("debootstrap not found: run `bash scripts/bootstrap.sh --docker`")
     with tempfile.TemporaryDirectory(prefix="fulsk-chaos-base-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         log(f"debootstrap {codename} (minbase) from the host's apt sources")
-        subprocess.run(["debootstrap", "--variant=minbase", codename, str(rootfs), mirror], check=True,
-                       stdout=subprocess.DEVNULL)
+        done = subprocess.run(["debootstrap", "--variant=minbase", codename, str(rootfs), mirror],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise ImageBuildError(f"debootstrap {codename} from {mirror} failed ({done.returncode}): "
+                                  f"{done.stderr.strip()[-300:]}")
         (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
         (rootfs / SOURCES_IN_IMAGE.lstrip("/")).write_text(sources)
         policy = rootfs / "usr/sbin/policy-rc.d"  # packages must not try to start their daemons
@@ -104,11 +111,12 @@ def build_base(client: docker.DockerClient, log: Callable[[str], None]) -> Build
         (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True)
         log(f"docker import -> {BASE_IMAGE}")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-c", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                        "-c", f"LABEL {LABEL}=true {INPUTS_LABEL}={inputs}", "-", BASE_IMAGE],
-                       stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
-        if tar.wait() != 0:
-            raise RuntimeError("tar of the debootstrap'd root failed")
+        imported = subprocess.run(
+            ["docker", "import", "-c", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "-c", f"LABEL {LABEL}=true {INPUTS_LABEL}={inputs}", "-", BASE_IMAGE],
+            stdin=tar.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if tar.wait() != 0 or imported.returncode != 0:
+            raise ImageBuildError(f"docker import of the debootstrap'd root failed: {imported.stderr.strip()[-300:]}")
     return BuildResult(BASE_IMAGE, client.images.get(BASE_IMAGE).id, True, time.monotonic() - start)
 
 
@@ -149,18 +157,23 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, fixtures: Path
     if found := _existing(client, spec.offline_image, inputs):
         return BuildResult(spec.offline_image, found, False, time.monotonic() - start)
     log(f"building {spec.offline_image}")
-    image, _ = client.images.build(
-        fileobj=io.BytesIO(context), custom_context=True, tag=spec.offline_image, network_mode="host",
-        labels={LABEL: "true", INPUTS_LABEL: inputs}, rm=True, forcerm=True)
+    try:
+        image, _ = client.images.build(
+            fileobj=io.BytesIO(context), custom_context=True, tag=spec.offline_image, network_mode="host",
+            labels={LABEL: "true", INPUTS_LABEL: inputs}, rm=True, forcerm=True)
+    except BuildError as exc:
+        tail = " | ".join(str(line.get("stream", line.get("error", ""))).strip()
+                          for line in list(exc.build_log)[-5:] if isinstance(line, dict))
+        raise ImageBuildError(f"building {spec.offline_image} failed: {exc.msg} ({tail})") from None
     return BuildResult(spec.offline_image, image.id, True, time.monotonic() - start)
 
 
 def build_images(fixtures: Path, log: Callable[[str], None] = print,
-                 client: docker.DockerClient | None = None) -> list[BuildResult]:
+                 client: docker.DockerClient | None = None, catalogue: Catalogue = CATALOGUE) -> list[BuildResult]:
     """Build the base and every service's offline image; return what was built and what was current."""
-    client = client or docker.from_env()
+    client = client or engine()
     base = build_base(client, log)
     results = [base]
-    for spec in ALL:
+    for spec in catalogue.specs:
         results.append(build_service(client, spec, fixtures, base.id, log))
     return results

@@ -1,8 +1,9 @@
 """Simulated inverters: the write path's load, and the record of what the broker acknowledged.
 
 Each inverter has its own MQTT connection and publishes QoS 1 readings with a unique
-(inverter_id, seq). The broker's PUBACK is recorded per message: an acknowledged reading is a
-promise the stack must keep, which the ledger check holds it to.
+(inverter_id, seq). The broker's PUBACK is recorded per message, with the values the reading
+carried: an acknowledged reading is a promise the stack must keep, stored once and unaltered,
+which the ledger check holds it to.
 """
 from __future__ import annotations
 
@@ -12,62 +13,87 @@ import random
 import secrets
 import threading
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ..errors import FulskChaosError
+
 Key = tuple[str, int]
 TOPIC = "fulsk/inverters/{inverter_id}/telemetry"
+VALUE_FIELDS = ("site_id", "ts", "power_w", "energy_wh")
+
+
+class FleetError(FulskChaosError, RuntimeError):
+    pass
 
 
 @dataclass
 class Message:
     inverter_id: str
     seq: int
-    sent_at: float              # time.monotonic() when handed to the client
-    acked_at: float | None = None
+    sent_at: float                 # time.monotonic() when handed to the client
+    values: dict[str, Any]         # what the reading said: site_id, ts (epoch s), power_w, energy_wh
+    acked_at: float | None = None  # time.monotonic() of the broker's PUBACK
 
     @property
     def key(self) -> Key:
         return (self.inverter_id, self.seq)
 
 
+def paho_client(client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                         protocol=mqtt.MQTTv311)
+    client.max_queued_messages_set(0)
+    client.reconnect_delay_set(min_delay=1, max_delay=2)
+    return client
+
+
 class _Inverter:
-    def __init__(self, inverter_id: str, site_id: str, host: str, port: int, rng: random.Random) -> None:
+    def __init__(self, inverter_id: str, site_id: str, client: mqtt.Client, rng: random.Random) -> None:
         self.inverter_id = inverter_id
         self.site_id = site_id
         self.seq = 0
         self.rated_w = rng.uniform(3000, 8000)
         self.messages: list[Message] = []
-        self._by_mid: dict[int, Message] = {}
+        self._awaiting: dict[int, Message] = {}  # mid -> message whose PUBACK has not come yet
+        self._early: dict[int, float] = {}       # PUBACKs that came before publish() returned their mid
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"inverter-{inverter_id}",
-                                  clean_session=True, protocol=mqtt.MQTTv311)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client = client
         self.client.on_publish = self._on_publish
-        self.client.connect_async(host, port, keepalive=10)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # paho calls this holding its own publish mutex: only our lock may be taken here.
+        now = time.monotonic()
         with self._lock:
-            message = self._by_mid.pop(mid, None)
-        if message is not None:
-            message.acked_at = time.monotonic()
+            message = self._awaiting.pop(mid, None)
+            if message is None:
+                self._early[mid] = now
+                return
+            message.acked_at = now
 
     def publish(self, rng: random.Random) -> Message:
         self.seq += 1
-        now = time.time()
+        now = round(time.time(), 3)  # milliseconds: what any backend (JavaScript's Date too) can store exactly
         daylight = max(0.0, math.sin(math.pi * ((now / 3600) % 24) / 24))
         power = round(self.rated_w * (0.2 + 0.8 * daylight) * rng.uniform(0.9, 1.0), 1)
-        payload = json.dumps({"inverter_id": self.inverter_id, "site_id": self.site_id, "seq": self.seq,
-                              "ts": now, "power_w": power, "energy_wh": round(power / 3600, 4)})
+        values = {"site_id": self.site_id, "ts": now, "power_w": power, "energy_wh": round(power / 3600, 4)}
+        payload = json.dumps({"inverter_id": self.inverter_id, "seq": self.seq, **values})
+        message = Message(self.inverter_id, self.seq, time.monotonic(), values)
         with self._lock:
-            message = Message(self.inverter_id, self.seq, time.monotonic())
-            info = self.client.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=1)
-            self._by_mid[info.mid] = message
             self.messages.append(message)
+        # Never under our lock: publish() takes paho's mutex, which paho holds while calling
+        # _on_publish (which takes ours) - the two orders would deadlock once PUBACKs lag.
+        info = self.client.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=1)
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._awaiting[info.mid] = message
+            else:
+                message.acked_at = early
         return message
 
     def snapshot(self) -> list[Message]:
@@ -80,15 +106,18 @@ class Fleet:
 
     def __init__(self, host: str, port: int, *, inverters: int = 10, sites: int = 2, interval_s: float = 0.2,
                  prefix: str | None = None, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, client_factory: Callable[[str], mqtt.Client] = paho_client) -> None:
         self.prefix = prefix or f"fleet-{secrets.token_hex(3)}"
         self.interval_s = interval_s
         self.max_duration_s = max_duration_s
         self.max_messages = max_messages
         self._rng = random.Random(seed)
-        self._inverters = [
-            _Inverter(f"{self.prefix}-inv{i:03d}", f"{self.prefix}-site{i % sites}", host, port, self._rng)
-            for i in range(inverters)]
+        self._inverters = []
+        for i in range(inverters):
+            inverter_id = f"{self.prefix}-inv{i:03d}"
+            client = client_factory(f"inverter-{inverter_id}")
+            self._inverters.append(_Inverter(inverter_id, f"{self.prefix}-site{i % sites}", client, self._rng))
+            client.connect_async(host, port, keepalive=10)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.started_at: float | None = None
@@ -120,17 +149,32 @@ class Fleet:
                 if delay < -1.0:
                     next_at = time.monotonic()  # fell behind (e.g. a stalled broker): don't burst
 
-    def stop(self, settle_s: float = 5.0) -> None:
-        """Stop publishing, give outstanding acknowledgements ``settle_s`` to arrive, disconnect."""
+    def stop(self, settle_s: float = 5.0, timeout_s: float = 10.0) -> None:
+        """Stop publishing, give outstanding acknowledgements ``settle_s`` to arrive, disconnect.
+
+        Bounded: a publisher or client stuck for ``timeout_s`` is reported, not waited on forever.
+        """
         self._stop.set()
+        stuck = []
         if self._thread:
-            self._thread.join()
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                stuck.append(f"the publishing thread is still blocked after {timeout_s:g} s")
         deadline = time.monotonic() + settle_s
-        while self.pending() and time.monotonic() < deadline:
+        while not stuck and self.pending() and time.monotonic() < deadline:
             time.sleep(0.05)
-        for inverter in self._inverters:
-            inverter.client.disconnect()
-            inverter.client.loop_stop()
+
+        def disconnect_all() -> None:
+            for inverter in self._inverters:
+                inverter.client.disconnect()
+                inverter.client.loop_stop()
+        closer = threading.Thread(target=disconnect_all, name=f"fleet-{self.prefix}-stop", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            stuck.append(f"its MQTT clients did not disconnect within {timeout_s:g} s")
+        if stuck:
+            raise FleetError(f"fleet {self.prefix} did not stop: {'; '.join(stuck)}")
 
     def pending(self) -> int:
         return sum(1 for m in self.messages() if m.acked_at is None)
@@ -144,10 +188,43 @@ class Fleet:
         for inverter in self._inverters:
             yield from inverter.snapshot()
 
-    def sent(self) -> set[Key]:
-        return {m.key for m in self.messages()}
+    def sent(self) -> dict[Key, dict[str, Any]]:
+        """Every reading handed to the broker, with the values it carried."""
+        return {m.key: m.values for m in self.messages()}
 
-    def acked(self, before: float | None = None) -> set[Key]:
-        """Keys the broker acknowledged (at or before monotonic time ``before``, if given)."""
+    def acked(self, before: float | None = None, after: float | None = None) -> set[Key]:
+        """Keys the broker acknowledged (within monotonic times ``after``..``before``, if given)."""
         return {m.key for m in self.messages()
-                if m.acked_at is not None and (before is None or m.acked_at <= before)}
+                if m.acked_at is not None and (before is None or m.acked_at <= before)
+                and (after is None or m.acked_at >= after)}
+
+    def record(self) -> "FleetRecord":
+        return FleetRecord(list(self.messages()))
+
+
+class FleetRecord:
+    """A snapshot of what the fleet sent, indexed for the checks: by key, and per inverter in
+    acknowledgement order (what was the newest reading the broker had accepted at time t?)."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.by_key: dict[Key, Message] = {m.key: m for m in messages}
+        self._acked: dict[str, tuple[list[float], list[Message]]] = {}
+        per_inverter: dict[str, list[Message]] = {}
+        for m in messages:
+            if m.acked_at is not None:
+                per_inverter.setdefault(m.inverter_id, []).append(m)
+        for inverter, acked in per_inverter.items():
+            acked.sort(key=lambda m: m.acked_at)
+            self._acked[inverter] = ([m.acked_at for m in acked], acked)
+
+    def newest_acked(self, inverter_id: str, at: float) -> Message | None:
+        """The most recently sent reading of ``inverter_id`` among those acknowledged by time ``at``."""
+        times, acked = self._acked.get(inverter_id, ([], []))
+        upto = acked[:bisect_right(times, at)]
+        return max(upto, key=lambda m: m.sent_at, default=None)
+
+    def first_acked(self, inverter_id: str) -> Message | None:
+        return (self._acked.get(inverter_id, ([], []))[1] or [None])[0]
+
+    def acked_between(self, start: float, end: float) -> list[Message]:
+        return [m for _, acked in self._acked.values() for m in acked if start <= m.acked_at <= end]

@@ -1,28 +1,46 @@
-"""The read path as users see it: /health and one API endpoint, sampled on a fixed cadence.
+"""The read path as users see it: HTTP targets (health, the API, an inverter's latest reading)
+sampled on a fixed cadence through the frontend.
 
 Requests are issued on schedule from a pool, so one hung request never delays the next sample:
-a hang shows up as a slow or unanswered sample, not as a gap in the record.
+a hang shows up as an unanswered sample, not as a gap in the record. Requests still in flight
+are part of every snapshot once they are older than the hang threshold, so a hang is judged
+whenever it happens, not only if it ends before someone looks.
 """
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import requests
 
 
 @dataclass(frozen=True)
+class Target:
+    """What a probe asks for: a fixed path, or one computed per request (``path(i)`` returns the
+    i-th request's path and what it asked for, e.g. which inverter)."""
+    name: str
+    path: str | Callable[[int], tuple[str, dict[str, Any]]]
+    json: bool = False  # keep the parsed body for the checks
+
+    def request(self, i: int) -> tuple[str, dict[str, Any]]:
+        return (self.path, {}) if isinstance(self.path, str) else self.path(i)
+
+
+@dataclass(frozen=True)
 class Sample:
-    target: str          # "health" or "api"
+    target: str
     started: float       # time.monotonic()
-    latency_s: float
-    status: int | None   # None: no HTTP answer (connection refused, reset, or timed out)
+    latency_s: float     # for a pending sample: its age when the snapshot was taken
+    status: int | None   # None: no HTTP answer (refused, reset, timed out, or still pending)
     error: str | None = None
-    health: dict | None = None  # the parsed /health body, when there was one
+    body: Any = None     # the parsed JSON body, for targets that keep it
+    meta: Mapping[str, Any] = field(default_factory=dict)  # what the request asked for
+    pending: bool = False  # still unanswered when the snapshot was taken (and older than the hang threshold)
 
     @property
     def answered(self) -> bool:
@@ -31,15 +49,19 @@ class Sample:
     @property
     def ok(self) -> bool:
         if self.target == "health":
-            return self.status == 200 and (self.health or {}).get("status") == "ok"
+            return self.status == 200 and isinstance(self.body, dict) and self.body.get("status") == "ok"
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def health(self) -> dict | None:
+        return self.body if self.target == "health" and isinstance(self.body, dict) else None
 
     def dependency(self, name: str) -> str | None:
         """A dependency's status as /health reported it ('ok', 'down', ...), None if unknown."""
         return ((self.health or {}).get("dependencies") or {}).get(name, {}).get("status")
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     if len(values) == 1:
@@ -48,10 +70,15 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 class Samples:
-    """An ordered, immutable selection of samples with the statistics verdicts are made of."""
+    """An ordered, immutable selection of samples with the statistics verdicts are made of.
 
-    def __init__(self, samples: Iterable[Sample]) -> None:
+    ``horizon``: samples started at or after it may still be missing (requests in flight, not yet
+    old enough to call hung); anything that needs an unbroken record stops there.
+    """
+
+    def __init__(self, samples: Iterable[Sample], horizon: float = float("inf")) -> None:
         self._samples = sorted(samples, key=lambda s: s.started)
+        self.horizon = horizon
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self._samples)
@@ -60,10 +87,10 @@ class Samples:
         return len(self._samples)
 
     def where(self, predicate: Callable[[Sample], bool]) -> "Samples":
-        return Samples(s for s in self._samples if predicate(s))
+        return Samples((s for s in self._samples if predicate(s)), self.horizon)
 
-    def target(self, name: str) -> "Samples":
-        return self.where(lambda s: s.target == name)
+    def target(self, *names: str) -> "Samples":
+        return self.where(lambda s: s.target in names)
 
     def window(self, start: float, end: float | None = None) -> "Samples":
         return self.where(lambda s: s.started >= start and (end is None or s.started <= end))
@@ -72,24 +99,27 @@ class Samples:
         return [s.latency_s * 1000 for s in self._samples]
 
     def quantile_ms(self, q: float) -> float:
-        return _quantile(self.latencies_ms(), q)
+        return quantile(self.latencies_ms(), q)
 
     def max_ms(self) -> float:
         return max(self.latencies_ms(), default=float("nan"))
 
-    def error_rate(self) -> float:
-        return sum(not s.ok for s in self._samples) / len(self._samples) if self._samples else float("nan")
+    def error_rate(self, ok: Callable[[Sample], bool] = lambda s: s.ok) -> float:
+        return sum(not ok(s) for s in self._samples) / len(self._samples) if self._samples else float("nan")
 
     def unanswered(self) -> int:
         return sum(not s.answered for s in self._samples)
 
     def first_streak(self, after: float, streak_s: float, healthy: Callable[[Sample], bool] = lambda s: s.ok
                      ) -> float | None:
-        """Start of the first run of healthy samples, begun at or after ``after``, lasting ``streak_s``."""
+        """Start of the first run of healthy samples, begun at or after ``after``, lasting ``streak_s``
+        and complete before the horizon (a request still in flight may yet break it)."""
         streak_start: float | None = None
         for sample in self._samples:
             if sample.started < after:
                 continue
+            if sample.started >= self.horizon:
+                return None
             if not healthy(sample):
                 streak_start = None
                 continue
@@ -101,16 +131,18 @@ class Samples:
 
 
 class Probe:
-    """Samples ``/health`` and ``api_path`` every ``interval_s``; stops by itself after ``max_duration_s``."""
+    """Samples each target every ``interval_s``; stops by itself after ``max_duration_s``."""
 
-    def __init__(self, base_url: str, *, api_path: str = "/api/inverters", interval_s: float = 0.1,
-                 timeout_s: float = 5.0, max_duration_s: float = 1800.0) -> None:
+    def __init__(self, base_url: str, targets: Iterable[Target], *, interval_s: float = 0.1,
+                 timeout_s: float = 2.0, max_duration_s: float = 1800.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.targets = {"health": "/health", "api": api_path}
+        self.targets = {t.name: t for t in targets}
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.max_duration_s = max_duration_s
         self._samples: list[Sample] = []
+        self._inflight: dict[int, tuple[Target, float, dict[str, Any]]] = {}
+        self._tokens = itertools.count()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._local = threading.local()
@@ -128,13 +160,15 @@ class Probe:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)  # every request is bounded by the timeout
 
     def _run(self) -> None:
         started = next_at = time.monotonic()
+        i = 0
         while not self._stop.is_set() and time.monotonic() - started < self.max_duration_s:
-            for target in self.targets:
-                self._pool.submit(self._sample, target)
+            for target in self.targets.values():
+                self._pool.submit(self._sample, target, i)
+            i += 1
             next_at += self.interval_s
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -143,27 +177,47 @@ class Probe:
             self._local.session = requests.Session()
         return self._local.session
 
-    def _sample(self, target: str) -> None:
+    def _sample(self, target: Target, i: int) -> None:
+        path, meta = target.request(i)
+        token = next(self._tokens)
         start = time.monotonic()
-        status, error, health = None, None, None
+        with self._lock:
+            self._inflight[token] = (target, start, meta)
+        status, error, body = None, None, None
         try:
-            response = self._session().get(self.base_url + self.targets[target], timeout=self.timeout_s)
+            response = self._session().get(self.base_url + path, timeout=self.timeout_s)
             status = response.status_code
-            if target == "health" and "json" in response.headers.get("content-type", ""):
-                health = response.json()
+            if target.json and "json" in response.headers.get("content-type", ""):
+                body = response.json()
         except (requests.RequestException, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
-        sample = Sample(target, start, time.monotonic() - start, status, error, health)
+        sample = Sample(target.name, start, time.monotonic() - start, status, error, body, meta)
         with self._lock:
+            del self._inflight[token]
             self._samples.append(sample)
 
-    @property
-    def samples(self) -> Samples:
+    def snapshot(self, hang_s: float) -> Samples:
+        """Every answered sample, plus each request still in flight for ``hang_s`` or more (a hang,
+        unanswered); requests in flight for less are not judged yet and set the horizon."""
+        now = time.monotonic()
         with self._lock:
-            return Samples(list(self._samples))
+            samples = list(self._samples)
+            inflight = list(self._inflight.values())
+        horizon = float("inf")
+        for target, started, meta in inflight:
+            if now - started >= hang_s:
+                samples.append(Sample(target.name, started, now - started, None,
+                                      f"no answer after {now - started:.1f} s", meta=meta, pending=True))
+            else:
+                horizon = min(horizon, started)
+        return Samples(samples, horizon)
 
-    def observe(self, seconds: float) -> Samples:
-        """Wait ``seconds`` and return the samples started in that span (and answered by its end)."""
-        start = time.monotonic()
-        time.sleep(seconds)
-        return self.samples.window(start)
+    def settle(self, until: float, hang_s: float, poll_s: float = 0.02) -> None:
+        """Wait until every request started by ``until`` is answered or old enough to be a hang."""
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                waiting = [s for _, s, _ in self._inflight.values() if s <= until and now - s < hang_s]
+            if not waiting:
+                return
+            time.sleep(poll_s)

@@ -1,4 +1,6 @@
-"""The run's journal: results.json, and the summary printed at the end."""
-from .journal import RunJournal, ScenarioResult
+"""The run's journal and its writers: results.json, junit.xml, the terminal summary."""
+from .records import RunRecord, ScenarioRecord, new_run_id
+from .writers import FileWriter, JUnitXml, ReportWriter, ResultsJson, TerminalSummary
 
-__all__ = ["RunJournal", "ScenarioResult"]
+__all__ = ["FileWriter", "JUnitXml", "ReportWriter", "ResultsJson", "RunRecord", "ScenarioRecord",
+           "TerminalSummary", "new_run_id"]

@@ -1,6 +1,7 @@
-"""The stack under test: start it, break it, heal it, tear it down leaving nothing behind."""
-from .service import Edge, ServiceSpec, Topology
-from .stack import EDGES, PROVIDERS, Endpoints, Stack
-from .wait import StackError
+"""The stack under test, composed from the service catalogue: start it, heal it, tear it down
+leaving nothing behind. Providers: local processes (``local.py``) or containers (``docker.py``)."""
+from ..errors import StackError
+from .running import Provider, Service
+from .stack import PROVIDERS, Endpoints, Stack
 
-__all__ = ["EDGES", "PROVIDERS", "Edge", "Endpoints", "ServiceSpec", "Stack", "StackError", "Topology"]
+__all__ = ["PROVIDERS", "Endpoints", "Provider", "Service", "Stack", "StackError"]

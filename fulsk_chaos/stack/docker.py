@@ -8,94 +8,60 @@ a run that died are found and removed (Ryuk needs an image that cannot be pulled
 """
 from __future__ import annotations
 
-import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import NotFound
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
-from .procs import identity
+from ..errors import StackError
+from ..host.engine import STACK_LABEL, engine, remove_orphans, remove_volume, stack_labels
+from ..services import ServiceContext, ServiceSpec, Topology
+from ..wait import wait_until
 from .reaper import Reaper
-from .running import Service
-from .service import ServiceContext, ServiceSpec
-from .wait import StackError, wait_until
-
-LABEL = "org.fulsk-chaos"
-STACK_LABEL = "org.fulsk-chaos.stack"
-OWNER_LABEL = "org.fulsk-chaos.owner"  # "pid:starttime" of the process that created it
+from .running import Provider, Service
 
 
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-        return client
-    except Exception as exc:  # noqa: BLE001 - whatever the cause, the remedy is the same
-        raise StackError(f"no Docker engine answers ({exc}): run `bash scripts/bootstrap.sh --docker`, "
-                         f"which installs docker.io and starts dockerd") from None
+class DockerProvider(Provider):
+    """Every service a testcontainers container on the host network, from the configured images."""
 
+    name = "docker"
 
-def remove_volume(client: docker.DockerClient, name: str) -> None:
-    """Delete a volume, waiting briefly for a container being removed to let go of it."""
-    for _ in range(50):
-        try:
-            client.volumes.get(name).remove(force=True)
-            return
-        except NotFound:
-            return
-        except APIError:
-            time.sleep(0.1)
+    def prepare(self) -> None:
+        from ..images import build_images
+        self.engine = engine()
+        remove_orphans(self.engine)
+        if self.settings.docker.offline:  # incremental: only what is missing or outdated is built
+            build_images(self.fixtures, log=lambda line: None, client=self.engine)
+        self.labels = stack_labels(self.stack_id)
 
+    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
+        from ..images import image_for
+        ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures, in_container=True)
+        image = image_for(spec, self.settings.docker.offline, self.settings.docker.images)
+        return DockerService(spec, ctx, self.engine, image, self.labels, self.reaper,
+                             self.stack_dir / "logs" / f"{spec.name}.log", self.settings.stack.start_timeout_s,
+                             self.settings.stack.stop_grace_s, self.stack_dir)
 
-def owner_label() -> str:
-    me = identity(os.getpid())
-    assert me is not None
-    return f"{me[0]}:{me[1]}"
-
-
-def _owner_gone(labels: dict[str, str]) -> bool:
-    try:
-        pid, start = (int(x) for x in labels.get(OWNER_LABEL, "").split(":"))
-    except ValueError:
-        return True  # ours (labelled so) but no readable owner: nobody will clean it up
-    return identity(pid) != (pid, start)
-
-
-def remove_orphans(client: docker.DockerClient) -> list[str]:
-    """Remove the containers and volumes fulsk-chaos created for a process that is gone.
-
-    Listed without inspecting each one (another stack may be removing its own meanwhile).
-    """
-    removed = []
-    for container in client.api.containers(all=True, filters={"label": f"{LABEL}=true"}):
-        if _owner_gone(container.get("Labels") or {}):
-            try:
-                client.api.remove_container(container["Id"], force=True, v=True)
-                removed.append(container["Names"][0].lstrip("/"))
-            except NotFound:
-                pass
-    for volume in client.api.volumes(filters={"label": f"{LABEL}=true"}).get("Volumes") or []:
-        if _owner_gone(volume.get("Labels") or {}):
-            try:
-                client.api.remove_volume(volume["Name"], force=True)
-                removed.append(volume["Name"])
-            except APIError:
-                pass  # gone already, or still held by a container being removed: the next sweep takes it
-    return removed
+    def close(self) -> None:
+        client = getattr(self, "engine", None)
+        if client is not None:
+            client.close()
 
 
 class DockerService(Service):
+    provider = "docker"
+    fault_kinds = frozenset({"kill", "stop", "pause", "restart", "volume-loss"})
+
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, client: docker.DockerClient, image: str,
                  labels: dict[str, str], reaper: Reaper, log_path: Path, start_timeout_s: float,
                  stop_grace_s: float, stack_dir: Path) -> None:
         super().__init__(spec, ctx, log_path, start_timeout_s, stop_grace_s)
         testcontainers_config.ryuk_disabled = True  # its image cannot be pulled here; we reap ourselves
-        self.client = client
+        self.engine = client
         self.image = image
         self.labels = labels
         self._reaper = reaper
@@ -129,7 +95,7 @@ class DockerService(Service):
         return self._container.get_wrapped_container().id if self._container else None
 
     def describe(self) -> dict[str, Any]:
-        image = self.client.images.get(self.image)
+        image = self.engine.images.get(self.image)
         return {"provider": "docker", "pid": self.pid, "port": self.ctx.port, "image": self.image,
                 "image_id": image.id, "container": self.container_id, "volume": self.volume,
                 "running": self.running, "paused": self.paused}
@@ -157,7 +123,7 @@ class DockerService(Service):
             self.paused = False
             return
         if self.volume:
-            self.client.volumes.create(self.volume, labels=self.labels)
+            self.engine.volumes.create(self.volume, labels=self.labels)
             self._reaper.watch_volume(self.volume)
         command = self.spec.argv(self.ctx) or None
         container = DockerContainer(
@@ -222,5 +188,5 @@ class DockerService(Service):
                 pass
             self._container = None
         if self.volume:
-            remove_volume(self.client, self.volume)
+            remove_volume(self.engine, self.volume)
         self.paused = False

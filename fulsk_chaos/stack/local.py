@@ -12,14 +12,31 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .procs import service_processes, signal_service, state
-from .running import Service
+from ..errors import StackError
+from ..host.procs import service_processes, signal_service, state
+from ..services import ServiceContext, ServiceSpec, Topology
+from ..services.spec import unprivileged_user
+from ..wait import wait_until
 from .reaper import Reaper
-from .service import ServiceContext, ServiceSpec
-from .wait import StackError, wait_until
+from .running import Provider, Service
+
+
+class LocalProvider(Provider):
+    """The embedded default: every service a process on this host, as its own user where it must be."""
+
+    name = "local"
+
+    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
+        ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures,
+                             run_as=unprivileged_user(spec))
+        return LocalService(spec, ctx, self.reaper, self.stack_dir / "logs" / f"{spec.name}.log",
+                            self.settings.stack.start_timeout_s, self.settings.stack.stop_grace_s)
 
 
 class LocalService(Service):
+    provider = "local"
+    fault_kinds = frozenset({"kill", "stop", "pause", "restart"})
+
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, reaper: Reaper, log_path: Path,
                  start_timeout_s: float, stop_grace_s: float) -> None:
         super().__init__(spec, ctx, log_path, start_timeout_s, stop_grace_s)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from .procs import service_processes, signal_service
+from ..host.procs import service_processes, signal_service
 
 
 class Reaper:
@@ -68,7 +68,7 @@ def _remove_docker(containers: list[str], volumes: list[str]) -> None:
     import docker  # only a Docker stack needs it
     from docker.errors import NotFound
 
-    from .docker import remove_volume
+    from ..host.engine import remove_volume
 
     client = docker.from_env()
     for container_id in containers:

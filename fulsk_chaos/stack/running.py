@@ -4,14 +4,21 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .service import ServiceContext, ServiceSpec
-from .wait import wait_until
+from ..config import Settings
+from ..errors import StackError
+from ..services import ServiceContext, ServiceSpec, Topology
+from ..wait import wait_until
+from .reaper import Reaper
 
 
 class Service(ABC):
     """A service as a provider runs it: start, wait until healthy, signal, stop."""
+
+    provider: ClassVar[str]
+    # The fault kinds (names in fulsk_chaos.faults' catalogue) this provider can inflict on a service.
+    fault_kinds: ClassVar[frozenset[str]]
 
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, log_path: Path, start_timeout_s: float,
                  stop_grace_s: float) -> None:
@@ -57,6 +64,18 @@ class Service(ABC):
     def remove(self) -> None:
         """Release what outlives a stop (a container, its volume); nothing for a local process."""
 
+    def lose_volume(self) -> None:
+        """Delete the service's data volume with it (providers with volumes only)."""
+        raise StackError(f"{self.name} runs on the {self.provider} provider, which has no volumes to lose")
+
+    def client(self) -> Any:
+        """A client of the server, connected directly (see the spec's client factory)."""
+        return self.spec.client(self.ctx)
+
+    @property
+    def address(self) -> str:
+        return self.spec.address(self.ctx)
+
     def _exit_reason(self) -> str | None:
         """Why the service is not running although it should be; None while it runs."""
         return None if self.running else f"exited; log:\n{self.log_tail()}"
@@ -69,7 +88,32 @@ class Service(ABC):
         self.spec.after_start(self.ctx)
         return time.monotonic() - start
 
-    def restart(self) -> float:
-        self.stop()
+    def start_healthy(self) -> float:
         self.start()
         return self.wait_healthy()
+
+    def restart(self) -> float:
+        self.stop()
+        return self.start_healthy()
+
+
+class Provider(ABC):
+    """Turns specs into running services: local processes, or containers."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings, reaper: Reaper, stack_dir: Path, stack_id: str, fixtures: Path) -> None:
+        self.settings = settings
+        self.reaper = reaper
+        self.stack_dir = stack_dir
+        self.stack_id = stack_id
+        self.fixtures = fixtures
+
+    def prepare(self) -> None:
+        """Anything needed before the first service is created (an engine, images)."""
+
+    @abstractmethod
+    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service: ...
+
+    def close(self) -> None:
+        """Release the provider's own resources (after every service is stopped and removed)."""

@@ -10,9 +10,8 @@ import ssl
 import sys
 from pathlib import Path
 
-import requests
-
-from ..service import ServiceContext, ServiceSpec
+from .postgres import dsn
+from .spec import HttpClient, ServiceContext, ServiceSpec
 
 
 def _host_ca_bundle() -> Path:
@@ -25,6 +24,7 @@ def _host_ca_bundle() -> Path:
 
 class Backend(ServiceSpec):
     name = "backend"
+    depends_on = ("postgres", "redis", "mqtt")
     registry_image = "fulsk-chaos/backend:latest"  # built from fixtures/backend
     offline_image = "fulsk-chaos/backend:latest"
     packages = ("python3", "python3-venv")
@@ -46,26 +46,42 @@ class Backend(ServiceSpec):
 
     def argv(self, ctx: ServiceContext) -> list[str]:
         """The configured command; by default the reference backend (in a container: the image's CMD)."""
-        if ctx.config.backend.command or ctx.in_container:
-            return list(ctx.config.backend.command)
+        if ctx.settings.backend.command or ctx.in_container:
+            return list(ctx.settings.backend.command)
         return [sys.executable, "-m", "fulsk_backend"]
 
     def env(self, ctx: ServiceContext) -> dict[str, str]:
-        t = ctx.topology
         env = {
-            "DATABASE_URL": t.dsn(port=t.edge_port("backend-postgres")),
-            "REDIS_URL": f"redis://127.0.0.1:{t.edge_port('backend-redis')}/0",
-            "MQTT_URL": f"mqtt://127.0.0.1:{t.edge_port('backend-mqtt')}",
+            "DATABASE_URL": dsn(ctx.topology, ctx.upstream_port("postgres")),
+            "REDIS_URL": f"redis://127.0.0.1:{ctx.upstream_port('redis')}/0",
+            "MQTT_URL": f"mqtt://127.0.0.1:{ctx.upstream_port('mqtt')}",
             "PORT": str(ctx.port),
             "HOST": "127.0.0.1",
         }
-        if not ctx.config.backend.command and not ctx.in_container:
+        if not ctx.settings.backend.command and not ctx.in_container:
             reference = str(ctx.fixtures / "backend")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [reference, os.environ.get("PYTHONPATH")]))
-        env.update(ctx.config.backend.env)
+        env.update(ctx.settings.backend.env)
         return env
 
+    def address(self, ctx: ServiceContext) -> str:
+        return f"http://127.0.0.1:{ctx.port}"
+
+    def client(self, ctx: ServiceContext) -> HttpClient:
+        return HttpClient(self.address(ctx))
+
     def check(self, ctx: ServiceContext) -> None:
-        response = requests.get(f"http://127.0.0.1:{ctx.port}/health", timeout=3)
+        check_health(self.client(ctx), "/health")
+
+
+def check_health(client: HttpClient, path: str) -> None:
+    """Healthy means 200 and ``"status": "ok"``, the ops guide's ``curl -f .../health`` and more."""
+    try:
+        response = client.get(path, timeout=3)
         if response.status_code != 200 or response.json().get("status") != "ok":
-            raise RuntimeError(f"/health answered {response.status_code} {response.text[:300]}")
+            raise RuntimeError(f"{path} answered {response.status_code} {response.text[:300]}")
+    finally:
+        client.close()
+
+
+SPEC = Backend()

@@ -1,7 +1,9 @@
-"""What a service is, whatever runs it: how to prepare, start, check and stop it.
+"""What a service is, whatever runs it: how to prepare, start, check, reach and stop it.
 
 A spec is provider-agnostic (the same command, environment, ports, data directory and health
-check drive a local process or a container); a provider turns it into something running.
+check drive a local process or a container); a provider turns it into something running. A spec
+also declares where it sits in the stack: the services it connects to (each such edge goes
+through the proxy) and the outside clients that reach it.
 """
 from __future__ import annotations
 
@@ -11,18 +13,17 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..config import Config
-from .wait import StackError
+from ..config import Settings
+from ..errors import StackError
 
-DB_USER = "fulsk_user"  # the ops guide's database user
-DB_NAME = "fulsk"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 @dataclass(frozen=True)
 class Edge:
-    """A Toxiproxy proxy on one dependency edge: clients of ``upstream`` connect to ``listen``."""
+    """A proxy on one dependency edge: ``client`` reaches ``upstream`` by connecting to ``listen``."""
     name: str
     client: str
     upstream: str
@@ -36,19 +37,19 @@ class Topology:
     edges: dict[str, Edge]
     db_password: str
 
-    def edge_port(self, name: str) -> int:
-        return self.edges[name].listen
-
-    def dsn(self, port: int | None = None, dbname: str = DB_NAME) -> str:
-        return (f"postgresql://{DB_USER}:{self.db_password}@127.0.0.1:"
-                f"{port or self.ports['postgres']}/{dbname}")
+    def edge(self, client: str, upstream: str) -> Edge:
+        try:
+            return self.edges[f"{client}-{upstream}"]
+        except KeyError:
+            raise StackError(f"no edge {client}->{upstream}: declare {upstream!r} in {client}'s depends_on "
+                             f"(or {client!r} in {upstream}'s external_clients)") from None
 
 
 @dataclass
 class ServiceContext:
     name: str
     topology: Topology
-    config: Config
+    settings: Settings
     workdir: Path
     fixtures: Path
     run_as: str | None = None  # a user to drop to when we are root and the server refuses root
@@ -58,6 +59,10 @@ class ServiceContext:
     def port(self) -> int:
         return self.topology.ports[self.name]
 
+    def upstream_port(self, upstream: str) -> int:
+        """The port this service connects to for ``upstream``: its proxied edge, never the server itself."""
+        return self.topology.edge(self.name, upstream).listen
+
     def exe(self, name: str, *candidates: str) -> str:
         """Where the binary ``name`` is: on the image's PATH in a container, found on this host otherwise."""
         return name if self.in_container else find_binary(name, *candidates)
@@ -65,6 +70,11 @@ class ServiceContext:
 
 class ServiceSpec:
     name: ClassVar[str]
+    # Where it sits: the services it connects to (one proxied edge each) and clients from outside
+    # the stack that reach it through a proxied edge of their own (e.g. the inverters).
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    external_clients: ClassVar[tuple[str, ...]] = ()
+    carries_edges: ClassVar[bool] = False  # the proxy every edge goes through: started first
     stop_signal: ClassVar[int] = signal.SIGTERM
     user_when_root: ClassVar[str | None] = None  # servers that refuse to run as root
     # Images: what production runs (for users with a registry), and what the offline build installs.
@@ -100,6 +110,14 @@ class ServiceSpec:
     def after_start(self, ctx: ServiceContext) -> None:
         """Runs once the check passes, on every start (e.g. re-create state kept only in memory)."""
 
+    def client(self, ctx: ServiceContext) -> Any:
+        """A client of this server, connected directly (not through a proxy); the caller closes it."""
+        raise NotImplementedError(f"{self.name} has no client factory")
+
+    def address(self, ctx: ServiceContext) -> str:
+        """Where to reach the server directly, as a URL its own tools take."""
+        return f"127.0.0.1:{ctx.port}"
+
 
 def find_binary(name: str, *candidates: str) -> str:
     for candidate in (shutil.which(name), *candidates):
@@ -109,7 +127,7 @@ def find_binary(name: str, *candidates: str) -> str:
                      f"run `bash scripts/bootstrap.sh` (it installs the local stack's servers)")
 
 
-def unprivileged_user(spec: "ServiceSpec") -> str | None:
+def unprivileged_user(spec: ServiceSpec) -> str | None:
     """The user to run ``spec`` as: its own unprivileged user when we are root, else ourselves."""
     user = spec.user_when_root
     if user is None or os.geteuid() != 0:
@@ -140,3 +158,20 @@ def hand_over(path: Path, user: str | None, in_container: bool = False) -> None:
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+class HttpClient:
+    """requests, bound to one base URL: ``client.get("/health")``."""
+
+    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+        import requests
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._session = requests.Session()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.timeout_s)
+        return self._session.get(self.base_url + path, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()

@@ -5,13 +5,13 @@ import shutil
 import signal
 from string import Template
 
-import requests
-
-from ..service import ServiceContext, ServiceSpec
+from .backend import check_health
+from .spec import HttpClient, ServiceContext, ServiceSpec
 
 
 class Frontend(ServiceSpec):
     name = "frontend"
+    depends_on = ("backend",)
     stop_signal = signal.SIGQUIT  # graceful shutdown
     registry_image = "nginx:1.25"
     offline_image = "fulsk-chaos/nginx:1.22"
@@ -23,7 +23,7 @@ class Frontend(ServiceSpec):
         shutil.copytree(source / "html", html, dirs_exist_ok=True)
         (ctx.workdir / "tmp").mkdir(exist_ok=True)
         conf = Template((source / "nginx.conf.template").read_text()).substitute(
-            port=ctx.port, backend=f"127.0.0.1:{ctx.topology.edge_port('frontend-backend')}",
+            port=ctx.port, backend=f"127.0.0.1:{ctx.upstream_port('backend')}",
             prefix=ctx.workdir, root=html)
         (ctx.workdir / "nginx.conf").write_text(conf)
 
@@ -31,7 +31,14 @@ class Frontend(ServiceSpec):
         return [ctx.exe("nginx", "/usr/sbin/nginx"), "-p", str(ctx.workdir), "-c",
                 str(ctx.workdir / "nginx.conf"), "-e", "stderr"]
 
+    def address(self, ctx: ServiceContext) -> str:
+        return f"http://127.0.0.1:{ctx.port}"
+
+    def client(self, ctx: ServiceContext) -> HttpClient:
+        return HttpClient(self.address(ctx))
+
     def check(self, ctx: ServiceContext) -> None:
-        response = requests.get(f"http://127.0.0.1:{ctx.port}/health", timeout=3)
-        if response.status_code != 200 or response.json().get("status") != "ok":
-            raise RuntimeError(f"/health through nginx answered {response.status_code} {response.text[:300]}")
+        check_health(self.client(ctx), "/health")  # through nginx, as users reach it
+
+
+SPEC = Frontend()

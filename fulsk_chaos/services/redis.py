@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import redis
 
-from ..service import ServiceContext, ServiceSpec, hand_over
+from .spec import ServiceContext, ServiceSpec, hand_over
 
 
 class Redis(ServiceSpec):
@@ -22,10 +22,19 @@ class Redis(ServiceSpec):
                 "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",
                 "--loglevel", "warning", "--logfile", ""]
 
+    def client(self, ctx: ServiceContext) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=ctx.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def address(self, ctx: ServiceContext) -> str:
+        return f"redis://127.0.0.1:{ctx.port}/0"
+
     def check(self, ctx: ServiceContext) -> None:
-        client = redis.Redis(host="127.0.0.1", port=ctx.port, socket_timeout=2, socket_connect_timeout=2)
+        client = self.client(ctx)
         try:
             if not client.ping():
                 raise RuntimeError("PING not answered with PONG")
         finally:
             client.close()
+
+
+SPEC = Redis()

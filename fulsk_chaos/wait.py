@@ -4,11 +4,9 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
+from .errors import StackError
+
 T = TypeVar("T")
-
-
-class StackError(RuntimeError):
-    """A service could not be started, stopped or reached; the message says what to look at."""
 
 
 def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05,

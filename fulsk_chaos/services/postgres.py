@@ -8,8 +8,15 @@ from pathlib import Path
 
 import psycopg
 
-from ..service import DB_NAME, DB_USER, ServiceContext, ServiceSpec, find_binary, hand_over
-from ..wait import StackError
+from ..errors import StackError
+from .spec import ServiceContext, ServiceSpec, Topology, find_binary, hand_over
+
+DB_USER = "fulsk_user"  # the ops guide's database user
+DB_NAME = "fulsk"
+
+
+def dsn(topology: Topology, port: int, dbname: str = DB_NAME) -> str:
+    return f"postgresql://{DB_USER}:{topology.db_password}@127.0.0.1:{port}/{dbname}"
 
 
 def _bindir_candidates(tool: str) -> list[str]:
@@ -69,12 +76,21 @@ class Postgres(ServiceSpec):
         return {"LC_ALL": "C", "POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": ctx.topology.db_password,
                 "POSTGRES_DB": DB_NAME, "PGDATA": str(self.data_dir(ctx))}
 
+    def address(self, ctx: ServiceContext) -> str:
+        return dsn(ctx.topology, ctx.port)
+
+    def client(self, ctx: ServiceContext) -> psycopg.Connection:
+        return psycopg.connect(self.address(ctx), connect_timeout=5)
+
     def check(self, ctx: ServiceContext) -> None:
-        with psycopg.connect(ctx.topology.dsn(dbname="postgres"), connect_timeout=2) as conn:
+        with psycopg.connect(dsn(ctx.topology, ctx.port, "postgres"), connect_timeout=2) as conn:
             conn.execute("SELECT 1")
 
     def after_start(self, ctx: ServiceContext) -> None:
-        with psycopg.connect(ctx.topology.dsn(dbname="postgres"), connect_timeout=5,
+        with psycopg.connect(dsn(ctx.topology, ctx.port, "postgres"), connect_timeout=5,
                              autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{DB_USER}"')
+
+
+SPEC = Postgres()

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import threading
-from string import Template
 import time
+from string import Template
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ..service import ServiceContext, ServiceSpec, hand_over
-
+from .spec import ServiceContext, ServiceSpec, hand_over
 
 
 def mqtt_ping(port: int, timeout_s: float = 2.0) -> None:
@@ -30,6 +29,7 @@ def mqtt_ping(port: int, timeout_s: float = 2.0) -> None:
 
 class Mosquitto(ServiceSpec):
     name = "mqtt"
+    external_clients = ("inverters",)  # the fleet publishes through a proxied edge of its own
     user_when_root = "mosquitto"
     registry_image = "eclipse-mosquitto:2"
     offline_image = "fulsk-chaos/mosquitto:2"
@@ -43,5 +43,17 @@ class Mosquitto(ServiceSpec):
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("mosquitto", "/usr/sbin/mosquitto"), "-c", str(ctx.workdir / "mosquitto.conf")]
 
+    def client(self, ctx: ServiceContext) -> mqtt.Client:
+        """A connected MQTT 3.1.1 client (clean session); run its loop, then disconnect() it."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+        client.connect("127.0.0.1", ctx.port, keepalive=10)
+        return client
+
+    def address(self, ctx: ServiceContext) -> str:
+        return f"mqtt://127.0.0.1:{ctx.port}"
+
     def check(self, ctx: ServiceContext) -> None:
         mqtt_ping(ctx.port)
+
+
+SPEC = Mosquitto()

@@ -1,0 +1,69 @@
+"""The fault window, measured: how the stack answered while a fault was active.
+
+Every fault scenario asks the same questions of that window - did users get answers in time,
+did any request hang, did /health tell the truth about the faulted dependency - so they are
+measured once, here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Settings
+from ..probes import FleetRecord, Samples
+from ..verdict import Evidence, Expectation, at_least, below, none_of
+from .steady import unanswered_detail
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    start: float
+    end: float
+    samples: Samples          # every probe sample started while the fault was active, hangs included
+    acked: int                # readings the broker acknowledged meanwhile
+    dependency: str | None    # what /health should report down, if anything
+
+    @property
+    def api(self) -> Samples:
+        return self.samples.target("api")
+
+    @property
+    def reported_down(self) -> Samples:
+        if self.dependency is None:
+            return Samples([])
+        return self.samples.target("health").where(lambda s: s.dependency(self.dependency) == "down")
+
+    @property
+    def health_detect_s(self) -> float | None:
+        first = min((s.started for s in self.reported_down), default=None)
+        return None if first is None else first - self.start
+
+    def expectations(self, settings: Settings) -> list[Expectation]:
+        api = self.api
+        checks = [
+            below("during: api p99", api.quantile_ms(0.99), settings.alerts.http_response_ms, "ms",
+                  evidence={"samples": len(api)}),
+            none_of("during: unanswered (no answer within the alert threshold)", self.samples.unanswered(),
+                    evidence={"samples": len(self.samples)}, detail=unanswered_detail(self.samples)),
+        ]
+        if self.dependency is not None:
+            health = self.samples.target("health")
+            checks.append(at_least(f"during: /health reported {self.dependency} down", len(self.reported_down), 1,
+                                   evidence={"health_samples": len(health), "detect_s": self.health_detect_s}))
+        return checks
+
+    def evidence(self, *, samples: int, acked: int) -> list[Evidence]:
+        return [Evidence("during: API samples", len(self.api), samples),
+                Evidence("during: readings acknowledged by the broker", self.acked, acked)]
+
+    def measurements(self) -> dict[str, Any]:
+        api = self.api
+        return {"error_rate": api.error_rate(), "p95_ms": api.quantile_ms(0.95), "p99_ms": api.quantile_ms(0.99),
+                "max_ms": api.max_ms(), "unanswered": self.samples.unanswered(), "fault_samples": len(self.samples),
+                "health_detect_s": self.health_detect_s, "health_reported_down": len(self.reported_down),
+                "acked_during_fault": self.acked}
+
+
+def fault_window(snapshot: Samples, fleet: FleetRecord, start: float, end: float, *,
+                 dependency: str | None = None) -> FaultWindow:
+    return FaultWindow(start, end, snapshot.window(start, end), len(fleet.acked_between(start, end)), dependency)

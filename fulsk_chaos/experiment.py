@@ -1,0 +1,171 @@
+"""A chaos experiment in plain Python, after Chaos Toolkit's model: the steady-state hypothesis
+is checked with numbers before the method (the faults) and after it, every fault is rolled back,
+and everything measured goes into the scenario's journal, from which the verdict is judged.
+
+    with experiment:                                  # fleet, probe and live feed running
+        experiment.steady_state("before")             # not steady: the verdict, and no fault
+        with experiment.inject("kill", "postgres") as fault:
+            time.sleep(5)
+        experiment.recover(fault)
+        experiment.steady_state("after")
+    experiment.fault_window(fault, dependency="postgres")
+    experiment.verdict()                              # ledger settled when the with-block ended
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .checks import (FaultWindow, Observation, Recovery, fault_window, settle, steady_evidence,
+                     steady_measurements, steady_state, wait_for_recovery)
+from .config import Settings
+from .faults import Fault, FaultInjector
+from .probes import Fleet, LiveFeed, Probe, Target
+from .report import ScenarioRecord
+from .stack import Stack
+from .verdict import Expectation, Verdict, VerdictReached, judge
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The least evidence a verdict rests on; below it the verdict is ``error``, never ``pass``."""
+    samples_per_window: int = 10   # probe samples of each target, and API answers, in each window
+    acked_per_window: int = 10     # readings the broker acknowledged in each steady window
+    judged_per_window: int = 5     # latest-reading answers that could be judged for freshness
+    acked_during_fault: int = 10   # readings the broker acknowledged while the fault was active
+
+
+def user_targets(settings: Settings, inverter_ids: list[str]) -> list[Target]:
+    """What the probe asks for through the frontend: /health, the API, and each inverter's latest reading."""
+    ids = list(inverter_ids)
+
+    def latest(i: int) -> tuple[str, dict[str, Any]]:
+        inverter = ids[i % len(ids)]
+        return f"/api/inverters/{inverter}/latest", {"inverter_id": inverter}
+    return [Target("health", "/health", json=True), Target("api", settings.probe.api_path),
+            Target("latest", latest, json=True)]
+
+
+def make_fleet(stack: Stack, settings: Settings) -> Fleet:
+    """Simulated inverters publishing through their own proxied edge (not started)."""
+    endpoints, fleet = stack.endpoints, settings.fleet
+    return Fleet(endpoints.mqtt_host, endpoints.mqtt_port, inverters=fleet.inverters, sites=fleet.sites,
+                 interval_s=fleet.interval_s)
+
+
+def make_probe(stack: Stack, settings: Settings, fleet: Fleet) -> Probe:
+    """The user-side probe through the frontend, asking for the fleet's readings (not started)."""
+    return Probe(stack.endpoints.frontend_url, user_targets(settings, fleet.inverter_ids),
+                 interval_s=settings.probe.interval_s, timeout_s=settings.probe_timeout_s)
+
+
+def make_feed(stack: Stack) -> LiveFeed:
+    """A dashboard's live-feed client through the frontend (not started)."""
+    return LiveFeed(stack.endpoints.frontend_url.replace("http://", "ws://", 1) + "/ws/readings")
+
+
+class Experiment:
+    def __init__(self, stack: Stack, settings: Settings, record: ScenarioRecord, *, fleet: Fleet, probe: Probe,
+                 feed: LiveFeed, faults: FaultInjector, needs: Needs = Needs()) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.record = record
+        self.fleet = fleet
+        self.probe = probe
+        self.feed = feed
+        self.faults = faults
+        self.needs = needs
+        self._method_started = False
+
+    @classmethod
+    def build(cls, stack: Stack, settings: Settings, record: ScenarioRecord, needs: Needs = Needs()) -> "Experiment":
+        fleet = make_fleet(stack, settings)
+        return cls(stack, settings, record, fleet=fleet, probe=make_probe(stack, settings, fleet), feed=make_feed(stack),
+                   faults=FaultInjector(stack, record.faults), needs=needs)
+
+    # --- the instruments -----------------------------------------------------------------------
+    def __enter__(self) -> "Experiment":
+        self.feed.start()
+        self.fleet.start()
+        self.probe.start()
+        self._warm_up()
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.probe.stop()
+        self.feed.stop()
+        self.fleet.stop(settle_s=0 if exc_type else 5.0)
+        if exc_type is None:
+            ledger = settle(self.fleet, self.stack.endpoints.database_dsn, timeout_s=self.settings.recovery.target_s,
+                            allow_duplicates=self.settings.ledger.allow_duplicates)
+            self.record.expect(ledger.expectations(), first=True)  # data loss is reported first
+            self.record.measure(**ledger.measurements())
+
+    def _warm_up(self) -> None:
+        """Until the live feed is connected and carrying readings, bounded: a stack that never gets
+        there is judged on what the first window sees."""
+        deadline = time.monotonic() + 3 * self.settings.steady_state.window_s
+        while time.monotonic() < deadline:
+            if self.feed.arrivals() and self.fleet.acked():
+                return
+            time.sleep(0.05)
+
+    # --- hypothesis, method, measurements ------------------------------------------------------
+    def observe(self, phase: str) -> Observation:
+        """Watch for the steady-state window, then wait until every request of it can be judged."""
+        start = time.monotonic()
+        time.sleep(self.settings.steady_state.window_s)
+        end = time.monotonic()
+        self.probe.settle(end, self.settings.hang_s)
+        samples = self.probe.snapshot(self.settings.hang_s).window(start, end)
+        return Observation(phase, start, end, samples, self.fleet.record(), self.feed.arrivals())
+
+    def steady_state(self, phase: str) -> list[Expectation]:
+        """Judge the steady-state hypothesis over one window. Before any fault, a hypothesis that
+        does not hold ends the scenario with its verdict: a fault proves nothing about a stack
+        that was not steady to begin with."""
+        obs = self.observe(phase)
+        needs = self.needs
+        expectations = steady_state(obs, self.settings)
+        evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
+                                   judged=needs.judged_per_window)
+        self.record.expect(expectations, evidence)
+        self.record.measure(**steady_measurements(obs))
+        if not self._method_started:
+            before = judge(self.record.hypothesis, expectations, evidence)
+            if before.status != "pass":
+                verdict = Verdict(before.status, f"steady state did not hold before the fault, so none was "
+                                                 f"injected: {before.reason}", before.hypothesis,
+                                  before.expectations, before.evidence)
+                self.record.conclude(verdict)
+                raise VerdictReached(verdict)
+        return expectations
+
+    def inject(self, kind: str, target: str, **params: Any) -> Fault:
+        self._method_started = True
+        return self.faults.inject(kind, target, **params)
+
+    def recover(self, fault: Fault) -> Recovery:
+        """Wait until the stack is steady again after the fault's rollback; judge it against the target."""
+        recovery = wait_for_recovery(self.probe, self.fleet, self.stack.endpoints.database_dsn, fault.ended,
+                                     self.settings)
+        self.record.expect(recovery.expectations())
+        self.record.measure(**recovery.measurements())
+        return recovery
+
+    def fault_window(self, fault: Fault, dependency: str | None = None) -> FaultWindow:
+        """Judge how the stack answered while the fault was active (call once it is rolled back)."""
+        window = fault_window(self.probe.snapshot(self.settings.hang_s), self.fleet.record(), fault.started,
+                              fault.ended, dependency=dependency)
+        self.record.expect(window.expectations(self.settings),
+                           window.evidence(samples=self.needs.samples_per_window,
+                                           acked=self.needs.acked_during_fault))
+        self.record.measure(**window.measurements())
+        return window
+
+    def verdict(self) -> Verdict:
+        """The verdict on everything judged so far (call after the with-block: the ledger comes last)."""
+        verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
+        self.record.conclude(verdict)
+        return verdict

@@ -1,0 +1,76 @@
+"""The fault catalogue: every kind of fault the framework can inflict, grouped by family.
+
+A fault kind is one function that injects the fault and returns the rollback that undoes it;
+registering it in its family (``@family.kind("name")``) is the one entry that makes it available
+to every scenario, journaled and always rolled back by the injector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from ..errors import FaultError
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+Rollback = Callable[[], None]
+Inject = Callable[..., Rollback]  # (stack, target, **params) -> the rollback
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    name: str
+    family: str
+    inject: Inject
+    summary: str
+    # A service fault's target is a service, and its provider must list the kind in its
+    # ``fault_kinds``; other faults (network, on a proxy's edge) work on every provider.
+    on_service: bool = True
+
+    def __call__(self, stack: "Stack", target: str, **params: Any) -> Rollback:
+        return self.inject(stack, target, **params)
+
+
+class Family:
+    """One family of faults (process, network, cache, ...): a module's worth of fault kinds."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._kinds: dict[str, FaultKind] = {}
+
+    def kind(self, name: str, *, on_service: bool = True) -> Callable[[Inject], Inject]:
+        def register(inject: Inject) -> Inject:
+            if name in self._kinds:
+                raise FaultError(f"fault kind {name!r} is defined twice in the {self.name} family")
+            summary = (inject.__doc__ or "").strip().splitlines()[0] if inject.__doc__ else ""
+            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service)
+            return inject
+        return register
+
+    @property
+    def kinds(self) -> Mapping[str, FaultKind]:
+        return dict(self._kinds)
+
+
+class Catalogue(Mapping[str, FaultKind]):
+    def __init__(self, *families: Family) -> None:
+        self._kinds: dict[str, FaultKind] = {}
+        for family in families:
+            for name, kind in family.kinds.items():
+                if name in self._kinds:
+                    raise FaultError(f"fault kind {name!r} is in both the {self._kinds[name].family} and "
+                                     f"the {family.name} families")
+                self._kinds[name] = kind
+
+    def __getitem__(self, name: str) -> FaultKind:
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise FaultError(f"no fault kind {name!r}; the catalogue has: {', '.join(sorted(self._kinds))}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)

@@ -1,0 +1,130 @@
+"""The one injector: every fault goes through it, is journaled, and is always rolled back.
+
+Rolled back on success and on failure (the ``Fault`` is a context manager, and ``rollback_all``
+undoes whatever a scenario left active); a runner killed mid-fault leaves its paused services
+and toxics to the stack's reaper, which takes the whole stack down.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FaultError
+from .catalogue import Catalogue, Rollback
+from .kinds import CATALOGUE
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    target: str
+    started_at: str
+    started: float                  # time.monotonic(), for measuring against probe samples
+    ended_at: str | None = None
+    ended: float | None = None      # when the rollback finished: the target is healthy again
+    params: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    rollback_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("started")
+        data.pop("ended")
+        data["params"] = {k: str(v) if not isinstance(v, (int, float, str, bool)) else v
+                          for k, v in self.params.items()}
+        data["duration_s"] = round(self.ended - self.started, 3) if self.ended is not None else None
+        return data
+
+
+class Fault:
+    """An injected fault; use as a context manager, or call ``rollback()``. Rolling back twice is a no-op."""
+
+    def __init__(self, record: FaultRecord, rollback: Rollback) -> None:
+        self.record = record
+        self._rollback: Rollback | None = rollback
+
+    @property
+    def started(self) -> float:
+        return self.record.started
+
+    @property
+    def ended(self) -> float:
+        if self.record.ended is None:
+            raise FaultError(f"{self.record.kind} of {self.record.target} has not been rolled back")
+        return self.record.ended
+
+    @property
+    def active(self) -> bool:
+        return self._rollback is not None
+
+    def rollback(self) -> None:
+        if self._rollback is None:
+            return
+        undo, self._rollback = self._rollback, None
+        try:
+            undo()
+        except Exception as exc:
+            self.record.rollback_error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.record.ended = time.monotonic()
+            self.record.ended_at = _now_iso()
+
+    def __enter__(self) -> "Fault":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()
+
+
+class FaultInjector:
+    def __init__(self, stack: "Stack", journal: list[FaultRecord] | None = None,
+                 catalogue: Catalogue | None = None) -> None:
+        self.stack = stack
+        self.journal = journal if journal is not None else []
+        self.catalogue = catalogue if catalogue is not None else CATALOGUE
+        self._active: list[Fault] = []
+
+    def supported(self, kind: str, target: str) -> bool:
+        fault_kind = self.catalogue[kind]
+        return not fault_kind.on_service or kind in self.stack.service(target).fault_kinds
+
+    def inject(self, kind: str, target: str, **params: Any) -> Fault:
+        """Inflict ``kind`` on ``target``; the returned Fault rolls it back (as a context manager too)."""
+        fault_kind = self.catalogue[kind]
+        if fault_kind.on_service:
+            service = self.stack.service(target)  # an unknown target fails before anything happens
+            if kind not in service.fault_kinds:
+                raise FaultError(f"{kind} is not supported on the {service.provider} provider "
+                                 f"(it supports: {', '.join(sorted(service.fault_kinds))})")
+        record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=dict(params))
+        self.journal.append(record)  # journaled first: a fault that half-happened is on record
+        try:
+            rollback = fault_kind(self.stack, target, **params)
+        except Exception as exc:
+            record.details["inject_error"] = f"{type(exc).__name__}: {exc}"
+            record.ended, record.ended_at = time.monotonic(), _now_iso()
+            raise
+        fault = Fault(record, rollback)
+        self._active.append(fault)
+        return fault
+
+    def rollback_all(self) -> list[str]:
+        """Undo every fault still active, newest first; report what could not be undone."""
+        errors = []
+        while self._active:
+            fault = self._active.pop()
+            try:
+                fault.rollback()
+            except Exception as exc:  # noqa: BLE001 - the remaining rollbacks must still run
+                errors.append(f"rollback of {fault.record.kind} {fault.record.target}: {exc}")
+        return errors

@@ -1,0 +1,124 @@
+"""What a run found, in a form people and machines can read (Chaos Toolkit's journal).
+
+A scenario's record holds its hypothesis, the expectations it judged, the evidence they rest
+on, its faults and measurements, and its verdict. Until a verdict is reached the record reads
+``interrupted``: written ahead, so a run that dies (Ctrl-C, SIGKILL) says so on disk.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..faults import FaultRecord
+from ..verdict import Evidence, Expectation, Verdict
+
+NOT_CONCLUDED = "the run ended before this scenario reached its verdict"
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, floats are rounded."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 4)
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+@dataclass
+class ScenarioRecord:
+    name: str
+    nodeid: str
+    hypothesis: str = ""
+    verdict: Verdict | None = None
+    expectations: list[Expectation] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+
+    def measure(self, **values: Any) -> None:
+        self.measurements.update(values)
+
+    def expect(self, expectations: list[Expectation], evidence: list[Evidence] = (), *, first: bool = False) -> None:
+        """Add judged expectations (replacing any of the same name: the latest judgement counts);
+        ``first``: they lead the list, and so the verdict's reason (data loss before slowness)."""
+        names = {e.name for e in expectations}
+        kept = [e for e in self.expectations if e.name not in names]
+        self.expectations = [*expectations, *kept] if first else [*kept, *expectations]
+        names = {e.name for e in evidence}
+        self.evidence = [e for e in self.evidence if e.name not in names] + list(evidence)
+
+    def conclude(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        self.finished_at = now_iso()
+
+    @property
+    def status(self) -> str:
+        return self.verdict.status if self.verdict else "interrupted"
+
+    @property
+    def reason(self) -> str | None:
+        return self.verdict.reason if self.verdict else NOT_CONCLUDED
+
+    def to_json(self) -> dict[str, Any]:
+        # The verdict's own expectations when it has them; otherwise whatever was judged so far.
+        expectations = self.verdict.expectations if self.verdict and self.verdict.expectations else self.expectations
+        evidence = self.verdict.evidence if self.verdict and self.verdict.evidence else self.evidence
+        return clean({
+            "name": self.name, "nodeid": self.nodeid, "hypothesis": self.hypothesis,
+            "verdict": self.status, "reason": self.reason,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "expectations": [e.to_json() for e in expectations], "evidence": [e.to_json() for e in evidence],
+            "faults": [f.to_json() for f in self.faults], "measurements": self.measurements})
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    provider: str
+    report_dir: Path
+    config: dict[str, Any]
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    interrupted: bool = False
+    error: str | None = None   # the run itself failed (e.g. the stack did not start)
+    stack: dict[str, Any] = field(default_factory=dict)
+    scenarios: list[ScenarioRecord] = field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return self.report_dir / self.run_id
+
+    @property
+    def verdict(self) -> str:
+        """interrupted > fail > error > pass > skipped: a finding outranks a failure to measure."""
+        statuses = {s.status for s in self.scenarios}
+        if self.finished_at is None or self.interrupted or "interrupted" in statuses:
+            return "interrupted"
+        for status in ("fail", "error"):
+            if status in statuses:
+                return status
+        if self.error:
+            return "error"
+        return "pass" if "pass" in statuses else "skipped"
+
+    def to_json(self) -> dict[str, Any]:
+        return clean({
+            "run_id": self.run_id, "provider": self.provider, "started_at": self.started_at,
+            "finished_at": self.finished_at, "verdict": self.verdict, "error": self.error, "stack": self.stack,
+            "scenarios": [s.to_json() for s in self.scenarios], "config": self.config})

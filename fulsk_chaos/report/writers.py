@@ -1,0 +1,144 @@
+"""Report writers behind one interface: results.json, JUnit XML, the terminal summary.
+
+A writer is told when a scenario starts, when it has its verdict, and when the run is over;
+files are rewritten atomically at each step, so what is on disk is always a whole report (and
+says ``interrupted`` for a run that died). An HTML report or any other format is one more writer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Protocol
+from xml.etree import ElementTree as ET
+
+from .records import RunRecord, ScenarioRecord
+
+
+class ReportWriter(Protocol):
+    def scenario_started(self, run: RunRecord, scenario: ScenarioRecord) -> None: ...
+
+    def scenario_finished(self, run: RunRecord, scenario: ScenarioRecord) -> None: ...
+
+    def run_finished(self, run: RunRecord) -> None: ...
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+class FileWriter:
+    """Rewrites its one file at every step."""
+
+    filename = ""
+
+    def render(self, run: RunRecord) -> str:
+        raise NotImplementedError
+
+    def _write(self, run: RunRecord) -> None:
+        write_atomically(run.dir / self.filename, self.render(run))
+
+    def scenario_started(self, run: RunRecord, scenario: ScenarioRecord) -> None:
+        self._write(run)
+
+    def scenario_finished(self, run: RunRecord, scenario: ScenarioRecord) -> None:
+        self._write(run)
+
+    def run_finished(self, run: RunRecord) -> None:
+        self._write(run)
+
+
+class ResultsJson(FileWriter):
+    """results.json; ``update`` may add fields before each write (the plugin's hook does)."""
+
+    filename = "results.json"
+
+    def __init__(self, update: Callable[[dict[str, Any]], None] = lambda data: None) -> None:
+        self.update = update
+
+    def render(self, run: RunRecord) -> str:
+        data = run.to_json()
+        self.update(data)
+        return json.dumps(data, indent=2) + "\n"
+
+
+class JUnitXml(FileWriter):
+    """junit.xml for CI dashboards: a test case per scenario, its verdict and measurements as properties."""
+
+    filename = "junit.xml"
+
+    def render(self, run: RunRecord) -> str:
+        counts = {s: sum(1 for sc in run.scenarios if sc.status == s) for s in ("fail", "error", "skipped")}
+        counts["error"] += sum(1 for sc in run.scenarios if sc.status == "interrupted")
+        suite = ET.Element("testsuite", name="fulsk-chaos", tests=str(len(run.scenarios)),
+                           failures=str(counts["fail"]), errors=str(counts["error"]),
+                           skipped=str(counts["skipped"]), timestamp=run.started_at)
+        if run.error:
+            ET.SubElement(suite, "system-err").text = run.error
+        for scenario in run.scenarios:
+            module, _, name = scenario.nodeid.rpartition("::")
+            case = ET.SubElement(suite, "testcase", classname=module.removesuffix(".py").replace("/", "."),
+                                 name=name or scenario.name)
+            properties = ET.SubElement(case, "properties")
+            data = scenario.to_json()
+            for key, value in [("verdict", data["verdict"]), *data["measurements"].items()]:
+                ET.SubElement(properties, "property", name=key, value="" if value is None else str(value))
+            message = data["reason"] or ""
+            if scenario.status == "fail":
+                ET.SubElement(case, "failure", message=message).text = _expectation_lines(data)
+            elif scenario.status in ("error", "interrupted"):
+                ET.SubElement(case, "error", message=f"{scenario.status}: {message}").text = _expectation_lines(data)
+            elif scenario.status == "skipped":
+                ET.SubElement(case, "skipped", message=message)
+        root = ET.Element("testsuites")
+        root.append(suite)
+        ET.indent(root)
+        return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _expectation_lines(data: dict[str, Any]) -> str:
+    return "\n".join(f"{'ok ' if e['held'] else 'NOT' if e['held'] is False else '?  '} {e['name']}: "
+                     f"{e['measured']} {e['op']} {e['threshold']} {e['unit']}".rstrip()
+                     for e in data["expectations"])
+
+
+class TerminalSummary:
+    """The lines printed at the end of a pytest run (or by any other front end)."""
+
+    def __init__(self, write_line: Callable[[str], None]) -> None:
+        self.write_line = write_line
+
+    def scenario_started(self, run: RunRecord, scenario: ScenarioRecord) -> None:
+        pass
+
+    def scenario_finished(self, run: RunRecord, scenario: ScenarioRecord) -> None:
+        pass
+
+    def run_finished(self, run: RunRecord) -> None:
+        if run.error:
+            self.write_line(f"ERROR the run: {run.error}")
+        for s in run.scenarios:
+            m = s.measurements
+            parts = [f"{s.status.upper():5} {s.name}"]
+            if m.get("recovery_s") is not None:
+                parts.append(f"recovery {m['recovery_s']:.1f} s (target {m.get('recovery_target_s', 0):g} s)")
+            if m.get("acked") is not None:
+                parts.append(f"lost {m.get('lost')} of {m['acked']} acked")
+            if m.get("p99_ms") is not None:
+                parts.append(f"p99 {m['p99_ms']:.0f} ms during fault")
+            self.write_line("  ".join(parts))
+            if s.status != "pass" and s.reason:
+                failed = s.verdict.failed if s.verdict else []
+                for line in [e.describe() for e in failed][:6] or [s.reason]:
+                    self.write_line(f"        {line[:300]}")
+        timing = ", ".join(f"{k} {v:.1f} s" for k, v in run.stack.items() if isinstance(v, float))
+        images = [f"{n}={s['image']}" for n, s in run.stack.get("services", {}).items() if s.get("image")]
+        if images:
+            self.write_line("images: " + " ".join(images))
+        verdict = f"verdict {run.verdict}" if run.scenarios or run.error else "no scenario ran"
+        self.write_line(f"{verdict}; provider {run.provider}" + (f"; stack {timing}" if timing else ""))

@@ -1,29 +1,126 @@
-"""``fulsk-chaos``: the commands that are not pytest's (building images)."""
+"""``fulsk-chaos``: the commands that are not pytest's.
+
+    fulsk-chaos up [--stack local|docker] [--json] [--chaos-config FILE]
+    fulsk-chaos images build --offline
+
+Errors are one line on stderr and exit status 1, never a traceback: they say what was wrong
+and what to do.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import threading
+from pathlib import Path
+from typing import Any
 
-from .stack.stack import FIXTURES
+from . import config as settings_module
+from .errors import FulskChaosError
+from .services import CATALOGUE, FIXTURES
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fulsk-chaos")
+    parser = argparse.ArgumentParser(prog="fulsk-chaos", description="Chaos and resilience testing for Fulsk")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the stack, print where everything is, keep it up until Ctrl-C")
+    up.add_argument("--stack", choices=["local", "docker"], default="local", help="local processes or containers")
+    up.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
+    up.add_argument("--chaos-config", type=Path, default=None,
+                    help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
+
     images = commands.add_parser("images", help="container images of the stack")
     image_commands = images.add_subparsers(dest="action", required=True)
     build = image_commands.add_parser("build", help="build the stack's images")
     build.add_argument("--offline", action="store_true",
                        help="no registry: build every image from a debootstrap'd Debian base")
     args = parser.parse_args(argv)
-
-    from .images import build_images  # needs the docker SDK and an engine: only when asked
-    if not args.offline:
+    if args.command == "images" and not args.offline:
         parser.error("only --offline builds are implemented: registry images are pulled by the stack itself")
-    for result in build_images(FIXTURES, log=lambda line: print(f"images: {line}", file=sys.stderr)):
+    try:
+        return _up(args) if args.command == "up" else _build_images()
+    except (FulskChaosError, OSError) as exc:
+        print(f"fulsk-chaos: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - e.g. the docker SDK's own errors: one line, not a traceback
+        print(f"fulsk-chaos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _build_images() -> int:
+    from .host.engine import engine
+    from .images import build_images  # needs the docker SDK and an engine: only when asked
+    for result in build_images(FIXTURES, log=lambda line: print(f"images: {line}", file=sys.stderr),
+                               client=engine()):
         state = "built" if result.built else "up to date"
         print(f"{result.image:34} {result.id[7:19]}  {state} ({result.seconds:.1f} s)")
     return 0
+
+
+def _settings(path: Path | None) -> settings_module.Settings:
+    settings = settings_module.load(path)
+    CATALOGUE.check_settings(settings)
+    return settings
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .stack import Stack
+    settings = _settings(args.chaos_config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(settings, args.stack)
+    try:
+        took = stack.start()
+        where = describe(stack)
+        if args.json:
+            print(json.dumps(where), flush=True)
+        else:
+            print(_as_text(where, took), flush=True)
+        stop.wait()
+        print("fulsk-chaos: stopping the stack", file=sys.stderr, flush=True)
+    finally:
+        stack.stop()
+    return 0
+
+
+def describe(stack: Any) -> dict[str, Any]:
+    """Where everything of a running stack is, for other tools (psql, toxiproxy-cli, mosquitto_pub, locust)."""
+    e = stack.endpoints
+    return {"id": stack.id, "provider": stack.provider, "dir": str(stack.dir),
+            "frontend": e.frontend_url, "api": e.frontend_url + "/api", "backend": e.backend_url,
+            "live_feed": e.frontend_url.replace("http://", "ws://", 1) + "/ws/readings",
+            "metrics": e.metrics_url, "mqtt": {"host": e.mqtt_host, "port": e.mqtt_port,
+                                               "topic": "fulsk/inverters/{inverter_id}/telemetry"},
+            "database": e.database_dsn, "redis": e.redis_url,
+            "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies}}
+
+
+def _as_text(where: dict[str, Any], took: float) -> str:
+    mqtt, toxiproxy = where["mqtt"], where["toxiproxy"]
+    lines = [
+        f"fulsk-chaos: {where['provider']} stack {where['id']} healthy in {took:.1f} s; Ctrl-C stops it and "
+        f"removes everything",
+        f"  frontend   {where['frontend']}   (users: dashboard, /health, /api/, live feed {where['live_feed']})",
+        f"  backend    {where['backend']}   (direct, not proxied; metrics {where['metrics']})",
+        f"  mqtt       {mqtt['host']}:{mqtt['port']}   (inverters publish here, through the proxy "
+        f"inverters-mqtt; topic {mqtt['topic']})",
+        f"  database   {where['database']}",
+        f"  redis      {where['redis']}",
+        f"  toxiproxy  {toxiproxy['url']}   (proxies below: inject network faults on them)",
+    ]
+    for name, proxy in toxiproxy["proxies"].items():
+        lines.append(f"    {name:18} listen {proxy['listen']} -> {proxy['upstream']} {proxy['upstream_address']}")
+    lines += ["try:",
+              f"  toxiproxy-cli -h {toxiproxy['url']} toxic add -t latency -a latency=300 backend-postgres",
+              f"  psql '{where['database']}' -c 'SELECT count(*) FROM readings'",
+              f"  mosquitto_pub -h {mqtt['host']} -p {mqtt['port']} -q 1 -t fulsk/inverters/inv-1/telemetry "
+              f"-m '{{\"inverter_id\": \"inv-1\", \"site_id\": \"s\", \"seq\": 1, \"ts\": '$(date +%s)', "
+              f"\"power_w\": 1200, \"energy_wh\": 0.3}}'",
+              f"  curl {where['frontend']}/api/inverters/inv-1/latest"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -58,9 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     try:
         settings = settings_module.load(config.getoption("--chaos-config"), search_from=config.rootpath)
-        unknown = sorted(set(settings.docker.images) - set(CATALOGUE.names))
-        if unknown:
-            raise ConfigError(f"docker.images.{unknown[0]}: not a service of the stack ({', '.join(CATALOGUE.names)})")
+        CATALOGUE.check_settings(settings)
     except ConfigError as exc:
         raise pytest.UsageError(f"fulsk-chaos configuration: {exc}") from None
     run = RunRecord(new_run_id(), config.getoption("--stack"), Path(config.getoption("--report-dir")).resolve(),
@@ -120,8 +118,11 @@ def _hypothesis(item: pytest.Item) -> str:
         if not doc:
             continue
         paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n")]
-        stated = [p for p in paragraphs if p.lower().startswith(("hypothesis:", "steady-state hypothesis:"))]
-        return (stated or paragraphs)[0]
+        for paragraph in paragraphs:
+            label, _, text = paragraph.partition(":")
+            if label.lower() in ("hypothesis", "steady-state hypothesis") and text:
+                return text.strip()
+        return paragraphs[0]
     return ""
 
 
@@ -183,7 +184,9 @@ def _judge_call(record: ScenarioRecord, call: pytest.CallInfo, report: pytest.Te
 
 
 def _verdict_text(verdict: Verdict) -> str:
-    lines = [f"{verdict.status.upper()}: {verdict.reason}", "", f"hypothesis: {verdict.hypothesis}", ""]
+    lines = [f"{verdict.status.upper()}: {verdict.reason}", ""]
+    if verdict.hypothesis:
+        lines += [f"hypothesis: {verdict.hypothesis}", ""]
     lines += [f"  {e.describe()}" for e in verdict.expectations]
     lines += [f"  evidence {e.describe()}{'' if e.enough else '  TOO LITTLE'}" for e in verdict.evidence]
     return "\n".join(lines)

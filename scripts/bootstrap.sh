@@ -6,8 +6,11 @@
 # to install by hand.
 set -euo pipefail
 
-TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
-LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto nginx-light procps)
+TOXIPROXY_VERSION="v2.12.0"
+TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@${TOXIPROXY_VERSION}"
+TOXIPROXY_CLI_MODULE="github.com/Shopify/toxiproxy/v2/cmd/cli@${TOXIPROXY_VERSION}"
+# the servers, and the clients an engineer points at `fulsk-chaos up` (psql comes with postgresql-15)
+LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps)
 DOCKER_PACKAGES=(docker.io debootstrap)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -34,26 +37,29 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/d
 command -v redis-server >/dev/null || missing+="redis-server "
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+="mosquitto "
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+="nginx "
+command -v mosquitto_pub >/dev/null || missing+="mosquitto-clients "
 [ -z "$missing" ] || apt_install "$missing" "${LOCAL_PACKAGES[@]}"
 
-find_toxiproxy() {
-  command -v toxiproxy-server 2>/dev/null && return
-  for candidate in /usr/local/bin/toxiproxy-server "$HOME/go/bin/toxiproxy-server"; do
+find_binary() {  # find_binary NAME: on PATH, or where go_install puts it
+  command -v "$1" 2>/dev/null && return
+  for candidate in "/usr/local/bin/$1" "$HOME/go/bin/$1"; do
     [ -x "$candidate" ] && { echo "$candidate"; return; }
   done
   return 1
 }
-if ! find_toxiproxy >/dev/null; then
-  command -v go >/dev/null || die "toxiproxy-server missing and no Go toolchain to build it: install Go, then run: go install ${TOXIPROXY_MODULE} and copy the 'server' binary to a directory on PATH as toxiproxy-server"
+go_install() {  # go_install MODULE BUILT_NAME INSTALLED_NAME
+  command -v go >/dev/null || die "$3 missing and no Go toolchain to build it: install Go, then run: go install $1 and copy the '$2' binary to a directory on PATH as $3"
   if [ "$(id -u)" = 0 ]; then dest=/usr/local/bin; else dest="$HOME/go/bin"; fi
   build=$(mktemp -d)
-  say "building toxiproxy-server (${TOXIPROXY_MODULE}) into ${dest}"
-  (cd "$build" && GOBIN="$build" GOFLAGS=-mod=mod go install "$TOXIPROXY_MODULE") >&2
+  say "building $3 ($1) into ${dest}"
+  (cd "$build" && GOBIN="$build" GOFLAGS=-mod=mod go install "$1") >&2
   mkdir -p "$dest"
-  install -m 0755 "$build/server" "$dest/toxiproxy-server"
+  install -m 0755 "$build/$2" "$dest/$3"
   rm -rf "$build"
-fi
-say "local stack ready (toxiproxy: $(find_toxiproxy))"
+}
+find_binary toxiproxy-server >/dev/null || go_install "$TOXIPROXY_MODULE" server toxiproxy-server
+find_binary toxiproxy-cli >/dev/null || go_install "$TOXIPROXY_CLI_MODULE" cli toxiproxy-cli
+say "local stack ready (toxiproxy: $(find_binary toxiproxy-server), $(find_binary toxiproxy-cli))"
 
 [ "${1:-}" = "--docker" ] || exit 0
 

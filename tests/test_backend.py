@@ -7,7 +7,6 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-import redis
 import requests
 from aiohttp import ClientSession, WSMsgType
 from paho.mqtt.enums import CallbackAPIVersion
@@ -114,3 +113,28 @@ def test_prometheus_metrics(stack):
                  "fulsk_ingest_received_total", "fulsk_ingest_committed_total", "fulsk_ingest_lag_seconds",
                  "fulsk_cache_hits_total", "fulsk_cache_misses_total", "fulsk_mqtt_connected 1.0"):
         assert name in text, name
+
+
+def test_poisoned_messages_are_dropped_and_ingest_goes_on(stack):
+    """A poisoned message (a timestamp 1e18, NaN power, a 70-bit seq, not JSON at all) is dropped and
+    counted; the readings after it are stored. Unguarded, `"ts": 1e18` killed the ingest task for good."""
+    inverter = f"poison-{time.monotonic_ns()}"
+    now = time.time()
+    poisons = [{**reading(inverter, 1, now), "ts": 1e18}, {**reading(inverter, 2, now), "power_w": float("nan")},
+               {**reading(inverter, 3, now), "seq": 2 ** 70}, {**reading(inverter, 4, now), "ts": -1e300},
+               {**reading(inverter, 5, now), "inverter_id": "bad\x00id"}]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+    client.connect("127.0.0.1", stack.endpoints.mqtt_port)
+    client.loop_start()
+    try:
+        for payload in poisons:
+            client.publish(f"fulsk/inverters/{inverter}/telemetry", json.dumps(payload), qos=1).wait_for_publish(5)
+        client.publish(f"fulsk/inverters/{inverter}/telemetry", b"{not json", qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    publish(stack, [reading(inverter, 6, now + 1)])
+    assert wait_until(lambda: _stored(stack, inverter, 1), 10, "the valid reading stored") == {(inverter, 6): 1}
+    metrics = requests.get(stack.endpoints.metrics_url, timeout=5).text
+    invalid = next(line for line in metrics.splitlines() if line.startswith("fulsk_ingest_invalid_total"))
+    assert float(invalid.split()[-1]) >= len(poisons) + 1

@@ -135,6 +135,8 @@ def test_a_test_run_stopped_mid_scenario_leaves_no_container_or_volume(docker_st
     containers, volumes = labelled(client, state["id"])
     assert containers == [] and volumes == []
     assert not Path(state["dir"]).exists()
+    (scenario,) = json.loads(next(tmp_path.glob("*/results.json")).read_text())["scenarios"]
+    assert scenario["verdict"] == "interrupted"
 
 
 def test_offline_images_are_not_rebuilt_when_nothing_changed(docker_stack, client):

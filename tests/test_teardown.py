@@ -114,3 +114,10 @@ def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
         runner.wait(timeout=60)
     assert len(processes) >= 6  # reaper, toxiproxy, redis, mosquitto, backend, nginx (postgres is down)
     assert_nothing_left(processes, ports, Path(state["dir"]))
+    # The journal says what happened: the scenario never reached its verdict (written ahead, so
+    # even a SIGKILLed runner leaves it), and the run as a whole was interrupted, not passed.
+    results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    (scenario,) = results["scenarios"]
+    assert results["verdict"] == "interrupted"
+    assert scenario["name"] == "db_loss[kill]" and scenario["verdict"] == "interrupted"
+    assert "before this scenario reached its verdict" in scenario["reason"]

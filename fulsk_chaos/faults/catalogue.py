@@ -24,9 +24,11 @@ class FaultKind:
     family: str
     inject: Inject
     summary: str
-    # A service fault's target is a service, and its provider must list the kind in its
-    # ``fault_kinds``; other faults (network, on a proxy's edge) work on every provider.
+    # A service fault's target is a service (otherwise, e.g., a proxy's edge).
     on_service: bool = True
+    # Portable: built on what every provider's services offer (kill, stop, pause, start...). A kind
+    # that is not needs a provider that lists it in its services' ``fault_kinds`` (volume loss).
+    portable: bool = True
 
     def __call__(self, stack: "Stack", target: str, **params: Any) -> Rollback:
         return self.inject(stack, target, **params)
@@ -39,12 +41,12 @@ class Family:
         self.name = name
         self._kinds: dict[str, FaultKind] = {}
 
-    def kind(self, name: str, *, on_service: bool = True) -> Callable[[Inject], Inject]:
+    def kind(self, name: str, *, on_service: bool = True, portable: bool = True) -> Callable[[Inject], Inject]:
         def register(inject: Inject) -> Inject:
             if name in self._kinds:
                 raise FaultError(f"fault kind {name!r} is defined twice in the {self.name} family")
             summary = (inject.__doc__ or "").strip().splitlines()[0] if inject.__doc__ else ""
-            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service)
+            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable)
             return inject
         return register
 

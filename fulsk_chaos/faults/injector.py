@@ -96,16 +96,17 @@ class FaultInjector:
 
     def supported(self, kind: str, target: str) -> bool:
         fault_kind = self.catalogue[kind]
-        return not fault_kind.on_service or kind in self.stack.service(target).fault_kinds
+        return fault_kind.portable or not fault_kind.on_service or kind in self.stack.service(target).fault_kinds
 
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
         """Inflict ``kind`` on ``target``; the returned Fault rolls it back (as a context manager too)."""
         fault_kind = self.catalogue[kind]
         if fault_kind.on_service:
             service = self.stack.service(target)  # an unknown target fails before anything happens
-            if kind not in service.fault_kinds:
-                raise FaultError(f"{kind} is not supported on the {service.provider} provider "
-                                 f"(it supports: {', '.join(sorted(service.fault_kinds))})")
+            if not self.supported(kind, target):
+                portable = sorted(k for k, v in self.catalogue.items() if v.on_service and v.portable)
+                raise FaultError(f"{kind} is not supported on the {service.provider} provider (it supports: "
+                                 f"{', '.join(portable + sorted(service.fault_kinds))})")
         record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=dict(params))
         self.journal.append(record)  # journaled first: a fault that half-happened is on record
         try:

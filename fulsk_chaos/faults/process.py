@@ -57,7 +57,7 @@ def restart(stack: "Stack", target: str) -> Rollback:
     return service.wait_healthy
 
 
-@family.kind("volume-loss")
+@family.kind("volume-loss", portable=False)
 def volume_loss(stack: "Stack", target: str) -> Rollback:
     """Remove the container and delete its data volume: the data is gone, as with a lost disk.
 

@@ -10,7 +10,8 @@ import pkgutil
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..errors import StackError
+from ..config import Settings
+from ..errors import ConfigError, StackError
 from .spec import FIXTURES, Edge, ServiceContext, ServiceSpec, Topology
 
 __all__ = ["CATALOGUE", "Catalogue", "Edge", "EdgeSpec", "FIXTURES", "ServiceContext", "ServiceSpec", "Topology",
@@ -77,6 +78,12 @@ class Catalogue:
             groups.append(ready)
             placed.update(ready)
         return tuple(groups)
+
+    def check_settings(self, settings: Settings) -> None:
+        """Settings that name services must name services of this catalogue."""
+        unknown = sorted(set(settings.docker.images) - set(self.names))
+        if unknown:
+            raise ConfigError(f"docker.images.{unknown[0]}: not a service of the stack ({', '.join(self.names)})")
 
     def with_specs(self, *extra: ServiceSpec) -> "Catalogue":
         return Catalogue(self.specs + extra)

@@ -54,7 +54,7 @@ class DockerProvider(Provider):
 
 class DockerService(Service):
     provider = "docker"
-    fault_kinds = frozenset({"kill", "stop", "pause", "restart", "volume-loss"})
+    fault_kinds = frozenset({"volume-loss"})  # a container's data lives in a volume it can lose
 
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, client: docker.DockerClient, image: str,
                  labels: dict[str, str], reaper: Reaper, log_path: Path, start_timeout_s: float,

@@ -35,7 +35,6 @@ class LocalProvider(Provider):
 
 class LocalService(Service):
     provider = "local"
-    fault_kinds = frozenset({"kill", "stop", "pause", "restart"})
 
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, reaper: Reaper, log_path: Path,
                  start_timeout_s: float, stop_grace_s: float) -> None:

@@ -17,8 +17,9 @@ class Service(ABC):
     """A service as a provider runs it: start, wait until healthy, signal, stop."""
 
     provider: ClassVar[str]
-    # The fault kinds (names in fulsk_chaos.faults' catalogue) this provider can inflict on a service.
-    fault_kinds: ClassVar[frozenset[str]]
+    # The provider-specific fault kinds (names in fulsk_chaos.faults' catalogue) it supports beyond
+    # the portable ones, which need only the methods below.
+    fault_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, log_path: Path, start_timeout_s: float,
                  stop_grace_s: float) -> None:

@@ -62,6 +62,7 @@ class Stack:
             raise StackError(f"fixtures not found at {fixtures}: run from a checkout of fulsk-chaos "
                              f"(installed with `pip install -e .`)")
         self.settings = settings or Settings()
+        catalogue.check_settings(self.settings)
         self.provider = provider
         self.fixtures = fixtures
         self.logs_to = logs_to

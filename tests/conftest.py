@@ -1,0 +1,55 @@
+"""Helpers shared by the framework's own tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest_plugins = ["pytester"]
+
+
+@dataclass
+class ScenarioRun:
+    """A scenario run in a pytest of its own, and what it left in its report directory."""
+    returncode: int
+    output: str
+    report: Path  # reports/<run-id>/
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.report / "results.json").read_text())
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        (scenario,) = self.results["scenarios"]
+        return scenario
+
+    def expectations(self, held: bool | None = None) -> dict[str, dict[str, Any]]:
+        return {e["name"]: e for e in self.scenario["expectations"] if held is None or e["held"] is held}
+
+
+@pytest.fixture
+def run_scenario(tmp_path: Path):
+    """Run one scenario in a pytest of its own on the local stack, with a configuration (TOML
+    text) and optionally a plugin (Python source) of the test's."""
+    def run(select: str, config: str = "", plugin: str | None = None, timeout_s: float = 300) -> ScenarioRun:
+        (tmp_path / "drill.toml").write_text(config)
+        args = [sys.executable, "-m", "pytest", *select.split(), "-p", "no:cacheprovider", "--stack", "local",
+                "--chaos-config", str(tmp_path / "drill.toml"), "--report-dir", str(tmp_path / "reports")]
+        env = dict(os.environ)
+        if plugin is not None:
+            (tmp_path / "drill_plugin.py").write_text(plugin)
+            args += ["-p", "drill_plugin"]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
+        (report,) = (tmp_path / "reports").glob("*/")
+        return ScenarioRun(done.returncode, done.stdout + done.stderr, report)
+    return run

@@ -1,0 +1,77 @@
+"""Each protection of the verdict core, against a reference backend with the bug it protects from.
+
+Every test runs db_loss[kill] in a pytest of its own, with one of the reference backend's bug
+switches on (FULSK_BUGS), and checks that the verdict names the right expectation - and that
+without the protection the run would have passed: the bug hides from every other expectation.
+"""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DB_LOSS_KILL = "scenarios/test_db_loss.py -k kill"
+
+_CUT_THE_FLEET_OFF = '''
+import pytest
+
+@pytest.fixture(autouse=True)
+def _fleet_cut_off(request):
+    """The inverters' edge to the broker is down for the whole scenario: nothing is ever published."""
+    if "experiment" in request.fixturenames:
+        request.getfixturevalue("stack").toxiproxy.set_enabled("inverters-mqtt", False)
+'''
+
+
+def test_a_fleet_that_publishes_nothing_gives_error_not_pass(run_scenario):
+    run = run_scenario(DB_LOSS_KILL, plugin=_CUT_THE_FLEET_OFF)
+    scenario = run.scenario
+    assert run.returncode == 1, run.output[-2000:]
+    assert scenario["verdict"] == "error" and run.results["verdict"] == "error"
+    assert "not enough evidence" in scenario["reason"]
+    short = {e["name"]: e for e in scenario["evidence"] if not e["enough"]}
+    assert short["before: readings acknowledged by the broker"]["count"] == 0
+    assert scenario["faults"] == []  # no steady state to start from: no fault was injected
+    # What the users saw was fine: the error comes from missing evidence, not from a failed check.
+    assert not run.expectations(held=False)
+
+
+def test_a_backend_that_stores_readings_twice_fails_on_duplicates(run_scenario):
+    run = run_scenario(DB_LOSS_KILL, '[backend.env]\nFULSK_BUGS = "duplicate-replay"\n')
+    scenario, m = run.scenario, run.scenario["measurements"]
+    assert scenario["verdict"] == "fail", run.output[-2000:]
+    failed = run.expectations(held=False)
+    assert "duplicates (stored more than once)" in failed
+    assert m["duplicates"] > 0 and m["lost"] == 0 and m["altered"] == 0
+    assert set(failed) == {"duplicates (stored more than once)"}  # nothing else saw it
+
+
+def test_duplicates_pass_where_the_configuration_allows_them(run_scenario):
+    run = run_scenario(DB_LOSS_KILL, '[ledger]\nallow_duplicates = true\n[backend.env]\nFULSK_BUGS = "duplicate-replay"\n')
+    assert run.scenario["verdict"] == "pass", run.output[-2000:]
+    assert run.scenario["measurements"]["duplicates"] > 0  # still measured and reported
+
+
+def test_an_api_that_hangs_now_and_then_after_recovery_fails(run_scenario):
+    run = run_scenario(DB_LOSS_KILL, '[recovery]\ntarget_s = 10\n[backend.env]\nFULSK_BUGS = "hang-after-outage"\n')
+    scenario = run.scenario
+    assert scenario["verdict"] == "fail", run.output[-2000:]
+    failed = run.expectations(held=False)
+    hung = failed["after: unanswered (no answer within the alert threshold)"]
+    assert hung["measured"] > 0
+    # One request in 25 hangs: under the 5 % error-rate alert, so only the hang check sees it.
+    held = run.expectations(held=True)
+    assert "after: api error rate" in held and "before: unanswered (no answer within the alert threshold)" in held
+    assert scenario["measurements"]["lost"] == 0
+
+
+def test_an_ingest_that_stops_while_health_says_ok_fails_on_freshness(run_scenario):
+    run = run_scenario(DB_LOSS_KILL, '[recovery]\ntarget_s = 10\n[backend.env]\nFULSK_BUGS = "ingest-dies-on-error"\n')
+    scenario = run.scenario
+    assert scenario["verdict"] == "fail", run.output[-2000:]
+    failed = run.expectations(held=False)
+    stale = [name for name in failed if name.startswith("after: stale answers")]
+    assert stale and failed[stale[0]]["measured"] > 0.5
+    held = run.expectations(held=True)
+    # /health kept saying ok and the API kept answering 200: only freshness (and the ledger) see it.
+    assert {"after: health not ok", "after: api error rate", "after: api p95"} <= set(held)

@@ -32,7 +32,8 @@ def test_db_loss_fails_on_lost_readings_when_the_backend_acks_on_receipt(tmp_pat
     (scenario,) = json.loads(results_file.read_text())["scenarios"]
     m = scenario["measurements"]
     assert scenario["name"] == "db_loss[kill]" and scenario["verdict"] == "fail"
-    assert scenario["faults"][0]["kind"] == "kill" and scenario["faults"][0]["target"] == "postgres"
+    (fault,) = scenario["faults"]
+    assert (fault["kind"], fault["target"], fault["params"]) == ("kill", "postgres", {"sig": "SIGKILL"})
 
     # The reason, as data: the ledger's "lost" expectation did not hold, on acknowledged readings.
     failed = {e["name"]: e for e in scenario["expectations"] if e["held"] is False}

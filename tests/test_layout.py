@@ -172,6 +172,9 @@ def test_provider_specific_kinds_are_refused_where_the_provider_lacks_them(stack
     assert injector.journal == []
     with pytest.raises(FaultError, match="no fault kind 'meteor'"):
         injector.inject("meteor", "postgres")
+    with pytest.raises(FaultError, match="kill takes sig; got signal"):
+        injector.inject("kill", "postgres", signal=9)
+    assert injector.journal == [] and stack.service("postgres").running
 
 
 def test_the_catalogue_lists_the_process_family():

@@ -6,13 +6,15 @@ and toxics to the stack's reaper, which takes the whole stack down.
 """
 from __future__ import annotations
 
+import enum
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FaultError
-from .catalogue import Catalogue, Rollback
+from .catalogue import Catalogue, FaultKind, Rollback
 from .kinds import CATALOGUE
 
 if TYPE_CHECKING:
@@ -39,10 +41,15 @@ class FaultRecord:
         data = asdict(self)
         data.pop("started")
         data.pop("ended")
-        data["params"] = {k: str(v) if not isinstance(v, (int, float, str, bool)) else v
-                          for k, v in self.params.items()}
+        data["params"] = {k: _json_value(v) for k, v in self.params.items()}
         data["duration_s"] = round(self.ended - self.started, 3) if self.ended is not None else None
         return data
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name  # signal.SIGTERM -> "SIGTERM"
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
 
 
 class Fault:
@@ -86,6 +93,18 @@ class Fault:
         self.rollback()
 
 
+def _effective(kind: "FaultKind", params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the fault runs with, defaults included (so the journal says SIGKILL)."""
+    signature = inspect.signature(kind.inject)
+    try:
+        bound = signature.bind(None, "", **params)
+    except TypeError:
+        names = list(signature.parameters)[2:]
+        raise FaultError(f"{kind.name} takes {', '.join(names) or 'no parameters'}; got {', '.join(params)}") from None
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[2:])
+
+
 class FaultInjector:
     def __init__(self, stack: "Stack", journal: list[FaultRecord] | None = None,
                  catalogue: Catalogue | None = None) -> None:
@@ -107,7 +126,7 @@ class FaultInjector:
                 portable = sorted(k for k, v in self.catalogue.items() if v.on_service and v.portable)
                 raise FaultError(f"{kind} is not supported on the {service.provider} provider (it supports: "
                                  f"{', '.join(portable + sorted(service.fault_kinds))})")
-        record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=dict(params))
+        record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=_effective(fault_kind, params))
         self.journal.append(record)  # journaled first: a fault that half-happened is on record
         try:
             rollback = fault_kind(self.stack, target, **params)

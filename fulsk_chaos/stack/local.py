@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import StackError
-from ..host.procs import service_processes, signal_service, state
+from ..host.procs import identity, service_processes, signal_service, state, survivors
 from ..services import ServiceContext, ServiceSpec, Topology
 from ..services.spec import unprivileged_user
 from ..wait import wait_until
@@ -76,18 +76,12 @@ class LocalService(Service):
         self._reaper.watch(self._proc.pid)
         self.paused = False
 
-    def send_signal(self, sig: int) -> None:
-        if self._proc is None:
-            raise StackError(f"{self.name} was never started")
-        signal_service(self._proc.pid, sig)
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """As ``docker kill -s``: SIGKILL takes every process at once; another signal goes to the main one."""
-        if sig == signal.SIGKILL:
-            self.send_signal(sig)
-            self._reap(self.stop_grace_s)
-        elif self._proc is None:
+        if self._proc is None:
             raise StackError(f"{self.name} was never started")
+        if sig == signal.SIGKILL:
+            self._reap(self.stop_grace_s)  # signals every process, and waits for each it saw
         else:
             os.kill(self._proc.pid, sig)
 
@@ -133,12 +127,24 @@ class LocalService(Service):
         self._reap(self.stop_grace_s)
 
     def _reap(self, timeout_s: float) -> None:
-        """Kill whatever is left of the group and wait until nothing of it runs."""
+        """Kill whatever is left of the service and wait until none of its processes runs.
+
+        Every process ever seen is waited for, by identity: a postgres backend (in a session of
+        its own) is re-parented once the postmaster dies, and would no longer be found from it
+        while it is still exiting.
+        """
         assert self._proc is not None
         pid = self._proc.pid
+        seen: set[tuple[int, int]] = set()
 
         def all_gone() -> None:
-            if left := signal_service(pid, signal.SIGKILL):
+            seen.update(i for i in map(identity, signal_service(pid, signal.SIGKILL)) if i is not None)
+            if left := survivors(seen):
+                for straggler in left:
+                    try:
+                        os.kill(straggler, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                 raise RuntimeError(f"pids {left} still running")
 
         wait_until(all_gone, timeout_s, f"{self.name}'s processes to exit")

@@ -15,7 +15,7 @@ import pytest
 
 from . import config as settings_module
 from .errors import ConfigError
-from .experiment import Experiment, make_feed, make_fleet, make_probe
+from .experiment import Experiment, Needs, make_feed, make_fleet, make_probe
 from .faults import FaultInjector
 from .probes import Fleet, LiveFeed, Probe
 from .report import JUnitXml, ResultsJson, RunRecord, ScenarioRecord, TerminalSummary, new_run_id
@@ -34,6 +34,7 @@ MARKERS = {
     "docker": "needs the Docker stack (--stack docker); skipped on the local one",
     "provider": "exercises the stack provider itself: worth running on every provider",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
+    "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
 }
 
 
@@ -316,7 +317,15 @@ def live_feed(stack: Stack) -> Iterator[LiveFeed]:
 
 
 @pytest.fixture
-def experiment(journal: ScenarioRecord, stack: Stack, chaos_settings: settings_module.Settings,
-               faults: FaultInjector, fleet: Fleet, probe: Probe, live_feed: LiveFeed) -> Experiment:
-    """The scenario's experiment: instruments, fault injector and journal, judged into its verdict."""
-    return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults)
+def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: Stack,
+               chaos_settings: settings_module.Settings, faults: FaultInjector, fleet: Fleet, probe: Probe,
+               live_feed: LiveFeed) -> Experiment:
+    """The scenario's experiment: instruments, fault injector and journal, judged into its verdict;
+    the least evidence it needs comes from the scenario's ``evidence`` marker."""
+    marker = request.node.get_closest_marker("evidence")
+    try:
+        needs = Needs(**marker.kwargs) if marker else Needs()
+    except TypeError as exc:
+        pytest.fail(f"@pytest.mark.evidence: {exc} (known: {', '.join(Needs.__dataclass_fields__)})", pytrace=False)
+    return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults,
+                      needs=needs)

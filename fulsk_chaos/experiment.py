@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import (FaultWindow, Observation, Recovery, fault_window, settle, steady_evidence,
+from .checks import (FaultWindow, Observation, Recovery, fault_window, judge_answer, settle, steady_evidence,
                      steady_measurements, steady_state, wait_for_recovery)
+from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
 from .faults import Fault, FaultInjector
 from .probes import Fleet, LiveFeed, Probe, Target
@@ -36,15 +37,28 @@ class Needs:
     acked_during_fault: int = 10   # readings the broker acknowledged while the fault was active
 
 
+HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a dashboard chart does
+LISTING_PATH = "/api/inverters"  # its answer, when it is the API path probed, is judged for completeness
+
+
 def user_targets(settings: Settings, inverter_ids: list[str]) -> list[Target]:
-    """What the probe asks for through the frontend: /health, the API, and each inverter's latest reading."""
+    """What the probe asks for through the frontend: /health, the API, and, for each inverter in
+    turn, its latest reading and its recent history."""
     ids = list(inverter_ids)
 
     def latest(i: int) -> tuple[str, dict[str, Any]]:
         inverter = ids[i % len(ids)]
         return f"/api/inverters/{inverter}/latest", {"inverter_id": inverter}
-    return [Target("health", "/health", json=True), Target("api", settings.probe.api_path),
-            Target("latest", latest, json=True)]
+
+    def history(i: int) -> tuple[str, dict[str, Any]]:
+        inverter, end = ids[i % len(ids)], round(time.time(), 3)
+        start = round(end - HISTORY_S, 3)
+        return (f"/api/inverters/{inverter}/readings?from={start}&to={end}",
+                {"inverter_id": inverter, "from": start, "to": end})
+    listing = settings.probe.api_path == LISTING_PATH
+    return [Target("health", "/health", json=True),
+            Target("api", settings.probe.api_path, json=listing, meta={"listing": True} if listing else {}),
+            Target("latest", latest, json=True), Target("history", history, json=True)]
 
 
 def make_fleet(stack: Stack, settings: Settings) -> Fleet:
@@ -77,6 +91,7 @@ class Experiment:
         self.faults = faults
         self.needs = needs
         self._method_started = False
+        self._started: float | None = None
 
     @classmethod
     def build(cls, stack: Stack, settings: Settings, record: ScenarioRecord, needs: Needs = Needs()) -> "Experiment":
@@ -86,6 +101,7 @@ class Experiment:
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":
+        self._started = time.monotonic()
         self.feed.start()
         self.fleet.start()
         self.probe.start()
@@ -97,6 +113,10 @@ class Experiment:
         self.feed.stop()
         self.fleet.stop(settle_s=0 if exc_type else 5.0)
         if exc_type is None:
+            # Wrong data is never acceptable, not during a fault nor while recovering from it.
+            fleet = self.fleet.record()
+            served = (judge_answer(s, fleet) for s in self.probe.snapshot(self.settings.hang_s).window(self._started))
+            self.record.expect([no_wrong_answers("at any time: ", [s for s in served if s is not None])])
             ledger = settle(self.fleet, self.stack.endpoints.database_dsn, timeout_s=self.settings.recovery.target_s,
                             allow_duplicates=self.settings.ledger.allow_duplicates)
             self.record.expect(ledger.expectations(), first=True)  # data loss is reported first
@@ -150,7 +170,8 @@ class Experiment:
         """Wait until the stack is steady again after the fault's rollback; judge it against the target."""
         recovery = wait_for_recovery(self.probe, self.fleet, self.stack.endpoints.database_dsn, fault.ended,
                                      self.settings)
-        self.record.expect(recovery.expectations())
+        recovering = self.probe.snapshot(self.settings.hang_s).window(fault.ended)
+        self.record.expect([*recovery.expectations(), no_unanswered("recovering: ", recovering)])
         self.record.measure(**recovery.measurements())
         return recovery
 

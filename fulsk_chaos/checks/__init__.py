@@ -3,9 +3,9 @@ fault window, and recovery."""
 from .ledger import Alteration, LedgerResult, check_ledger, read_stored, settle, stored_keys
 from .recovery import Recovery, wait_for_recovery
 from .steady import Observation, steady_evidence, steady_measurements, steady_state
-from .users import Served, judge_latest
+from .users import Served, judge_answer
 from .window import FaultWindow, fault_window
 
 __all__ = ["Alteration", "FaultWindow", "LedgerResult", "Observation", "Recovery", "Served", "check_ledger",
-           "fault_window", "judge_latest", "read_stored", "settle", "steady_evidence", "steady_measurements",
+           "fault_window", "judge_answer", "read_stored", "settle", "steady_evidence", "steady_measurements",
            "steady_state", "stored_keys", "wait_for_recovery"]

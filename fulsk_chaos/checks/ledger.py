@@ -92,7 +92,7 @@ def _show(keys: Sequence[Key], limit: int = 5) -> str:
 def same_value(field_name: str, sent: Any, stored: Any) -> bool:
     if field_name == "ts":
         try:
-            return abs(_epoch(sent) - _epoch(stored)) <= TS_TOLERANCE_S
+            return abs(epoch(sent) - epoch(stored)) <= TS_TOLERANCE_S
         except (TypeError, ValueError, OverflowError):
             return False
     if isinstance(sent, float) or isinstance(stored, float):
@@ -103,7 +103,8 @@ def same_value(field_name: str, sent: Any, stored: Any) -> bool:
     return sent == stored
 
 
-def _epoch(value: Any) -> float:
+def epoch(value: Any) -> float:
+    """Epoch seconds of a timestamp as a backend may give it: a datetime, ISO 8601 text, or a number."""
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str):

@@ -11,7 +11,7 @@ from ..config import Settings
 from ..probes import Fleet, Probe, Sample
 from ..verdict import Expectation, at_most
 from .ledger import stored_keys
-from .users import judge_latest
+from .users import answered_ok, judge_answer
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,8 @@ def wait_for_recovery(probe: Probe, fleet: Fleet, dsn: str, since: float, settin
             max_staleness = settings.steady_state.max_staleness_s
 
             def healthy(sample: Sample) -> bool:
-                if sample.target != "latest":
-                    return sample.ok
-                served = judge_latest(sample, record)
-                return sample.status == 404 and served is None or (served is not None and served.fresh(max_staleness))
+                served = judge_answer(sample, record)
+                return answered_ok(sample) if served is None else served.fresh(max_staleness)
             users_at = probe.snapshot(settings.hang_s).first_streak(since, streak_s, healthy)
         if (users_at is not None and ingest_at is not None) or time.monotonic() > deadline:
             break

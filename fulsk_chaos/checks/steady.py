@@ -11,7 +11,7 @@ from ..config import Settings
 from ..probes import FleetRecord, Key, Samples
 from ..probes.http import quantile
 from ..verdict import Evidence, Expectation, at_most, none_of
-from .users import Served, answered_ok, judge_latest
+from .users import Served, answered_ok, judge_answer
 
 LIVE_GRACE_S = 1.0  # readings acknowledged this close to a window's end may still be on their way
 
@@ -28,7 +28,8 @@ class Observation:
 
     @property
     def served(self) -> list[Served]:
-        judged = (judge_latest(s, self.fleet) for s in self.samples.target("latest"))
+        """Every data answer of the window that could be judged (latest reading, history, list)."""
+        judged = (judge_answer(s, self.fleet) for s in self.samples)
         return [s for s in judged if s is not None]
 
     def live_delays_ms(self) -> tuple[int, list[float]]:
@@ -41,10 +42,9 @@ class Observation:
 def steady_state(obs: Observation, settings: Settings) -> list[Expectation]:
     p = f"{obs.phase}: "
     api, health = obs.samples.target("api"), obs.samples.target("health")
-    reads = obs.samples.target("api", "latest")
+    reads = obs.samples.target("api", "latest", "history")
     served = obs.served
     stale = [s for s in served if s.wrong is None and not s.fresh(settings.steady_state.max_staleness_s)]
-    wrong = [s for s in served if s.wrong is not None]
     staleness = [s.staleness_s for s in served if s.staleness_s is not None]
     due, delays = obs.live_delays_ms()
     judged = len([s for s in served if s.wrong is None])
@@ -55,17 +55,14 @@ def steady_state(obs: Observation, settings: Settings) -> list[Expectation]:
                 evidence={"samples": len(reads)}),
         at_most(p + "health not ok", health.error_rate(), settings.alerts.error_rate,
                 evidence={"samples": len(health)}),
-        none_of(p + "unanswered (no answer within the alert threshold)", obs.samples.unanswered(),
-                evidence={"samples": len(obs.samples)},
-                detail=unanswered_detail(obs.samples)),
+        no_unanswered(p, obs.samples),
         at_most(p + f"stale answers (newest reading > {settings.steady_state.max_staleness_s:g} s behind the broker)",
                 len(stale) / judged if judged else None, settings.alerts.error_rate,
                 evidence={"judged": judged, "p95_staleness_s": _round(quantile(staleness, 0.95)),
                           "max_staleness_s": _round(max(staleness, default=float("nan")))},
                 detail=f"{len(stale)} of {judged} answers stale, the worst "
                        f"{max(staleness, default=0):.1f} s behind" if stale else ""),
-        none_of(p + "wrong answers (not the reading that was sent)", len(wrong),
-                evidence={"judged": len(served)}, detail="; ".join(s.wrong for s in wrong[:3])),
+        no_wrong_answers(p, served),
         at_most(p + "live feed missed", (due - len(delays)) / due if due else None, settings.alerts.error_rate,
                 evidence={"due": due, "arrived": len(delays)},
                 detail=f"{due - len(delays)} of {due} readings never reached the live feed" if due > len(delays) else ""),
@@ -74,14 +71,30 @@ def steady_state(obs: Observation, settings: Settings) -> list[Expectation]:
     ]
 
 
+def no_unanswered(prefix: str, samples: Samples) -> Expectation:
+    """No request left without an answer for the alert threshold (in flight that long included)."""
+    missing = [s for s in samples if not s.answered]
+    return none_of(prefix + "unanswered (no answer within the alert threshold)", len(missing),
+                   evidence={"samples": len(samples)},
+                   detail="; ".join(f"{s.target}: {s.error}" for s in missing[:3]))
+
+
+def no_wrong_answers(prefix: str, served: list[Served]) -> Expectation:
+    """No data answer that is not the truth: wrong data is never acceptable, not even mid-fault."""
+    wrong = [s for s in served if s.wrong is not None]
+    return none_of(prefix + "wrong answers (not the reading that was sent)", len(wrong),
+                   evidence={"judged": len(served)}, detail="; ".join(s.wrong for s in wrong[:3]))
+
+
 def steady_evidence(obs: Observation, *, samples: int, acked: int, judged: int) -> list[Evidence]:
     p = f"{obs.phase}: "
-    per_target = min((len(obs.samples.target(t)) for t in ("health", "api", "latest")), default=0)
+    per_target = min((len(obs.samples.target(t)) for t in ("health", "api", "latest", "history")), default=0)
     return [
         Evidence(p + "probe samples per target", per_target, samples),
         Evidence(p + "API answers", sum(s.answered for s in obs.samples.target("api")), samples),
         Evidence(p + "readings acknowledged by the broker", len(obs.fleet.acked_between(obs.start, obs.end)), acked),
-        Evidence(p + "latest-reading answers judged", len([s for s in obs.served if s.wrong is None]), judged),
+        Evidence(p + "data answers judged (latest, history, list)", len([s for s in obs.served if s.wrong is None]),
+                 judged),
     ]
 
 
@@ -92,11 +105,6 @@ def steady_measurements(obs: Observation) -> dict[str, Any]:
     return {f"{obs.phase}_p95_ms": api.quantile_ms(0.95), f"{obs.phase}_error_rate": api.error_rate(),
             f"{obs.phase}_staleness_p95_s": quantile(staleness, 0.95),
             f"{obs.phase}_live_delay_p95_ms": quantile(delays, 0.95)}
-
-
-def unanswered_detail(samples: Samples, limit: int = 3) -> str:
-    missing = [s for s in samples if not s.answered]
-    return "; ".join(f"{s.target}: {s.error}" for s in missing[:limit])
 
 
 def _round(value: float) -> float | None:

@@ -1,24 +1,32 @@
-"""What users see, judged against what the inverters said: is the newest reading served fresh,
-and is it the reading that was sent?
+"""What users see, judged against what the inverters said: is what is served fresh, complete, and
+the readings that were sent?
 
-A latest-reading answer is judged against the fleet's record: it must be the asked inverter's
-reading, one that was sent, with the values it was sent with (correctness), and it may lag the
-newest reading the broker had acknowledged for that inverter by little (freshness). A 404 while
-the broker holds acknowledged readings is an answer that lags by all of them.
+Every data answer is judged against the fleet's record of what the broker acknowledged:
+
+- an inverter's latest reading must be that inverter's, one that was sent, with its values; it
+  may lag the newest reading the broker had acknowledged by little (a 404 while the broker holds
+  acknowledged readings lags by all of them);
+- an inverter's history (``/readings?from=&to=``) must hold each reading of the range once, with
+  its values; a reading the broker acknowledged that is missing from it makes the answer lag;
+- the inverter list (``/api/inverters``) must list each of the fleet's inverters, its
+  ``last_seen`` close behind the newest reading acknowledged.
+
+``staleness_s`` is how far an answer lags what the broker had acknowledged; ``wrong`` says why an
+answer is not the truth at all.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from ..probes import FleetRecord, Sample
-from .ledger import FIELDS, same_value
+from .ledger import FIELDS, epoch, same_value
 
 
 @dataclass(frozen=True)
 class Served:
-    """A latest-reading answer that could be judged."""
+    """A data answer that could be judged."""
     sample: Sample
     staleness_s: float | None  # None when the answer was wrong
     wrong: str | None = None
@@ -32,9 +40,29 @@ def answered_ok(sample: Sample) -> bool:
     return sample.ok or (sample.target == "latest" and sample.status == 404)
 
 
+def judge_answer(sample: Sample, fleet: FleetRecord) -> Served | None:
+    """None when there is nothing to judge: not a data answer, no answer (an error, counted
+    elsewhere), or nothing acknowledged yet that it should hold."""
+    if sample.target == "latest":
+        return judge_latest(sample, fleet)
+    if sample.target == "history" and sample.ok:
+        return judge_history(sample, fleet)
+    if sample.meta.get("listing") and sample.ok:
+        return judge_listing(sample, fleet)
+    return None
+
+
+def _wrong_values(key: tuple[str, int], served: dict[str, Any], fleet: FleetRecord) -> str | None:
+    message = fleet.by_key.get(key)
+    if message is None:
+        return f"served {key[0]}#{key[1]}, which was never sent"
+    for name in FIELDS:
+        if name in served and not same_value(name, message.values[name], served[name]):
+            return f"served {key[0]}#{key[1]} with {name} {served[name]!r}, sent {message.values[name]!r}"
+    return None
+
+
 def judge_latest(sample: Sample, fleet: FleetRecord) -> Served | None:
-    """None when there is nothing to judge: no answer (an error, counted elsewhere), or nothing of
-    that inverter acknowledged yet."""
     inverter = sample.meta.get("inverter_id")
     newest = fleet.newest_acked(inverter, sample.started)
     if sample.status == 404:
@@ -51,22 +79,56 @@ def judge_latest(sample: Sample, fleet: FleetRecord) -> Served | None:
         return Served(sample, None, f"answer without inverter_id and seq: {str(sample.body)[:120]}")
     if key[0] != inverter:
         return Served(sample, None, f"asked for {inverter}, served {key[0]}#{key[1]}")
-    message = fleet.by_key.get(key)
-    if message is None:
-        return Served(sample, None, f"served {key[0]}#{key[1]}, which was never sent")
-    for name in FIELDS:
-        if name in body and not same_value(name, message.values[name], _value(name, body[name])):
-            return Served(sample, None, f"served {key[0]}#{key[1]} with {name} {body[name]!r}, "
-                                        f"sent {message.values[name]!r}")
+    if wrong := _wrong_values(key, body, fleet):
+        return Served(sample, None, wrong)
     if newest is None:
         return Served(sample, 0.0)
-    return Served(sample, max(0.0, newest.sent_at - message.sent_at))
+    return Served(sample, max(0.0, newest.sent_at - fleet.by_key[key].sent_at))
 
 
-def _value(name: str, value: Any) -> Any:
-    if name == "ts" and isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    return value
+def judge_history(sample: Sample, fleet: FleetRecord) -> Served | None:
+    inverter, start, end = sample.meta["inverter_id"], sample.meta["from"], sample.meta["to"]
+    body = sample.body if isinstance(sample.body, dict) else {}
+    rows = body.get("readings")
+    if not isinstance(rows, list) or body.get("inverter_id", inverter) != inverter:
+        return Served(sample, None, f"not {inverter}'s history: {str(sample.body)[:120]}")
+    try:
+        keys = [(inverter, int(row["seq"])) for row in rows]
+    except (KeyError, TypeError, ValueError):
+        return Served(sample, None, f"a reading of {inverter}'s history without its seq")
+    if twice := [k for k, n in Counter(keys).items() if n > 1]:
+        return Served(sample, None, f"served {twice[0][0]}#{twice[0][1]} twice in one history")
+    for key, row in zip(keys, rows):
+        if wrong := _wrong_values(key, row, fleet):
+            return Served(sample, None, wrong)
+        if not start - 0.001 <= fleet.by_key[key].values["ts"] <= end + 0.001:
+            return Served(sample, None, f"served {key[0]}#{key[1]}, outside the range asked for")
+    due = [m for m in fleet.acked_by(inverter, sample.started) if start <= m.values["ts"] <= end]
+    if not due and not keys:
+        return None
+    missing = [m for m in due if m.key not in set(keys)]
+    return Served(sample, max((sample.started - m.acked_at for m in missing), default=0.0))
+
+
+def judge_listing(sample: Sample, fleet: FleetRecord) -> Served | None:
+    body = sample.body if isinstance(sample.body, dict) else {}
+    entries = body.get("inverters")
+    if not isinstance(entries, list):
+        return Served(sample, None, f"an inverter list without 'inverters': {str(sample.body)[:120]}")
+    listed = {str(e["inverter_id"]): e for e in entries if isinstance(e, dict) and "inverter_id" in e}
+    lags = []
+    for inverter in fleet.inverters:
+        newest = fleet.newest_acked(inverter, sample.started)
+        if newest is None:
+            continue
+        entry = listed.get(inverter)
+        if entry is None:  # left out although the broker holds its readings: it lags by all of them
+            lags.append(sample.started - fleet.first_acked(inverter).acked_at)
+        elif "last_seen" in entry:
+            try:
+                lags.append(newest.values["ts"] - epoch(entry["last_seen"]))
+            except (TypeError, ValueError, OverflowError):
+                return Served(sample, None, f"{inverter}'s last_seen {entry['last_seen']!r} is not a time")
+    if not lags:
+        return None
+    return Served(sample, max(0.0, *lags))

@@ -11,8 +11,8 @@ from typing import Any
 
 from ..config import Settings
 from ..probes import FleetRecord, Samples
-from ..verdict import Evidence, Expectation, at_least, below, none_of
-from .steady import unanswered_detail
+from ..verdict import Evidence, Expectation, at_least, below
+from .steady import no_unanswered
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ class FaultWindow:
         checks = [
             below("during: api p99", api.quantile_ms(0.99), settings.alerts.http_response_ms, "ms",
                   evidence={"samples": len(api)}),
-            none_of("during: unanswered (no answer within the alert threshold)", self.samples.unanswered(),
-                    evidence={"samples": len(self.samples)}, detail=unanswered_detail(self.samples)),
+            no_unanswered("during: ", self.samples),
         ]
         if self.dependency is not None:
             health = self.samples.target("health")

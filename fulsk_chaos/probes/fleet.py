@@ -217,11 +217,19 @@ class FleetRecord:
             acked.sort(key=lambda m: m.acked_at)
             self._acked[inverter] = ([m.acked_at for m in acked], acked)
 
+    @property
+    def inverters(self) -> list[str]:
+        """The inverters with at least one reading acknowledged."""
+        return list(self._acked)
+
+    def acked_by(self, inverter_id: str, at: float) -> list[Message]:
+        """The readings of ``inverter_id`` the broker had acknowledged by time ``at``."""
+        times, acked = self._acked.get(inverter_id, ([], []))
+        return acked[:bisect_right(times, at)]
+
     def newest_acked(self, inverter_id: str, at: float) -> Message | None:
         """The most recently sent reading of ``inverter_id`` among those acknowledged by time ``at``."""
-        times, acked = self._acked.get(inverter_id, ([], []))
-        upto = acked[:bisect_right(times, at)]
-        return max(upto, key=lambda m: m.sent_at, default=None)
+        return max(self.acked_by(inverter_id, at), key=lambda m: m.sent_at, default=None)
 
     def first_acked(self, inverter_id: str) -> Message | None:
         return (self._acked.get(inverter_id, ([], []))[1] or [None])[0]

@@ -26,9 +26,10 @@ class Target:
     name: str
     path: str | Callable[[int], tuple[str, dict[str, Any]]]
     json: bool = False  # keep the parsed body for the checks
+    meta: Mapping[str, Any] = field(default_factory=dict)  # what a fixed path asks for
 
     def request(self, i: int) -> tuple[str, dict[str, Any]]:
-        return (self.path, {}) if isinstance(self.path, str) else self.path(i)
+        return (self.path, dict(self.meta)) if isinstance(self.path, str) else self.path(i)
 
 
 @dataclass(frozen=True)

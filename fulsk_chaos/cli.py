@@ -91,7 +91,7 @@ def describe(stack: Any) -> dict[str, Any]:
     e = stack.endpoints
     return {"id": stack.id, "provider": stack.provider, "dir": str(stack.dir),
             "frontend": e.frontend_url, "api": e.frontend_url + "/api", "backend": e.backend_url,
-            "live_feed": e.frontend_url.replace("http://", "ws://", 1) + "/ws/readings",
+            "live_feed": e.live_feed_url,
             "metrics": e.metrics_url, "mqtt": {"host": e.mqtt_host, "port": e.mqtt_port,
                                                "topic": "fulsk/inverters/{inverter_id}/telemetry"},
             "database": e.database_dsn, "redis": e.redis_url,

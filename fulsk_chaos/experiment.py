@@ -76,7 +76,7 @@ def make_probe(stack: Stack, settings: Settings, fleet: Fleet) -> Probe:
 
 def make_feed(stack: Stack) -> LiveFeed:
     """A dashboard's live-feed client through the frontend (not started)."""
-    return LiveFeed(stack.endpoints.frontend_url.replace("http://", "ws://", 1) + "/ws/readings")
+    return LiveFeed(stack.endpoints.live_feed_url)
 
 
 class Experiment:
@@ -92,12 +92,6 @@ class Experiment:
         self.needs = needs
         self._method_started = False
         self._started: float | None = None
-
-    @classmethod
-    def build(cls, stack: Stack, settings: Settings, record: ScenarioRecord, needs: Needs = Needs()) -> "Experiment":
-        fleet = make_fleet(stack, settings)
-        return cls(stack, settings, record, fleet=fleet, probe=make_probe(stack, settings, fleet), feed=make_feed(stack),
-                   faults=FaultInjector(stack, record.faults), needs=needs)
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":

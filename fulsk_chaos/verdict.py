@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 Status = Literal["pass", "fail", "error", "interrupted", "skipped"]
-STATUSES: tuple[Status, ...] = ("pass", "fail", "error", "interrupted", "skipped")
 
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 _WORDS = {"<=": "at most", "<": "under", ">=": "at least", ">": "over", "==": "exactly"}

@@ -5,6 +5,7 @@ within its baseline - each a reusable expectation, judged over one observation w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ..config import Settings
@@ -26,12 +27,13 @@ class Observation:
     fleet: FleetRecord           # what the fleet sent and the broker acknowledged (at judging time)
     arrivals: dict[Key, float]   # first arrival of each reading on the live feed
 
-    @property
+    @cached_property
     def served(self) -> list[Served]:
         """Every data answer of the window that could be judged (latest reading, history, list)."""
         judged = (judge_answer(s, self.fleet) for s in self.samples)
         return [s for s in judged if s is not None]
 
+    @cached_property
     def live_delays_ms(self) -> tuple[int, list[float]]:
         """(readings acknowledged in the window, early enough to have arrived; their feed delays)."""
         due = self.fleet.acked_between(self.start, self.end - LIVE_GRACE_S)
@@ -46,7 +48,7 @@ def steady_state(obs: Observation, settings: Settings) -> list[Expectation]:
     served = obs.served
     stale = [s for s in served if s.wrong is None and not s.fresh(settings.steady_state.max_staleness_s)]
     staleness = [s.staleness_s for s in served if s.staleness_s is not None]
-    due, delays = obs.live_delays_ms()
+    due, delays = obs.live_delays_ms
     judged = len([s for s in served if s.wrong is None])
     return [
         at_most(p + "api p95", api.quantile_ms(0.95), settings.baselines.api_response_ms, "ms",
@@ -101,7 +103,7 @@ def steady_evidence(obs: Observation, *, samples: int, acked: int, judged: int) 
 def steady_measurements(obs: Observation) -> dict[str, Any]:
     api = obs.samples.target("api")
     staleness = [s.staleness_s for s in obs.served if s.staleness_s is not None]
-    _, delays = obs.live_delays_ms()
+    _, delays = obs.live_delays_ms
     return {f"{obs.phase}_p95_ms": api.quantile_ms(0.95), f"{obs.phase}_error_rate": api.error_rate(),
             f"{obs.phase}_staleness_p95_s": quantile(staleness, 0.95),
             f"{obs.phase}_live_delay_p95_ms": quantile(delays, 0.95)}

@@ -69,10 +69,6 @@ class Fault:
             raise FaultError(f"{self.record.kind} of {self.record.target} has not been rolled back")
         return self.record.ended
 
-    @property
-    def active(self) -> bool:
-        return self._rollback is not None
-
     def rollback(self) -> None:
         if self._rollback is None:
             return

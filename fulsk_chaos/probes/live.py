@@ -6,18 +6,9 @@ import asyncio
 import json
 import threading
 import time
-from dataclasses import dataclass
-
 import aiohttp
 
 from .fleet import Key
-
-
-@dataclass(frozen=True)
-class Connection:
-    opened: float
-    closed: float | None
-    reason: str | None
 
 
 class LiveFeed:
@@ -28,12 +19,10 @@ class LiveFeed:
         self.reconnect_s = reconnect_s
         self.max_duration_s = max_duration_s
         self._arrivals: dict[Key, float] = {}
-        self._connections: list[Connection] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self.errors: list[str] = []
 
     def start(self) -> "LiveFeed":
         ready = threading.Event()
@@ -69,33 +58,22 @@ class LiveFeed:
         timeout = aiohttp.ClientTimeout(total=None, connect=2, sock_connect=2)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while time.monotonic() - started < self.max_duration_s:
-                opened, reason = time.monotonic(), None
                 try:
                     async with session.ws_connect(self.url, heartbeat=5) as ws:
-                        with self._lock:
-                            self._connections.append(Connection(opened, None, None))
                         async for message in ws:
                             if message.type != aiohttp.WSMsgType.TEXT:
                                 break
                             self._record(message.data, time.monotonic())
-                        reason = f"closed by the server ({ws.close_code})"
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    reason = f"{type(exc).__name__}: {exc}"[:200]
-                with self._lock:
-                    if self._connections and self._connections[-1].opened == opened:
-                        self._connections[-1] = Connection(opened, time.monotonic(), reason)
-                    else:
-                        self.errors.append(reason or "")
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    pass  # what users miss meanwhile is judged from the arrivals, not from here
                 await asyncio.sleep(self.reconnect_s)
 
     def _record(self, data: str, arrived: float) -> None:
         try:
             readings = json.loads(data).get("readings") or []
             keys = [(str(r["inverter_id"]), int(r["seq"])) for r in readings]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            with self._lock:
-                self.errors.append(f"unreadable feed message: {exc}"[:200])
-            return
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # an unreadable message delivers nothing: its readings count as missed
         with self._lock:
             for key in keys:
                 self._arrivals.setdefault(key, arrived)  # a redelivered reading counts from its first arrival
@@ -103,7 +81,3 @@ class LiveFeed:
     def arrivals(self) -> dict[Key, float]:
         with self._lock:
             return dict(self._arrivals)
-
-    def connections(self) -> list[Connection]:
-        with self._lock:
-            return list(self._connections)

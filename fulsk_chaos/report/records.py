@@ -75,10 +75,15 @@ class ScenarioRecord:
     def reason(self) -> str | None:
         return self.verdict.reason if self.verdict else NOT_CONCLUDED
 
+    @property
+    def judged(self) -> tuple[list[Expectation], list[Evidence]]:
+        """The verdict's own expectations and evidence when it has them; else what was judged so far."""
+        verdict = self.verdict
+        return (list(verdict.expectations) if verdict and verdict.expectations else self.expectations,
+                list(verdict.evidence) if verdict and verdict.evidence else self.evidence)
+
     def to_json(self) -> dict[str, Any]:
-        # The verdict's own expectations when it has them; otherwise whatever was judged so far.
-        expectations = self.verdict.expectations if self.verdict and self.verdict.expectations else self.expectations
-        evidence = self.verdict.evidence if self.verdict and self.verdict.evidence else self.evidence
+        expectations, evidence = self.judged
         return clean({
             "name": self.name, "nodeid": self.nodeid, "hypothesis": self.hypothesis,
             "verdict": self.status, "reason": self.reason,

@@ -89,22 +89,17 @@ class JUnitXml(FileWriter):
             for key, value in [("verdict", data["verdict"]), *data["measurements"].items()]:
                 ET.SubElement(properties, "property", name=key, value="" if value is None else str(value))
             message = data["reason"] or ""
+            details = "\n".join(e.describe() for e in scenario.judged[0])
             if scenario.status == "fail":
-                ET.SubElement(case, "failure", message=message).text = _expectation_lines(data)
+                ET.SubElement(case, "failure", message=message).text = details
             elif scenario.status in ("error", "interrupted"):
-                ET.SubElement(case, "error", message=f"{scenario.status}: {message}").text = _expectation_lines(data)
+                ET.SubElement(case, "error", message=f"{scenario.status}: {message}").text = details
             elif scenario.status == "skipped":
                 ET.SubElement(case, "skipped", message=message)
         root = ET.Element("testsuites")
         root.append(suite)
         ET.indent(root)
         return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def _expectation_lines(data: dict[str, Any]) -> str:
-    return "\n".join(f"{'ok ' if e['held'] else 'NOT' if e['held'] is False else '?  '} {e['name']}: "
-                     f"{e['measured']} {e['op']} {e['threshold']} {e['unit']}".rstrip()
-                     for e in data["expectations"])
 
 
 class TerminalSummary:

@@ -32,6 +32,7 @@ class DockerProvider(Provider):
 
     def prepare(self) -> None:
         from ..images import build_images
+        testcontainers_config.ryuk_disabled = True  # its image cannot be pulled here; we reap ourselves
         self.engine = engine()
         remove_orphans(self.engine)
         if self.settings.docker.offline:  # incremental: only what is missing or outdated is built
@@ -60,7 +61,6 @@ class DockerService(Service):
                  labels: dict[str, str], reaper: Reaper, log_path: Path, start_timeout_s: float,
                  stop_grace_s: float, stack_dir: Path) -> None:
         super().__init__(spec, ctx, log_path, start_timeout_s, stop_grace_s)
-        testcontainers_config.ryuk_disabled = True  # its image cannot be pulled here; we reap ourselves
         self.engine = client
         self.image = image
         self.labels = labels

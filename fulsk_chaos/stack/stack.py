@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ class Endpoints:
     metrics_url: str
     proxies: dict[str, dict[str, Any]]
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def live_feed_url(self) -> str:
+        """The dashboard's WebSocket feed, through the frontend."""
+        return self.frontend_url.replace("http://", "ws://", 1) + "/ws/readings"
 
 
 class Stack:

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 import requests
 
+from fulsk_chaos.host.ports import LOWEST, ephemeral_range
 from fulsk_chaos.host.procs import identity, listening_ports, service_processes, state, survivors
 from fulsk_chaos.services import CATALOGUE
 from fulsk_chaos.stack import StackError
@@ -119,3 +120,12 @@ def test_heal_returns_the_stack_to_steady_state(stack):
 def test_unknown_service_is_a_clear_error(stack):
     with pytest.raises(StackError, match="no service 'mysql'"):
         stack.service("mysql")
+
+
+def test_the_stack_listens_outside_the_ephemeral_range(stack):
+    """Outgoing connections take their source ports from the ephemeral range: a port chosen there
+    can be taken by any client before the server binds it (seen: toxiproxy 'address already in use')."""
+    low, high = ephemeral_range()
+    ports = [*stack.topology.ports.values(), *(e.listen for e in stack.topology.edges.values())]
+    assert len(set(ports)) == len(ports)
+    assert all(LOWEST <= port < low for port in ports)

@@ -91,12 +91,19 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class FaultSettings:
+    # Faults act on loopback only; a stack whose services live elsewhere must opt in explicitly.
+    allow_non_loopback: bool = False
+
+
+@dataclass(frozen=True)
 class DbLossSettings:
     down_s: float = 5.0
 
 
 @dataclass(frozen=True)
 class ScenarioSettings:
+    fault_s: float = 5.0  # how long each catalogue scenario's fault stays active
     db_loss: DbLossSettings = field(default_factory=DbLossSettings)
 
 
@@ -112,6 +119,7 @@ class Settings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     docker: DockerSettings = field(default_factory=DockerSettings)
+    faults: FaultSettings = field(default_factory=FaultSettings)
     scenarios: ScenarioSettings = field(default_factory=ScenarioSettings)
 
     @property

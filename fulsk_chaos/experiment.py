@@ -19,10 +19,11 @@ from typing import Any
 
 from .checks import (FaultWindow, Observation, Recovery, fault_window, judge_answer, settle, steady_evidence,
                      steady_measurements, steady_state, wait_for_recovery)
+from .checks.ledger import never_stored
 from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
 from .faults import Fault, FaultInjector
-from .probes import Fleet, LiveFeed, Probe, Target
+from .probes import Fleet, Fleets, LiveFeed, Probe, Target
 from .report import ScenarioRecord
 from .stack import Stack
 from .verdict import Expectation, Verdict, VerdictReached, judge
@@ -35,6 +36,7 @@ class Needs:
     acked_per_window: int = 10     # readings the broker acknowledged in each steady window
     judged_per_window: int = 5     # latest-reading answers that could be judged for freshness
     acked_during_fault: int = 10   # readings the broker acknowledged while the fault was active
+    samples_during_fault: int | None = None  # API samples while it was active (default: samples_per_window)
 
 
 HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a dashboard chart does
@@ -92,6 +94,8 @@ class Experiment:
         self.needs = needs
         self._method_started = False
         self._started: float | None = None
+        self._tracked: list[Fleet] = []
+        self._never_stored: list[tuple[str, str]] = []
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":
@@ -111,10 +115,12 @@ class Experiment:
             fleet = self.fleet.record()
             served = (judge_answer(s, fleet) for s in self.probe.snapshot(self.settings.hang_s).window(self._started))
             self.record.expect([no_wrong_answers("at any time: ", [s for s in served if s is not None])])
-            ledger = settle(self.fleet, self.stack.endpoints.database_dsn, timeout_s=self.settings.recovery.target_s,
+            dsn = self.stack.endpoints.database_dsn
+            ledger = settle(Fleets(self.fleet, *self._tracked), dsn, timeout_s=self.settings.recovery.target_s,
                             allow_duplicates=self.settings.ledger.allow_duplicates)
             self.record.expect(ledger.expectations(), first=True)  # data loss is reported first
             self.record.measure(**ledger.measurements())
+            self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self._never_stored])
 
     def _warm_up(self) -> None:
         """Until the live feed is connected and carrying readings, bounded: a stack that never gets
@@ -135,13 +141,14 @@ class Experiment:
         samples = self.probe.snapshot(self.settings.hang_s).window(start, end)
         return Observation(phase, start, end, samples, self.fleet.record(), self.feed.arrivals())
 
-    def steady_state(self, phase: str) -> list[Expectation]:
+    def steady_state(self, phase: str, *, health: bool = True) -> list[Expectation]:
         """Judge the steady-state hypothesis over one window. Before any fault, a hypothesis that
         does not hold ends the scenario with its verdict: a fault proves nothing about a stack
-        that was not steady to begin with."""
+        that was not steady to begin with. During a fault users may be held to it too, without
+        /health (``health=False``), which should then report the faulted dependency."""
         obs = self.observe(phase)
         needs = self.needs
-        expectations = steady_state(obs, self.settings)
+        expectations = steady_state(obs, self.settings, judge_health=health)
         evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
                                    judged=needs.judged_per_window)
         self.record.expect(expectations, evidence)
@@ -160,6 +167,14 @@ class Experiment:
         self._method_started = True
         return self.faults.inject(kind, target, **params)
 
+    def track(self, fleet: Fleet) -> None:
+        """Hold another fleet's acknowledged readings to the ledger too (e.g. a flood's)."""
+        self._tracked.append(fleet)
+
+    def expect_never_stored(self, prefix: str, what: str) -> None:
+        """Nothing under inverter ids starting with ``prefix`` may ever be stored (judged with the ledger)."""
+        self._never_stored.append((prefix, what))
+
     def recover(self, fault: Fault) -> Recovery:
         """Wait until the stack is steady again after the fault's rollback; judge it against the target."""
         recovery = wait_for_recovery(self.probe, self.fleet, self.stack.endpoints.database_dsn, fault.ended,
@@ -169,12 +184,14 @@ class Experiment:
         self.record.measure(**recovery.measurements())
         return recovery
 
-    def fault_window(self, fault: Fault, dependency: str | None = None) -> FaultWindow:
+    def fault_window(self, fault: Fault, dependency: str | None = None, *, read_p95_ms: float | None = None,
+                     read_error_rate: float | None = None) -> FaultWindow:
         """Judge how the stack answered while the fault was active (call once it is rolled back)."""
         window = fault_window(self.probe.snapshot(self.settings.hang_s), self.fleet.record(), fault.started,
                               fault.ended, dependency=dependency)
-        self.record.expect(window.expectations(self.settings),
-                           window.evidence(samples=self.needs.samples_per_window,
+        self.record.expect(window.expectations(self.settings, read_p95_ms=read_p95_ms,
+                                               read_error_rate=read_error_rate),
+                           window.evidence(samples=self.needs.samples_during_fault or self.needs.samples_per_window,
                                            acked=self.needs.acked_during_fault))
         self.record.measure(**window.measurements())
         return window

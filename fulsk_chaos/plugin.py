@@ -322,9 +322,13 @@ def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: S
                live_feed: LiveFeed) -> Experiment:
     """The scenario's experiment: instruments, fault injector and journal, judged into its verdict;
     the least evidence it needs comes from the scenario's ``evidence`` marker."""
-    marker = request.node.get_closest_marker("evidence")
+    minimums: dict[str, Any] = {}
+    callspec = getattr(request.node, "callspec", None)
+    by_parameter = [m for m in (callspec.marks if callspec else []) if m.name == "evidence"]
+    for marker in [*reversed(list(request.node.iter_markers("evidence"))), *by_parameter]:
+        minimums.update(marker.kwargs)  # module, then function, then pytest.param: the closest wins
     try:
-        needs = Needs(**marker.kwargs) if marker else Needs()
+        needs = Needs(**minimums)
     except TypeError as exc:
         pytest.fail(f"@pytest.mark.evidence: {exc} (known: {', '.join(Needs.__dataclass_fields__)})", pytrace=False)
     return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults,

@@ -195,3 +195,22 @@ def settle(fleet: Sender, dsn: str, *, timeout_s: float, allow_duplicates: bool 
             break
         time.sleep(poll_s)
     return check_ledger(fleet.sent(), acked, read_stored(dsn, fleet.inverter_ids), allow_duplicates=allow_duplicates)
+
+
+def stored_with_prefix(dsn: str, prefix: str, timeout_s: float = 5.0) -> list[str]:
+    """Inverter ids starting with ``prefix`` that have rows stored (e.g. ids only garbage carried)."""
+    with psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s))) as conn:
+        conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
+        rows = conn.execute("SELECT DISTINCT inverter_id FROM readings WHERE starts_with(inverter_id, %s)",
+                            (prefix,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def never_stored(dsn: str, prefix: str, what: str) -> Expectation:
+    """Nothing that was not a reading may be stored as one."""
+    try:
+        found = stored_with_prefix(dsn, prefix)
+    except psycopg.Error as exc:
+        return none_of(f"{what} stored", None, detail=f"could not be read: {exc}")
+    return none_of(f"{what} stored", len(found), evidence={"prefix": prefix},
+                   detail=", ".join(repr(i) for i in found[:5]))

@@ -11,8 +11,9 @@ from typing import Any
 
 from ..config import Settings
 from ..probes import FleetRecord, Samples
-from ..verdict import Evidence, Expectation, at_least, below
+from ..verdict import Evidence, Expectation, at_least, at_most, below
 from .steady import no_unanswered
+from .users import answered_ok
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,27 @@ class FaultWindow:
         first = min((s.started for s in self.reported_down), default=None)
         return None if first is None else first - self.start
 
-    def expectations(self, settings: Settings) -> list[Expectation]:
-        api = self.api
+    @property
+    def reads(self) -> Samples:
+        return self.samples.target("api", "latest", "history")
+
+    def expectations(self, settings: Settings, *, read_p95_ms: float | None = None,
+                     read_error_rate: float | None = None) -> list[Expectation]:
+        """Always: answers in time (p99 under the alert threshold, nothing hanging). Where the
+        scenario holds users to more while the fault lasts (a slow dependency is not a down one):
+        the p95 and error rate of every read users make."""
+        api, reads = self.api, self.reads
         checks = [
             below("during: api p99", api.quantile_ms(0.99), settings.alerts.http_response_ms, "ms",
                   evidence={"samples": len(api)}),
             no_unanswered("during: ", self.samples),
         ]
+        if read_p95_ms is not None:
+            checks.append(at_most("during: read p95 (list, latest, history)", reads.quantile_ms(0.95), read_p95_ms,
+                                  "ms", evidence={"samples": len(reads)}))
+        if read_error_rate is not None:
+            checks.append(at_most("during: read error rate (list, latest, history)",
+                                  reads.error_rate(answered_ok), read_error_rate, evidence={"samples": len(reads)}))
         if self.dependency is not None:
             health = self.samples.target("health")
             checks.append(at_least(f"during: /health reported {self.dependency} down", len(self.reported_down), 1,
@@ -58,6 +73,7 @@ class FaultWindow:
     def measurements(self) -> dict[str, Any]:
         api = self.api
         return {"error_rate": api.error_rate(), "p95_ms": api.quantile_ms(0.95), "p99_ms": api.quantile_ms(0.99),
+                "read_p95_ms": self.reads.quantile_ms(0.95), "read_error_rate": self.reads.error_rate(answered_ok),
                 "max_ms": api.max_ms(), "unanswered": self.samples.unanswered(), "fault_samples": len(self.samples),
                 "health_detect_s": self.health_detect_s, "health_reported_down": len(self.reported_down),
                 "acked_during_fault": self.acked}

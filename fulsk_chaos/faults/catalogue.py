@@ -6,7 +6,9 @@ to every scenario, journaled and always rolled back by the injector.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlparse
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ..errors import FaultError
@@ -15,6 +17,17 @@ if TYPE_CHECKING:
     from ..stack import Stack
 
 Rollback = Callable[[], None]
+
+
+def is_loopback(address: str) -> bool:
+    """``address``: a URL, a DSN or host:port."""
+    host = urlparse(address if "://" in address else f"//{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 Inject = Callable[..., Rollback]  # (stack, target, **params) -> the rollback
 
 
@@ -32,6 +45,30 @@ class FaultKind:
 
     def __call__(self, stack: "Stack", target: str, **params: Any) -> Rollback:
         return self.inject(stack, target, **params)
+
+    def subjects(self, target: str) -> tuple[str, ...]:
+        """What the fault holds while active: its service, or each edge it names."""
+        return tuple(t.strip() for t in target.split(",")) if not self.on_service else (target,)
+
+    def check_target(self, stack: "Stack", target: str) -> None:
+        """Safety: a fault touches only what this run started, and only on loopback unless the
+        configuration allows more (``faults.allow_non_loopback``)."""
+        allow_remote = stack.settings.faults.allow_non_loopback
+        if self.on_service:
+            service = stack.service(target)  # refuses a name this stack did not start
+            addresses = [service.address]
+        else:
+            edges = stack.topology.edges
+            unknown = [e for e in self.subjects(target) if e not in edges]
+            if unknown or not target:
+                raise FaultError(f"{self.name}: {', '.join(unknown) or 'no edge'} is not an edge of this stack "
+                                 f"(its edges: {', '.join(edges)})")
+            proxies = stack.endpoints.proxies
+            addresses = [proxies[e]["upstream_address"] for e in self.subjects(target)]
+        for address in addresses:
+            if not allow_remote and not is_loopback(address):
+                raise FaultError(f"{self.name} on {target} refused: {address} is not on loopback "
+                                 f"(set faults.allow_non_loopback = true to allow it)")
 
 
 class Family:

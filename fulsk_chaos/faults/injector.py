@@ -11,7 +11,7 @@ import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import FaultError
 from .catalogue import Catalogue, FaultKind, Rollback
@@ -53,11 +53,23 @@ def _json_value(value: Any) -> Any:
 
 
 class Fault:
-    """An injected fault; use as a context manager, or call ``rollback()``. Rolling back twice is a no-op."""
+    """An injected fault; use as a context manager, or call ``rollback()``. Rolling back twice is a no-op.
 
-    def __init__(self, record: FaultRecord, rollback: Rollback) -> None:
+    ``handle`` is what the fault kind returned: its rollback, and for some kinds what they made
+    (a flood's fleet, whose acknowledged readings the ledger must then find).
+    """
+
+    def __init__(self, record: FaultRecord, rollback: Rollback, subjects: tuple[str, ...],
+                 verify: Callable[["Fault"], None] | None = None) -> None:
         self.record = record
+        self.handle = rollback
+        self.subjects = subjects
         self._rollback: Rollback | None = rollback
+        self._verify = verify
+
+    @property
+    def active(self) -> bool:
+        return self._rollback is not None
 
     @property
     def started(self) -> float:
@@ -75,12 +87,17 @@ class Fault:
         undo, self._rollback = self._rollback, None
         try:
             undo()
-        except Exception as exc:
+        except BaseException as exc:
             self.record.rollback_error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.record.ended = time.monotonic()
             self.record.ended_at = _now_iso()
+        details = getattr(undo, "details", None)
+        if callable(details):  # what a client fault did: messages sent, clients connected...
+            self.record.details.update(details())
+        if self._verify is not None:
+            self._verify(self)
 
     def __enter__(self) -> "Fault":
         return self
@@ -116,6 +133,7 @@ class FaultInjector:
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
         """Inflict ``kind`` on ``target``; the returned Fault rolls it back (as a context manager too)."""
         fault_kind = self.catalogue[kind]
+        fault_kind.check_target(self.stack, target)  # only what this run started, on loopback
         if fault_kind.on_service:
             service = self.stack.service(target)  # an unknown target fails before anything happens
             if not self.supported(kind, target):
@@ -130,9 +148,24 @@ class FaultInjector:
             record.details["inject_error"] = f"{type(exc).__name__}: {exc}"
             record.ended, record.ended_at = time.monotonic(), _now_iso()
             raise
-        fault = Fault(record, rollback)
+        fault = Fault(record, rollback, fault_kind.subjects(target), verify=self._verify)
         self._active.append(fault)
         return fault
+
+    def _verify(self, fault: Fault) -> None:
+        """Rollback is verified, not assumed: the stack is as it was started, except for what
+        faults still active hold. The check goes into the journal; a leftover fails the rollback."""
+        held = {s for f in self._active if f.active for s in f.subjects}
+        try:
+            problems = [p for subject, p in self.stack.leftovers() if subject not in held]
+        except Exception as exc:  # noqa: BLE001 - not verified is not clean
+            problems = [f"the check itself failed: {type(exc).__name__}: {exc}"]
+        fault.record.details["rollback_verified"] = {"clean": not problems, "problems": problems,
+                                                     "other_faults_active": sorted(held)}
+        if problems:
+            fault.record.rollback_error = "left behind: " + "; ".join(problems)
+            raise FaultError(f"rollback of {fault.record.kind} on {fault.record.target} left the stack unclean: "
+                             f"{'; '.join(problems)}")
 
     def rollback_all(self) -> list[str]:
         """Undo every fault still active, newest first; report what could not be undone."""

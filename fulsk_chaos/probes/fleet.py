@@ -75,7 +75,7 @@ class _Inverter:
                 return
             message.acked_at = now
 
-    def publish(self, rng: random.Random) -> Message:
+    def publish(self, rng: random.Random, qos: int = 1) -> Message:
         self.seq += 1
         now = round(time.time(), 3)  # milliseconds: what any backend (JavaScript's Date too) can store exactly
         daylight = max(0.0, math.sin(math.pi * ((now / 3600) % 24) / 24))
@@ -87,7 +87,9 @@ class _Inverter:
             self.messages.append(message)
         # Never under our lock: publish() takes paho's mutex, which paho holds while calling
         # _on_publish (which takes ours) - the two orders would deadlock once PUBACKs lag.
-        info = self.client.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=1)
+        info = self.client.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=qos)
+        if qos == 0:
+            return message  # no PUBACK: the broker promised nothing, and the ledger holds it to nothing
         with self._lock:
             early = self._early.pop(info.mid, None)
             if early is None:
@@ -106,7 +108,11 @@ class Fleet:
 
     def __init__(self, host: str, port: int, *, inverters: int = 10, sites: int = 2, interval_s: float = 0.2,
                  prefix: str | None = None, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
-                 seed: int | None = None, client_factory: Callable[[str], mqtt.Client] = paho_client) -> None:
+                 seed: int | None = None, client_factory: Callable[[str], mqtt.Client] = paho_client,
+                 qos: int = 1) -> None:
+        if qos not in (0, 1):
+            raise FleetError(f"qos must be 0 or 1, got {qos!r}")
+        self.qos = qos
         self.prefix = prefix or f"fleet-{secrets.token_hex(3)}"
         self.interval_s = interval_s
         self.max_duration_s = max_duration_s
@@ -140,7 +146,7 @@ class Fleet:
             if sent >= self.max_messages or time.monotonic() - self.started_at > self.max_duration_s:
                 break
             for inverter in self._inverters:
-                inverter.publish(self._rng)
+                inverter.publish(self._rng, self.qos)
                 sent += 1
                 next_at += tick
                 delay = next_at - time.monotonic()
@@ -200,6 +206,23 @@ class Fleet:
 
     def record(self) -> "FleetRecord":
         return FleetRecord(list(self.messages()))
+
+
+class Fleets:
+    """Several fleets as one sender, for the ledger: the scenario's own and, e.g., a flood's."""
+
+    def __init__(self, *fleets: Fleet) -> None:
+        self.fleets = fleets
+
+    @property
+    def inverter_ids(self) -> list[str]:
+        return [i for f in self.fleets for i in f.inverter_ids]
+
+    def sent(self) -> dict[Key, dict[str, Any]]:
+        return {k: v for f in self.fleets for k, v in f.sent().items()}
+
+    def acked(self, before: float | None = None, after: float | None = None) -> set[Key]:
+        return {k for f in self.fleets for k in f.acked(before, after)}
 
 
 class FleetRecord:

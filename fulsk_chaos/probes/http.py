@@ -42,10 +42,13 @@ class Sample:
     body: Any = None     # the parsed JSON body, for targets that keep it
     meta: Mapping[str, Any] = field(default_factory=dict)  # what the request asked for
     pending: bool = False  # still unanswered when the snapshot was taken (and older than the hang threshold)
+    refused: bool = False  # no HTTP answer, but told at once (connection refused or reset): an error, not a hang
 
     @property
     def answered(self) -> bool:
-        return self.status is not None
+        """Told something in time: an HTTP status, or a refused or reset connection (a fast error).
+        Unanswered is a hang: a timeout, or a request still in flight past the threshold."""
+        return self.status is not None or self.refused
 
     @property
     def ok(self) -> bool:
@@ -184,7 +187,7 @@ class Probe:
         start = time.monotonic()
         with self._lock:
             self._inflight[token] = (target, start, meta)
-        status, error, body = None, None, None
+        status, error, body, refused = None, None, None, False
         try:
             response = self._session().get(self.base_url + path, timeout=self.timeout_s)
             status = response.status_code
@@ -192,7 +195,8 @@ class Probe:
                 body = response.json()
         except (requests.RequestException, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
-        sample = Sample(target.name, start, time.monotonic() - start, status, error, body, meta)
+            refused = isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
+        sample = Sample(target.name, start, time.monotonic() - start, status, error, body, meta, refused=refused)
         with self._lock:
             del self._inflight[token]
             self._samples.append(sample)

@@ -22,6 +22,9 @@ def _host_ca_bundle() -> Path:
     raise FileNotFoundError("no CA bundle on this host to build the backend image with")
 
 
+MQTT_CLIENT_ID = "fulsk-backend"  # its persistent session at the broker
+
+
 class Backend(ServiceSpec):
     name = "backend"
     depends_on = ("postgres", "redis", "mqtt")
@@ -57,6 +60,7 @@ class Backend(ServiceSpec):
             "MQTT_URL": f"mqtt://127.0.0.1:{ctx.upstream_port('mqtt')}",
             "PORT": str(ctx.port),
             "HOST": "127.0.0.1",
+            "MQTT_CLIENT_ID": MQTT_CLIENT_ID,
         }
         if not ctx.settings.backend.command and not ctx.in_container:
             reference = str(ctx.fixtures / "backend")

@@ -5,6 +5,9 @@ import redis
 
 from .spec import ServiceContext, ServiceSpec, hand_over
 
+# Its runtime-settable memory limits: the start values, and what a memory-pressure fault must restore.
+MEMORY = {"maxmemory": str(256 * 1024 * 1024), "maxmemory-policy": "allkeys-lru"}
+
 
 class Redis(ServiceSpec):
     name = "redis"
@@ -15,12 +18,15 @@ class Redis(ServiceSpec):
     def prepare(self, ctx: ServiceContext) -> None:
         hand_over(ctx.workdir, None, ctx.in_container)  # the image's redis user writes its snapshots here
 
+    def snapshot_path(self, ctx: ServiceContext):
+        return ctx.workdir / "dump.rdb"
+
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("redis-server", "/usr/bin/redis-server"),
                 "--port", str(ctx.port), "--bind", "127.0.0.1", "--dir", str(ctx.workdir),
-                "--daemonize", "no", "--save", "300 10", "--dbfilename", "dump.rdb",
-                "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",
-                "--loglevel", "warning", "--logfile", ""]
+                "--daemonize", "no", "--save", "300 10", "--dbfilename", self.snapshot_path(ctx).name,
+                "--appendonly", "no", "--maxmemory", MEMORY["maxmemory"],
+                "--maxmemory-policy", MEMORY["maxmemory-policy"], "--loglevel", "warning", "--logfile", ""]
 
     def client(self, ctx: ServiceContext) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=ctx.port, socket_timeout=2, socket_connect_timeout=2)
@@ -35,6 +41,14 @@ class Redis(ServiceSpec):
                 raise RuntimeError("PING not answered with PONG")
         finally:
             client.close()
+
+    def drift(self, ctx: ServiceContext) -> list[str]:
+        client = self.client(ctx)
+        try:
+            now = {key: client.config_get(key)[key] for key in MEMORY}
+        finally:
+            client.close()
+        return [f"redis {key} is {now[key]}, started as {value}" for key, value in MEMORY.items() if now[key] != value]
 
 
 SPEC = Redis()

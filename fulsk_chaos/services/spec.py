@@ -110,6 +110,11 @@ class ServiceSpec:
     def after_start(self, ctx: ServiceContext) -> None:
         """Runs once the check passes, on every start (e.g. re-create state kept only in memory)."""
 
+    def drift(self, ctx: ServiceContext) -> list[str]:
+        """Runtime settings that differ from what the service was started with (a fault that
+        changes them at runtime must have put them back)."""
+        return []
+
     def client(self, ctx: ServiceContext) -> Any:
         """A client of this server, connected directly (not through a proxy); the caller closes it."""
         raise NotImplementedError(f"{self.name} has no client factory")

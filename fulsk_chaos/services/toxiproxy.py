@@ -64,6 +64,9 @@ class ToxiproxyClient:
             "name": name, "type": kind, "stream": stream, "toxicity": toxicity, "attributes": attributes})
         return name
 
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+
     def close(self) -> None:
         self._http.close()
 

@@ -94,6 +94,9 @@ class DockerService(Service):
     def container_id(self) -> str | None:
         return self._container.get_wrapped_container().id if self._container else None
 
+    def state(self) -> str:
+        return self._state().get("Status") or "removed"  # running, paused, exited, dead, created
+
     def describe(self) -> dict[str, Any]:
         image = self.engine.images.get(self.image)
         return {"provider": "docker", "pid": self.pid, "port": self.ctx.port, "image": self.image,

@@ -50,6 +50,12 @@ class LocalService(Service):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def state(self) -> str:
+        if not self.running:
+            return "exited"
+        frozen = [p for p in service_processes(self._proc.pid) if state(p) in ("T", "t")]
+        return "paused" if frozen else "running"
+
     def describe(self) -> dict:
         return {"provider": "local", "pid": self.pid, "port": self.ctx.port, "image": None,
                 "command": self.spec.argv(self.ctx)[0], "running": self.running, "paused": self.paused,

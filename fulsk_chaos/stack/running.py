@@ -42,6 +42,10 @@ class Service(ABC):
         """Started and not exited (a paused service is running)."""
 
     @abstractmethod
+    def state(self) -> str:
+        """What the host says, not what we believe: running, paused, exited (or removed)."""
+
+    @abstractmethod
     def describe(self) -> dict[str, Any]: ...
 
     @abstractmethod

@@ -183,7 +183,32 @@ class Stack:
         if self.toxiproxy:
             self.toxiproxy.reset()  # every proxy enabled, every toxic gone
         self.wait_healthy()
+        for name, service in self.services.items():
+            if service.spec.drift(service.ctx):  # a setting changed at runtime: start it as configured
+                service.restart()
+                actions.append(f"restarted {name} (settings had drifted)")
         return actions
+
+    def leftovers(self) -> list[tuple[str, str]]:
+        """What a fault could have left behind, as (subject, problem): a service not running or
+        paused, a proxy disabled or carrying a toxic, a server setting changed at runtime. The
+        subject is a service or an edge name. Empty: the stack is as it was started."""
+        problems: list[tuple[str, str]] = []
+        for name, service in self.services.items():
+            state = service.state()
+            if state != "running":
+                problems.append((name, f"{name} is {state}"))
+                continue
+            try:
+                problems += [(name, p) for p in service.spec.drift(service.ctx)]
+            except Exception as exc:  # noqa: BLE001 - a server that cannot say is not known to be clean
+                problems.append((name, f"{name}'s settings could not be read: {exc}"))
+        if self.toxiproxy:
+            for proxy, data in self.toxiproxy.proxies().items():
+                if not data.get("enabled", True):
+                    problems.append((proxy, f"proxy {proxy} is disabled"))
+                problems += [(proxy, f"toxic {t['name']} ({t['type']}) left on {proxy}") for t in data.get("toxics") or []]
+        return problems
 
     # --- where things are --------------------------------------------------------------------
     @property

@@ -1,0 +1,326 @@
+"""Faults that come from clients: floods, garbage, connection storms, impostors, stuck readers.
+
+Each runs for as long as the fault is active, in threads of its own, bounded in count and
+time, and stops on rollback. Its handle keeps what it did, for the journal and the checks: a
+flood's legitimate readings are a fleet the ledger must find stored, its garbage a set of ids
+that must never be.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ..errors import FaultError
+from ..probes import Fleet
+from ..probes.fleet import TOPIC, paho_client
+from ..services.backend import MQTT_CLIENT_ID
+from .catalogue import Family
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+family = Family("clients")
+MAX_FAULT_S = 600.0  # every client fault stops by itself after this, rolled back or not
+
+
+def _mqtt_target(stack: "Stack", target: str) -> tuple[str, int]:
+    if target != "mqtt":
+        raise FaultError(f"MQTT client faults target the broker ('mqtt'), not {target!r}")
+    endpoints = stack.endpoints
+    return endpoints.mqtt_host, endpoints.mqtt_port  # as the inverters reach it: through their edge
+
+
+class Handle:
+    """A running client fault: ``handle()`` stops it; ``details()`` says what it did."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stopping(self, started: float) -> bool:
+        return self._stop.is_set() or time.monotonic() - started > MAX_FAULT_S
+
+    def __call__(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        self.close()
+        if stuck:
+            raise FaultError(f"client threads did not stop within 10 s: {', '.join(stuck)}")
+
+    def close(self) -> None:
+        """Release what the fault holds (after its threads are stopped)."""
+
+    def details(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.counts)
+
+
+# --- malformed telemetry -----------------------------------------------------------------------
+MAX_VALID_PAYLOAD = 64 * 1024  # a reading is ~150 bytes; the reference backend refuses more than this
+
+
+def malformed_payloads(prefix: str, oversized_kb: int = 1024) -> Iterator[tuple[str, str, bytes]]:
+    """(case, inverter id, payload): every way a reading can be wrong, each with a unique id
+    starting with ``prefix`` (so none of them may ever be found stored), repeating forever."""
+    n = 0
+    while True:
+        n += 1
+        now = time.time()
+
+        def reading(case: str, **changes: Any) -> dict[str, Any]:
+            body = {"inverter_id": f"{prefix}-{case}-{n}", "site_id": f"{prefix}-site", "seq": n, "ts": now,
+                    "power_w": 1234.5, "energy_wh": 0.34}
+            body.update(changes)
+            return {k: v for k, v in body.items() if v is not _DROP}
+        cases: dict[str, Any] = {
+            "not-json": b"{inverter_id: " + os.urandom(24),
+            "not-an-object": json.dumps([1, 2, 3]),
+            "truncated": json.dumps(reading("truncated"))[:40],
+            "missing-field": reading("missing-field", power_w=_DROP),
+            "missing-id": reading("missing-id", inverter_id=_DROP),
+            "power-as-text": reading("power-as-text", power_w="1234.5"),
+            "power-as-bool": reading("power-as-bool", power_w=True),
+            "seq-as-text": reading("seq-as-text", seq=str(n)),
+            "seq-fraction": reading("seq-fraction", seq=n + 0.5),
+            "seq-beyond-64-bits": reading("seq-beyond-64-bits", seq=2 ** 70 + n),
+            "seq-negative": reading("seq-negative", seq=-n),
+            "power-nan": reading("power-nan", power_w=float("nan")),
+            "power-infinite": reading("power-infinite", power_w=float("inf")),
+            "energy-infinite": reading("energy-infinite", energy_wh=float("-inf")),
+            "ts-far-future": reading("ts-far-future", ts=now + 10 * 365 * 86400),
+            "ts-far-past": reading("ts-far-past", ts=86400.0),
+            "ts-beyond-any-calendar": reading("ts-beyond-any-calendar", ts=1e20),
+            "control-chars-in-id": reading("control-chars-in-id", inverter_id=f"{prefix}-ctl\x00\x07\x1b-{n}"),
+            "oversized": reading("oversized", note="x" * (oversized_kb * 1024)),
+        }
+        for case, body in cases.items():
+            payload = body if isinstance(body, bytes) else json.dumps(body, allow_nan=True).encode()
+            inverter = body.get("inverter_id", f"{prefix}-{case}") if isinstance(body, dict) else f"{prefix}-{case}"
+            yield case, str(inverter), payload
+
+
+_DROP = object()
+
+
+class Flood(Handle):
+    """A flood of legitimate readings (a fleet of its own) with garbage mixed in."""
+
+    def __init__(self, fleet: Fleet | None, garbage_prefix: str) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.garbage_prefix = garbage_prefix
+        self.garbage_client: mqtt.Client | None = None
+
+    def __call__(self) -> None:
+        try:
+            super().__call__()
+        finally:
+            if self.fleet is not None:
+                self.fleet.stop(settle_s=5.0)
+
+    def close(self) -> None:
+        if self.garbage_client is not None:
+            self.garbage_client.disconnect()
+            self.garbage_client.loop_stop()
+
+    def details(self) -> dict[str, Any]:
+        details = super().details()
+        if self.fleet is not None:
+            details.update(legit_sent=len(self.fleet.sent()), legit_acked=len(self.fleet.acked()),
+                           fleet=self.fleet.prefix)
+        details["garbage_prefix"] = self.garbage_prefix
+        return details
+
+
+def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, oversized_kb: int) -> None:
+    client = paho_client(f"garbage-{handle.garbage_prefix}")
+    client.max_queued_messages_set(1000)
+    client.connect_async(host, port, keepalive=10)
+    client.loop_start()
+    handle.garbage_client = client
+    started, interval = time.monotonic(), 1.0 / rate_per_s
+    next_at = started
+    for case, inverter, payload in malformed_payloads(handle.garbage_prefix, oversized_kb):
+        if handle.stopping(started):
+            return
+        topic = TOPIC.format(inverter_id=f"{handle.garbage_prefix}-{case}")
+        if client.publish(topic, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS:
+            handle.count(f"garbage:{case}")
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            handle._stop.wait(delay)
+        elif delay < -1:
+            next_at = time.monotonic()
+
+
+@family.kind("flood")
+def flood(stack: "Stack", target: str, devices: int = 50, rate_per_s: float = 500.0, qos: int = 1,
+          malformed_per_s: float = 20.0, oversized_kb: int = 1024) -> Flood:
+    """Many inverters publishing at once (devices, messages per second in total, QoS 0 or 1), with
+    malformed and oversized messages mixed in; rollback: stop them all."""
+    host, port = _mqtt_target(stack, target)
+    prefix = f"flood-{secrets.token_hex(3)}"
+    fleet = None
+    if devices and rate_per_s:
+        fleet = Fleet(host, port, inverters=devices, sites=max(1, devices // 10), interval_s=devices / rate_per_s,
+                      prefix=prefix, max_duration_s=MAX_FAULT_S, qos=qos)
+    handle = Flood(fleet, f"{prefix}-bad")
+    if fleet is not None:
+        fleet.start()
+    if malformed_per_s:
+        handle.spawn(lambda: _garbage(handle, host, port, malformed_per_s, qos, oversized_kb), f"{prefix}-garbage")
+    return handle
+
+
+@family.kind("malformed")
+def malformed(stack: "Stack", target: str, rate_per_s: float = 50.0, qos: int = 1, oversized_kb: int = 1024) -> Flood:
+    """Only garbage: every malformed, impossible and oversized reading, round after round."""
+    return flood(stack, target, devices=0, rate_per_s=0, qos=qos, malformed_per_s=rate_per_s,
+                 oversized_kb=oversized_kb)
+
+
+# --- connections -------------------------------------------------------------------------------
+class Storm(Handle):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clients: list[mqtt.Client] = []
+
+    def close(self) -> None:
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(_quietly_disconnect, self.clients))
+
+
+def _quietly_disconnect(client: mqtt.Client) -> None:
+    try:
+        client.disconnect()
+        client.loop(timeout=0.01)
+    except Exception:  # noqa: BLE001 - the broker may have dropped it already
+        pass
+
+
+@family.kind("connection-storm")
+def connection_storm(stack: "Stack", target: str, clients: int = 300, parallel: int = 64) -> Storm:
+    """Hundreds of MQTT clients connecting at once, as a fleet does after a site's network comes
+    back, and holding their connections; rollback: they all disconnect."""
+    host, port = _mqtt_target(stack, target)
+    handle, prefix = Storm(), f"storm-{secrets.token_hex(3)}"
+
+    def connect(i: int) -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{i}", clean_session=True)
+        client.on_connect = lambda c, u, f, rc, p: handle.count("refused" if rc.is_failure else "connected")
+        try:
+            client.connect(host, port, keepalive=60)
+            deadline = time.monotonic() + 5
+            while client.is_connected() is False and time.monotonic() < deadline:
+                client.loop(timeout=0.05)
+            with handle._lock:
+                handle.clients.append(client)
+        except OSError:
+            handle.count("failed")
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(connect, range(clients)))
+    return handle
+
+
+class Impostor(Handle):
+    pass
+
+
+@family.kind("duplicate-client-id")
+def duplicate_client_id(stack: "Stack", target: str, client_id: str = MQTT_CLIENT_ID, hold_s: float = 0.5,
+                        every_s: float = 2.0) -> Impostor:
+    """Another client keeps connecting with an existing client's id (by default the backend's),
+    which makes the broker drop the other connection: a cloned device, a second deployment.
+    It takes over the persistent session and never acknowledges what it is delivered, so the
+    broker must redeliver all of it to the real client. Rollback: the impostor stops."""
+    host, port = _mqtt_target(stack, target)
+    handle = Impostor()
+
+    def run() -> None:
+        started = time.monotonic()
+        while not handle.stopping(started):
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                 protocol=mqtt.MQTTv311, manual_ack=True)
+            client.on_message = lambda c, u, m: handle.count("messages_taken_unacked")
+            try:
+                client.connect(host, port, keepalive=10)
+                handle.count("takeovers")
+                until = time.monotonic() + hold_s
+                while time.monotonic() < until and not handle._stop.is_set():
+                    client.loop(timeout=0.05)
+                client.disconnect()
+            except OSError:
+                handle.count("connect_failed")
+            handle._stop.wait(every_s)
+    handle.spawn(run, f"impostor-{client_id}")
+    return handle
+
+
+class StuckReaders(Handle):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sockets: list[socket.socket] = []
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@family.kind("stuck-websockets")
+def stuck_websockets(stack: "Stack", target: str, clients: int = 20, path: str = "/ws/readings") -> StuckReaders:
+    """Live-feed clients that complete the WebSocket handshake and then never read (a frozen
+    browser tab, a phone in a tunnel), with tiny receive buffers; rollback: they hang up."""
+    if target != "frontend":
+        raise FaultError(f"stuck-websockets targets the frontend ('frontend'), not {target!r}")
+    url = urlparse(stack.endpoints.frontend_url)
+    handle = StuckReaders()
+    for _ in range(clients):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # set before connect: the window stays small
+        sock.settimeout(5)
+        try:
+            sock.connect((url.hostname, url.port))
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                         .encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(1)  # byte by byte: nothing after the handshake is read
+                if not chunk:
+                    break
+                head += chunk
+            if head.startswith(b"HTTP/1.1 101"):
+                handle.count("stuck")
+                handle.sockets.append(sock)
+                continue
+            handle.count("refused")
+        except OSError:
+            handle.count("failed")
+        sock.close()
+    return handle

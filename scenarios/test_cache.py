@@ -1,0 +1,30 @@
+"""Cache faults: Redis emptied, squeezed by memory pressure, replaced by an empty node, or hung.
+
+Hypothesis: the cache is an optimisation, never a dependency users can see - while it is
+emptied, evicting, gone or hung, every read is answered within the API baseline (p95 under
+500 ms) and error rate, with the values the database holds (fresh, never wrong), the live feed
+keeps its 50 ms, and /health says the cache is degraded rather than the service down (answers
+stay 2xx). The steady state is back within ``recovery.target_s`` once Redis is.
+
+Method: FLUSHALL; maxmemory shrunk to 2 MB and filled (allkeys-lru evicts real keys); SIGKILL
+and a restart without its snapshot; SIGSTOP - each for ``scenarios.fault_s``; rollback: filler
+deleted and memory settings restored, Redis started or thawed - each verified.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.scenario
+@pytest.mark.evidence(acked_during_fault=10)
+@pytest.mark.parametrize("kind", ["flushall", "memory-pressure", "restart-empty", "pause"])
+def test_cache_fault(kind, experiment, chaos_settings):
+    with experiment:
+        experiment.steady_state("before")
+        with experiment.inject(kind, "redis") as fault:
+            experiment.steady_state("during", health=False)
+        experiment.recover(fault)
+        experiment.steady_state("after")
+    experiment.fault_window(fault, read_p95_ms=chaos_settings.baselines.api_response_ms,
+                            read_error_rate=chaos_settings.alerts.error_rate)
+    experiment.verdict()

@@ -97,6 +97,23 @@ class FaultSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleProfile:
+    """Bounds of one Hypothesis search for failing fault schedules."""
+    max_examples: int = 3     # schedules tried (shrinking a failure tries more)
+    max_steps: int = 4        # rules per schedule (injections and heals)
+    max_active: int = 2       # faults active at once
+    fault_s: float = 2.0      # how long each injected fault stays before the next rule
+    replays: int = 3          # times a shrunk failing schedule is replayed to confirm it
+    kinds: list[str] = field(default_factory=list)    # fault kinds to draw from (empty: all searchable)
+    targets: list[str] = field(default_factory=list)  # services or edges to fault (empty: all)
+
+
+def _default_profiles() -> dict[str, ScheduleProfile]:
+    return {"quick": ScheduleProfile(),  # CI: a few short schedules
+            "drill": ScheduleProfile(max_examples=25, max_steps=8, max_active=3, fault_s=5.0, replays=5)}
+
+
+@dataclass(frozen=True)
 class DbLossSettings:
     down_s: float = 5.0
 
@@ -120,6 +137,7 @@ class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     docker: DockerSettings = field(default_factory=DockerSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
+    schedules: dict[str, ScheduleProfile] = field(default_factory=_default_profiles)
     scenarios: ScenarioSettings = field(default_factory=ScenarioSettings)
 
     @property
@@ -132,6 +150,8 @@ class Settings:
         return self.probe.timeout_s if self.probe.timeout_s is not None else self.hang_s
 
 
+# Named tables whose entries a configuration adds to (or replaces one by one), not replaces wholesale.
+_NAMED_DEFAULTS = {"schedules": _default_profiles()}
 # Values that may be zero; every other number must be strictly positive.
 _MAY_BE_ZERO = {"alerts.error_rate"}
 # Top-level tables of a pyproject.toml that are not ours and may sit beside [tool.fulsk-chaos].
@@ -163,6 +183,11 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
         return list(value)
+    if origin is dict and dataclasses.is_dataclass(typing.get_args(hint)[1]):  # named tables, e.g. profiles
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table of tables, got {value!r}")
+        item = typing.get_args(hint)[1]
+        return {**_NAMED_DEFAULTS.get(path, {}), **{k: _build(item, v, f"{path}.{k}") for k, v in value.items()}}
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{path}: expected a table of strings, got {value!r}")

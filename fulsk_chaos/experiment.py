@@ -163,8 +163,12 @@ class Experiment:
                 raise VerdictReached(verdict)
         return expectations
 
-    def inject(self, kind: str, target: str, **params: Any) -> Fault:
+    def begin_method(self) -> None:
+        """The method has begun (faults follow): a steady state that fails from here is a finding."""
         self._method_started = True
+
+    def inject(self, kind: str, target: str, **params: Any) -> Fault:
+        self.begin_method()
         return self.faults.inject(kind, target, **params)
 
     def track(self, fleet: Fleet) -> None:

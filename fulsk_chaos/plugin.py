@@ -51,6 +51,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="results go to REPORT_DIR/<run-id>/ (results.json, junit.xml, logs)")
     group.addoption("--chaos-config", default=None, type=Path,
                     help="a TOML file of fulsk-chaos settings (default: [tool.fulsk-chaos] in pyproject.toml)")
+    group.addoption("--schedule-profile", default="quick",
+                    help="the bounds of the fault-schedule search ([tool.fulsk-chaos.schedules.NAME]; quick, drill)")
+    group.addoption("--schedule-seed", default=None, type=int,
+                    help="seed of the fault-schedule search (default: random, and printed): the same seed draws "
+                         "the same schedules")
+    group.addoption("--schedule-replay", default=None,
+                    help="replay one schedule instead of searching: KIND:TARGET,KIND:TARGET,... (as a failed "
+                         "search prints it)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -314,6 +322,33 @@ def live_feed(stack: Stack) -> Iterator[LiveFeed]:
     feed = make_feed(stack)
     yield feed
     feed.stop()
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    profile_name: str
+    profile: settings_module.ScheduleProfile
+    seed: int
+    replay: str | None
+    command: list[str]  # the pytest command line that reruns this scenario, without the schedule options
+
+
+@pytest.fixture
+def schedule_options(request: pytest.FixtureRequest, chaos_settings: settings_module.Settings) -> ScheduleOptions:
+    """How this run searches fault schedules (profile, seed) or which one it replays."""
+    import random
+    config = request.config
+    name = config.getoption("--schedule-profile")
+    if name not in chaos_settings.schedules:
+        pytest.fail(f"--schedule-profile {name}: no such profile (known: {', '.join(chaos_settings.schedules)})",
+                    pytrace=False)
+    seed = config.getoption("--schedule-seed")
+    command = ["python", "-m", "pytest", request.node.nodeid, "--stack", config.getoption("--stack"),
+               "--schedule-profile", name]
+    if config.getoption("--chaos-config"):
+        command += ["--chaos-config", str(Path(config.getoption("--chaos-config")).resolve())]
+    return ScheduleOptions(name, chaos_settings.schedules[name], seed if seed is not None else random.randrange(2 ** 32),
+                           config.getoption("--schedule-replay"), command)
 
 
 @pytest.fixture

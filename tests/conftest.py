@@ -42,14 +42,15 @@ def run_scenario(tmp_path: Path):
     text) and optionally a plugin (Python source) of the test's."""
     def run(select: str, config: str = "", plugin: str | None = None, timeout_s: float = 300) -> ScenarioRun:
         (tmp_path / "drill.toml").write_text(config)
+        reports = tmp_path / f"reports-{len(list(tmp_path.glob('reports-*')))}"  # one per run of the test
         args = [sys.executable, "-m", "pytest", *select.split(), "-p", "no:cacheprovider", "--stack", "local",
-                "--chaos-config", str(tmp_path / "drill.toml"), "--report-dir", str(tmp_path / "reports")]
+                "--chaos-config", str(tmp_path / "drill.toml"), "--report-dir", str(reports)]
         env = dict(os.environ)
         if plugin is not None:
             (tmp_path / "drill_plugin.py").write_text(plugin)
             args += ["-p", "drill_plugin"]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
-        (report,) = (tmp_path / "reports").glob("*/")
+        (report,) = reports.glob("*/")
         return ScenarioRun(done.returncode, done.stdout + done.stderr, report)
     return run

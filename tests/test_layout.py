@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
 # config -> stack -> faults and probes -> measurements -> verdict -> report, lowest first: a module
 # imports from its own layer or below, never above.
 LAYERS = [["errors"], ["config", "wait", "host"], ["services"], ["images"], ["stack"], ["probes"], ["faults"],
-          ["verdict"], ["checks"], ["report"], ["experiment"], ["hooks", "plugin", "cli"]]
+          ["verdict"], ["checks"], ["report"], ["experiment"], ["schedules"], ["hooks", "plugin", "cli"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

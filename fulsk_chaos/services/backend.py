@@ -75,6 +75,16 @@ class Backend(ServiceSpec):
         return HttpClient(self.address(ctx))
 
     def check(self, ctx: ServiceContext) -> None:
+        """Up and answering /health, whatever it says of its dependencies (they may be faulted)."""
+        client = self.client(ctx)
+        try:
+            response = client.get("/health", timeout=3)
+            if response.status_code not in (200, 503) or "status" not in response.json():
+                raise RuntimeError(f"/health answered {response.status_code} {response.text[:300]}")
+        finally:
+            client.close()
+
+    def ready(self, ctx: ServiceContext) -> None:
         check_health(self.client(ctx), "/health")
 
 

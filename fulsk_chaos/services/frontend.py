@@ -38,7 +38,18 @@ class Frontend(ServiceSpec):
         return HttpClient(self.address(ctx))
 
     def check(self, ctx: ServiceContext) -> None:
-        check_health(self.client(ctx), "/health")  # through nginx, as users reach it
+        """nginx itself serves the dashboard: its health is not its backends' (which the stack checks
+        on their own), so it can be brought back while one of them is still faulted."""
+        client = self.client(ctx)
+        try:
+            response = client.get("/", timeout=3)
+            if response.status_code != 200:
+                raise RuntimeError(f"/ answered {response.status_code} {response.text[:200]}")
+        finally:
+            client.close()
+
+    def ready(self, ctx: ServiceContext) -> None:
+        check_health(self.client(ctx), "/health")  # through nginx to the backend, as users reach it
 
 
 SPEC = Frontend()

@@ -107,6 +107,12 @@ class ServiceSpec:
         """Raise unless the service answers its own protocol correctly."""
         raise NotImplementedError
 
+    def ready(self, ctx: ServiceContext) -> None:
+        """Raise unless the service is ready for users, its dependencies included (a fresh stack
+        waits for this). ``check`` is the service alone: what a rollback waits for, while another
+        fault may still hold one of its dependencies."""
+        self.check(ctx)
+
     def after_start(self, ctx: ServiceContext) -> None:
         """Runs once the check passes, on every start (e.g. re-create state kept only in memory)."""
 

@@ -111,7 +111,7 @@ class DockerService(Service):
         except NotFound:
             return "(container removed)"
 
-    def _exit_reason(self) -> str | None:
+    def exit_reason(self) -> str | None:
         state = self._state()
         if state.get("Status") in ("exited", "dead"):
             return f"container exited with {state.get('ExitCode')}; log:\n{self.log_tail()}"

@@ -81,7 +81,7 @@ class Service(ABC):
     def address(self) -> str:
         return self.spec.address(self.ctx)
 
-    def _exit_reason(self) -> str | None:
+    def exit_reason(self) -> str | None:
         """Why the service is not running although it should be; None while it runs."""
         return None if self.running else f"exited; log:\n{self.log_tail()}"
 
@@ -89,7 +89,7 @@ class Service(ABC):
         """Block until the service passes its own check; return how long that took."""
         start = time.monotonic()
         wait_until(lambda: self.spec.check(self.ctx), timeout_s or self.start_timeout_s,
-                   f"{self.name} on 127.0.0.1:{self.ctx.port}", abort=self._exit_reason)
+                   f"{self.name} on 127.0.0.1:{self.ctx.port}", abort=self.exit_reason)
         self.spec.after_start(self.ctx)
         return time.monotonic() - start
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import StackError
 from ..host.ports import free_ports
+from ..wait import wait_until
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
 from ..services.toxiproxy import ToxiproxyClient
 from .reaper import Reaper
@@ -115,6 +116,7 @@ class Stack:
             self.toxiproxy = self.services[proxy].client()
         for group in self.catalogue.start_groups:
             self._start_together(group)
+        self.wait_ready()
         self.timings["start_to_healthy_s"] = time.monotonic() - t0
         return self.timings["start_to_healthy_s"]
 
@@ -169,6 +171,12 @@ class Stack:
             self.service(n).wait_healthy(timeout_s)
         return time.monotonic() - start
 
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Until every service is ready for users, dependencies included (see ServiceSpec.ready)."""
+        for service in self.services.values():
+            wait_until(lambda: service.spec.ready(service.ctx), timeout_s or self.settings.stack.start_timeout_s,
+                       f"{service.name} to be ready", abort=service.exit_reason)
+
     def heal(self) -> list[str]:
         """Return to a clean steady state: no toxics, nothing paused, everything running and healthy."""
         actions = []
@@ -187,6 +195,7 @@ class Stack:
             if service.spec.drift(service.ctx):  # a setting changed at runtime: start it as configured
                 service.restart()
                 actions.append(f"restarted {name} (settings had drifted)")
+        self.wait_ready()
         return actions
 
     def leftovers(self) -> list[tuple[str, str]]:

@@ -1,0 +1,48 @@
+"""Each catalogue scenario against the reference backend with the weakness it exists to catch.
+
+Every test runs one scenario in a pytest of its own with one FULSK_BUGS switch on and checks
+that the verdict is ``fail`` and names the expectation the weakness violates.
+"""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CASES = [
+    # (scenario, switch, an expectation that must fail, its name's start)
+    ("scenarios/test_network.py::test_latency[postgres]", "chatty-queries", "during: read error rate"),
+    ("scenarios/test_network.py::test_latency[redis]", "slow-cache-path", "during: live feed delay p95"),
+    ("scenarios/test_network.py::test_blackhole_postgres", "unbounded-queries", "during: unanswered"),
+    ("scenarios/test_network.py::test_reset_peer_mqtt", "clean-session", "lost"),
+    ("scenarios/test_process.py::test_process_fault[kill-backend]", "clean-session", "lost"),
+    ("scenarios/test_process.py::test_process_fault[kill-mqtt]", "no-mqtt-reconnect", "recovery"),
+    ("scenarios/test_mqtt_clients.py::test_flood_and_storm", "no-validation", "malformed or impossible readings stored"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "switch", "violated"), CASES, ids=[f"{c[1]}->{c[0].split('::')[1]}" for c in CASES])
+def test_scenario_fails_under_its_weakness(run_scenario, scenario, switch, violated):
+    run = run_scenario(scenario, f'[recovery]\ntarget_s = 10\n[backend.env]\nFULSK_BUGS = "{switch}"\n')
+    assert run.scenario["verdict"] == "fail", run.output[-3000:]
+    failed = run.expectations(held=False)
+    assert any(name.startswith(violated) for name in failed), f"{violated!r} not among the failed: {sorted(failed)}"
+
+
+def test_a_schedule_search_finds_shrinks_and_replays_a_failure(run_scenario):
+    """Under clean-session a killed backend loses what is published while it is away: the search
+    finds it, shrinks it to one step, confirms it by replaying, and prints a command that reproduces it."""
+    config = ('[recovery]\ntarget_s = 8\n[backend.env]\nFULSK_BUGS = "clean-session"\n'
+              '[schedules.quick]\nkinds = ["kill"]\ntargets = ["backend", "redis"]\nmax_examples = 3\nreplays = 2\n')
+    run = run_scenario("scenarios/test_schedules.py -s --schedule-seed 7", config, timeout_s=900)
+    scenario = run.scenario
+    assert scenario["verdict"] == "fail", run.output[-3000:]
+    assert "failing fault schedules" in run.expectations(held=False)
+    schedule = scenario["measurements"]["schedule"]
+    assert schedule["minimal_failing_schedule"] == ["kill:backend"]
+    assert schedule["replays"] == 2 and schedule["replay_failures"] >= 1
+    command = schedule["replay_command"]
+    assert command in run.output and "--schedule-replay kill:backend" in command
+    replayed = run_scenario(command.split(" ", 3)[3], config, timeout_s=300)  # the same pytest arguments
+    assert replayed.scenario["verdict"] == "fail", replayed.output[-3000:]
+    assert "replayed schedule failed" in replayed.expectations(held=False)

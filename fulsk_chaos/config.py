@@ -46,6 +46,9 @@ class SteadyStateSettings:
     # The newest reading users are served may lag the newest one the broker acknowledged by this
     # much (five fleet intervals at the default 0.2 s): a stalled ingest fails even while /health is ok.
     max_staleness_s: float = 1.0
+    # Statements the database runs per user read (pg_stat_statements): one each is a cache miss;
+    # more is amplification - a stampede, or a refill that reads far more than was asked.
+    max_db_reads_per_read: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class ScheduleProfile:
 
 def _default_profiles() -> dict[str, ScheduleProfile]:
     return {"quick": ScheduleProfile(),  # CI: a few short schedules
-            "drill": ScheduleProfile(max_examples=25, max_steps=8, max_active=3, fault_s=5.0, replays=5)}
+            # the quarterly drill: longer and overlapping schedules, within the drill's 15 minutes
+            "drill": ScheduleProfile(max_examples=8, max_steps=6, max_active=3, fault_s=3.0, replays=3)}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .checks import (FaultWindow, Observation, Recovery, fault_window, judge_answer, settle, steady_evidence,
                      steady_measurements, steady_state, wait_for_recovery)
+from .checks.dbload import DbLoadWindow
 from .checks.ledger import never_stored
 from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
@@ -170,6 +171,17 @@ class Experiment:
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
         self.begin_method()
         return self.faults.inject(kind, target, **params)
+
+    def db_load(self) -> DbLoadWindow:
+        """A window over which the database's own statement counts are compared with users' reads."""
+        return DbLoadWindow(self.stack.endpoints.database_dsn)
+
+    def judge_db_load(self, window: DbLoadWindow, phase: str = "during") -> None:
+        """No stampede: each user read cost the database at most ``max_db_reads_per_read`` statements."""
+        self.probe.settle(window.end, self.settings.hang_s)
+        samples = self.probe.snapshot(self.settings.hang_s)
+        self.record.expect([window.expectation(phase, samples, self.settings.steady_state.max_db_reads_per_read)])
+        self.record.measure(**window.measurements(phase))
 
     def track(self, fleet: Fleet) -> None:
         """Hold another fleet's acknowledged readings to the ledger too (e.g. a flood's)."""

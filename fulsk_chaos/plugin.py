@@ -34,6 +34,7 @@ MARKERS = {
     "docker": "needs the Docker stack (--stack docker); skipped on the local one",
     "provider": "exercises the stack provider itself: worth running on every provider",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
+    "quick": "a scenario of the representative quick subset CI runs on every provider",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
 }
 

@@ -147,11 +147,14 @@ def machine_for(runner: Runner, steps: list[Step], max_active: int, trials: list
     """The state machine class for one search (Hypothesis instantiates it once per example)."""
 
     class FaultSchedule(RuleBasedStateMachine):
-        @initialize()
-        def start(self) -> None:
+        @initialize(step=st.sampled_from(steps))
+        def start(self, step: Step) -> None:
+            """Every schedule begins with a fault: an empty one proves nothing."""
             runner.reset()
             self.trial = Trial()
             trials.append(self.trial)
+            self.trial.steps.append(step)
+            runner.inject(step)
 
         @precondition(lambda self: len(runner.active) < max_active)
         @rule(step=st.sampled_from(steps))
@@ -210,10 +213,10 @@ def search(runner: Runner, profile_name: str, seed: int, command: Callable[[dict
     result = SearchResult(profile_name, seed, 0, 0, search_command=command({"--schedule-seed": str(seed)}))
     settings = hypothesis_settings(
         max_examples=profile.max_examples, stateful_step_count=profile.max_steps, deadline=None, database=None,
-        derandomize=False, suppress_health_check=list(HealthCheck), print_blob=False,
+        derandomize=False, suppress_health_check=list(HealthCheck), print_blob=False, report_multiple_bugs=False,
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
     try:
-        seed_with(seed)(get_state_machine_test(machine, settings=settings, _min_steps=1))()
+        seed_with(seed)(get_state_machine_test(machine, settings=settings))()
     except (ScheduleFailed, FulskChaosError, Flaky) as exc:
         failing = [t for t in trials if t.failure]
         minimal = min(failing, key=lambda t: len(t.steps)) if failing else None
@@ -227,10 +230,6 @@ def search(runner: Runner, profile_name: str, seed: int, command: Callable[[dict
             result.replays += 1
             result.replay_failures += runner.run(result.minimal).failure is not None
     return result
-
-
-def replay(runner: Runner, steps: list[Step]) -> Trial:
-    return runner.run(steps)
 
 
 def format_command(base: list[str], options: dict[str, str]) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 
 @pytest.mark.scenario
+@pytest.mark.quick
 @pytest.mark.evidence(acked_during_fault=10)
 def test_flood_and_storm(experiment, chaos_settings):
     fleet = chaos_settings.fleet

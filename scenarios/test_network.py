@@ -23,7 +23,7 @@ LATENCY = {"latency_ms": 300, "jitter_ms": 50}  # the ops incident this scenario
 
 @pytest.mark.scenario
 @pytest.mark.evidence(acked_during_fault=10)
-@pytest.mark.parametrize("dependency", ["postgres", "redis"])
+@pytest.mark.parametrize("dependency", [pytest.param("postgres", marks=pytest.mark.quick), "redis"])
 def test_latency(dependency, experiment, chaos_settings):
     """Hypothesis: with 300 ± 50 ms on the backend's link to {dependency}, reads answer within the
     API baseline (p95 under 500 ms) and under the 5 % error rate; the cache's slowness is not

@@ -24,7 +24,7 @@ RESTART = pytest.mark.evidence(acked_during_fault=0, samples_during_fault=1)
 @pytest.mark.scenario
 @pytest.mark.evidence(acked_during_fault=10)
 @pytest.mark.parametrize(("kind", "target"), [
-    ("kill", "backend"),
+    pytest.param("kill", "backend", marks=pytest.mark.quick),
     pytest.param("kill", "mqtt", marks=BROKER_DOWN),
     pytest.param("restart", "mqtt", marks=RESTART),
     ("kill", "frontend"),

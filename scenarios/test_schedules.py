@@ -22,6 +22,7 @@ from fulsk_chaos.verdict import Evidence, none_of
 
 
 @pytest.mark.scenario
+@pytest.mark.quick
 @pytest.mark.evidence(acked_during_fault=0)
 def test_fault_schedules(experiment, chaos_settings, schedule_options, stack):
     options = schedule_options

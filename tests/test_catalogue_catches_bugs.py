@@ -18,6 +18,7 @@ CASES = [
     ("scenarios/test_process.py::test_process_fault[kill-backend]", "clean-session", "lost"),
     ("scenarios/test_process.py::test_process_fault[kill-mqtt]", "no-mqtt-reconnect", "recovery"),
     ("scenarios/test_mqtt_clients.py::test_flood_and_storm", "no-validation", "malformed or impossible readings stored"),
+    ("scenarios/test_cache.py::test_cache_fault[restart-empty]", "cache-refill-all", "during: database reads per user read"),
 ]
 
 

@@ -120,3 +120,14 @@ def test_every_reading_the_real_broker_acknowledged_is_recorded(stack):
     assert all(m.acked_at is not None and m.acked_at >= m.sent_at for m in messages)
     assert fleet.sent().keys() == fleet.acked()
     assert all(set(v) == {"site_id", "ts", "power_w", "energy_wh"} for v in fleet.sent().values())
+
+
+def test_qos0_readings_are_sent_but_never_counted_as_acknowledged(stack):
+    """QoS 0 has no PUBACK: the broker promised nothing, so the ledger must hold it to nothing."""
+    fleet = Fleet(stack.endpoints.mqtt_host, stack.endpoints.mqtt_port, inverters=2, interval_s=0.05,
+                  max_duration_s=2, qos=0).start()
+    time.sleep(1.0)
+    fleet.stop(settle_s=1)
+    assert len(fleet.sent()) > 10 and fleet.acked() == set() and fleet.pending() == 0
+    with pytest.raises(FleetError, match="qos must be 0 or 1"):
+        Fleet("127.0.0.1", 1, qos=2)

@@ -36,11 +36,25 @@ def test_drill_on_docker_installs_and_starts_the_engine_first(noxfile, posargs):
     session = RecordingSession(posargs)
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh", "--docker")
-    assert session.commands[-1] == ("pytest", "scenarios", *posargs)
+    assert session.commands[-1] == ("pytest", "scenarios", "--schedule-profile", "drill", *posargs)
 
 
 def test_drill_on_the_local_stack_needs_no_engine(noxfile):
     session = RecordingSession(["--stack", "local"])
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh")
-    assert session.commands[-1] == ("pytest", "scenarios", "--stack", "local")
+    assert session.commands[-1] == ("pytest", "scenarios", "--schedule-profile", "drill", "--stack", "local")
+
+
+def test_the_drill_profile_can_be_overridden(noxfile):
+    session = RecordingSession(["--stack", "local", "--schedule-profile", "quick"])
+    noxfile.drill(session)
+    assert session.commands[-1] == ("pytest", "scenarios", "--stack", "local", "--schedule-profile", "quick")
+
+
+def test_ci_runs_the_quick_subset_and_the_provider_tests_on_docker(noxfile):
+    session = RecordingSession([])
+    noxfile.tests(session)
+    local, docker = [c for c in session.commands if c[0] == "pytest"]
+    assert local == ("pytest", "tests", "scenarios", "--stack", "local")
+    assert docker == ("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick")

@@ -17,6 +17,7 @@ import psycopg
 
 from ..errors import FulskChaosError
 from ..verdict import Expectation, none_of
+from .dbload import OURS
 
 Key = tuple[str, int]
 Values = Mapping[str, Any]
@@ -147,7 +148,7 @@ def read_stored(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 10.0) 
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
         try:
             rows = conn.execute(
-                f"SELECT inverter_id, seq, {', '.join(FIELDS)} FROM readings WHERE inverter_id = ANY(%s)",
+                f"{OURS} SELECT inverter_id, seq, {', '.join(FIELDS)} FROM readings WHERE inverter_id = ANY(%s)",
                 (ids,)).fetchall()
         except psycopg.errors.UndefinedColumn as exc:
             raise ContractError(f"the backend's readings table lacks a column the ledger reads ({exc}): the "
@@ -162,7 +163,7 @@ def stored_keys(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 2.0) -
     """How many times each key is stored (cheap: for polling while the pipeline drains)."""
     with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        rows = conn.execute("SELECT inverter_id, seq, count(*) FROM readings WHERE inverter_id = ANY(%s) "
+        rows = conn.execute(OURS + " SELECT inverter_id, seq, count(*) FROM readings WHERE inverter_id = ANY(%s) "
                             "GROUP BY 1, 2", (list(inverter_ids),)).fetchall()
     return Counter({(i, int(s)): int(n) for i, s, n in rows})
 
@@ -201,7 +202,7 @@ def stored_with_prefix(dsn: str, prefix: str, timeout_s: float = 5.0) -> list[st
     """Inverter ids starting with ``prefix`` that have rows stored (e.g. ids only garbage carried)."""
     with psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s))) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        rows = conn.execute("SELECT DISTINCT inverter_id FROM readings WHERE starts_with(inverter_id, %s)",
+        rows = conn.execute(OURS + " SELECT DISTINCT inverter_id FROM readings WHERE starts_with(inverter_id, %s)",
                             (prefix,)).fetchall()
     return [r[0] for r in rows]
 

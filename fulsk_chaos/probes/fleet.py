@@ -183,7 +183,8 @@ class Fleet:
             raise FleetError(f"fleet {self.prefix} did not stop: {'; '.join(stuck)}")
 
     def pending(self) -> int:
-        return sum(1 for m in self.messages() if m.acked_at is None)
+        """Readings whose acknowledgement may still come (none at QoS 0)."""
+        return 0 if self.qos == 0 else sum(1 for m in self.messages() if m.acked_at is None)
 
     # --- what was sent -----------------------------------------------------------------------
     @property

@@ -70,7 +70,9 @@ class Postgres(ServiceSpec):
                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
                 "-c", "max_connections=100", "-c", "shared_buffers=128MB",
                 "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "wal_level=replica",
-                "-c", "log_min_messages=warning", "-c", "log_connections=off"]
+                "-c", "log_min_messages=warning", "-c", "log_connections=off",
+                # the database's own account of its load, for checks that must not trust the backend's
+                "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=top"]
 
     def env(self, ctx: ServiceContext) -> dict[str, str]:
         return {"LC_ALL": "C", "POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": ctx.topology.db_password,
@@ -91,6 +93,8 @@ class Postgres(ServiceSpec):
                              autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{DB_USER}"')
+        with psycopg.connect(dsn(ctx.topology, ctx.port), connect_timeout=5, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 SPEC = Postgres()

@@ -1,0 +1,81 @@
+"""The database's load, measured in PostgreSQL itself (pg_stat_statements), not in the backend's
+own counters: a cache that refills by hammering the database (a stampede) shows up here however
+the backend counts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from ..probes import Samples
+from ..verdict import Expectation, at_most
+
+OURS = "/* fulsk-chaos */"  # marks the framework's own statements, which are not the stack's load
+_WRITES = ("insert", "update", "delete", "create", "alter", "drop", "truncate", "copy")
+
+
+def read_statement_calls(dsn: str, timeout_s: float = 5.0) -> dict[int, tuple[str, int]] | None:
+    """{queryid: (query, calls)} of this database's statements; None without pg_stat_statements."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s))) as conn:
+            conn.execute(f"{OURS} SET statement_timeout = {int(timeout_s * 1000)}")
+            rows = conn.execute(f"{OURS} SELECT queryid, query, calls FROM pg_stat_statements "
+                                f"WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                                ).fetchall()
+    except psycopg.Error:
+        return None
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def is_user_read(query: str) -> bool:
+    """A statement reading the telemetry for users: not ours, not a write, not a bare ping."""
+    text = query.lower()
+    return OURS not in query and ("readings" in text or "inverters" in text) and not any(w in text for w in _WRITES)
+
+
+@dataclass
+class DbLoadWindow:
+    """Statement calls between enter and exit (monotonic times ``start``..``end``)."""
+    dsn: str
+    start: float = 0.0
+    end: float = 0.0
+    before: dict[int, tuple[str, int]] | None = None
+    after: dict[int, tuple[str, int]] | None = None
+    per_statement: dict[str, int] = field(default_factory=dict)
+
+    def __enter__(self) -> "DbLoadWindow":
+        self.before = read_statement_calls(self.dsn)
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = time.monotonic()
+        self.after = read_statement_calls(self.dsn)
+
+    @property
+    def reads(self) -> int | None:
+        if self.before is None or self.after is None:
+            return None
+        self.per_statement = {}
+        for queryid, (query, calls) in self.after.items():
+            delta = calls - self.before.get(queryid, (query, 0))[1]
+            if delta > 0 and is_user_read(query):
+                self.per_statement[" ".join(query.split())[:80]] = delta
+        return sum(self.per_statement.values())
+
+    def expectation(self, phase: str, samples: Samples, max_per_read: float) -> Expectation:
+        users = len(samples.window(self.start, self.end).target("api", "latest", "history").where(
+            lambda s: s.answered))
+        reads = self.reads
+        ratio = None if reads is None or not users else reads / users
+        top = sorted(self.per_statement.items(), key=lambda kv: -kv[1])[:3]
+        return at_most(f"{phase}: database reads per user read (no stampede)", ratio, max_per_read,
+                       evidence={"database_reads": reads, "user_reads": users},
+                       detail="pg_stat_statements is not available" if reads is None else
+                       "; ".join(f"{calls}x {q}" for q, calls in top))
+
+    def measurements(self, phase: str) -> dict[str, Any]:
+        return {f"{phase}_db_reads": self.reads, f"{phase}_db_reads_by_statement": dict(self.per_statement)}

@@ -17,6 +17,7 @@ CASES = [
     ("scenarios/test_network.py::test_reset_peer_mqtt", "clean-session", "lost"),
     ("scenarios/test_process.py::test_process_fault[kill-backend]", "clean-session", "lost"),
     ("scenarios/test_process.py::test_process_fault[kill-mqtt]", "no-mqtt-reconnect", "recovery"),
+    ("scenarios/test_mqtt_clients.py::test_duplicate_client_id", "clean-session", "lost"),
     ("scenarios/test_mqtt_clients.py::test_flood_and_storm", "no-validation", "malformed or impossible readings stored"),
     ("scenarios/test_cache.py::test_cache_fault[restart-empty]", "cache-refill-all", "during: database reads per user read"),
 ]

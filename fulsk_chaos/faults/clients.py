@@ -62,6 +62,10 @@ class Handle:
     def stopping(self, started: float) -> bool:
         return self._stop.is_set() or time.monotonic() - started > MAX_FAULT_S
 
+    def pause(self, seconds: float) -> bool:
+        """Sleep unless stopped meanwhile; True once the fault is being rolled back."""
+        return self._stop.wait(seconds)
+
     def __call__(self) -> None:
         self._stop.set()
         for thread in self._threads:
@@ -173,7 +177,7 @@ def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, o
         next_at += interval
         delay = next_at - time.monotonic()
         if delay > 0:
-            handle._stop.wait(delay)
+            handle.pause(delay)
         elif delay < -1:
             next_at = time.monotonic()
 
@@ -210,6 +214,10 @@ class Storm(Handle):
         super().__init__()
         self.clients: list[mqtt.Client] = []
 
+    def keep(self, client: mqtt.Client) -> None:
+        with self._lock:
+            self.clients.append(client)
+
     def close(self) -> None:
         with ThreadPoolExecutor(32) as pool:
             list(pool.map(_quietly_disconnect, self.clients))
@@ -238,8 +246,7 @@ def connection_storm(stack: "Stack", target: str, clients: int = 300, parallel: 
             deadline = time.monotonic() + 5
             while client.is_connected() is False and time.monotonic() < deadline:
                 client.loop(timeout=0.05)
-            with handle._lock:
-                handle.clients.append(client)
+            handle.keep(client)
         except OSError:
             handle.count("failed")
     with ThreadPoolExecutor(parallel) as pool:
@@ -271,12 +278,12 @@ def duplicate_client_id(stack: "Stack", target: str, client_id: str = MQTT_CLIEN
                 client.connect(host, port, keepalive=10)
                 handle.count("takeovers")
                 until = time.monotonic() + hold_s
-                while time.monotonic() < until and not handle._stop.is_set():
+                while time.monotonic() < until and not handle.stopping(started):
                     client.loop(timeout=0.05)
                 client.disconnect()
             except OSError:
                 handle.count("connect_failed")
-            handle._stop.wait(every_s)
+            handle.pause(every_s)
     handle.spawn(run, f"impostor-{client_id}")
     return handle
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pytest
 
+from fulsk_chaos.verdict import none_of
+
 
 @pytest.mark.scenario
 @pytest.mark.evidence(acked_during_fault=10)
@@ -30,6 +32,12 @@ def test_cache_fault(kind, experiment, chaos_settings):
         experiment.recover(fault)
         experiment.steady_state("after")
     experiment.judge_db_load(load)
-    experiment.fault_window(fault, read_p95_ms=chaos_settings.baselines.api_response_ms,
-                            read_error_rate=chaos_settings.alerts.error_rate)
+    gone = kind in ("restart-empty", "pause")  # Redis unreachable: /health must say so
+    window = experiment.fault_window(fault, dependency="redis" if gone else None,
+                                     read_p95_ms=chaos_settings.baselines.api_response_ms,
+                                     read_error_rate=chaos_settings.alerts.error_rate)
+    health = window.samples.target("health")
+    experiment.record.expect([none_of("during: /health said the service is down (only its cache was faulted)",
+                                      len(health.where(lambda s: s.status is not None and s.status >= 500)),
+                                      evidence={"health_samples": len(health)})])
     experiment.verdict()

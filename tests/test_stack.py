@@ -84,7 +84,8 @@ def test_pause_freezes_every_process_and_resume_thaws_them(stack):
         assert response.status_code == 503 and response.json()["dependency"] == "postgres"
     finally:
         postgres.resume()
-    assert {state(p) for p in service_processes(postgres.pid)} <= {"S", "R", "D"}
+    # none left stopped (a backend process exiting meanwhile may show as a zombie until reaped: thawed all the same)
+    assert not {state(p) for p in service_processes(postgres.pid)} & {"T", "t"}
     stack.wait_healthy("backend", timeout_s=10)
 
 

@@ -93,7 +93,8 @@ class LocalService(Service):
 
     def pause(self) -> None:
         """SIGSTOP every process, and return once all of them are stopped (as ``docker pause``)."""
-        self._signal_until(signal.SIGSTOP, lambda st: st in ("T", "t", None), "paused")
+        # a zombie (Z) or a process gone (None) is exiting, not running: it cannot be stopped and need not be
+        self._signal_until(signal.SIGSTOP, lambda st: st in ("T", "t", "Z", "X", None), "paused")
         self.paused = True
 
     def resume(self) -> None:

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from fulsk_chaos.verdict import Evidence
+
 
 @pytest.mark.scenario
 @pytest.mark.quick
@@ -35,7 +37,13 @@ def test_flood_and_storm(experiment, chaos_settings):
         experiment.recover(flood)
         experiment.steady_state("after")
     experiment.fault_window(flood)
-    experiment.record.measure(storm_connected=storm.record.details.get("connected", 0))
+    done = {**flood.record.details, **storm.record.details}
+    garbage = sum(v for k, v in done.items() if k.startswith("garbage:"))
+    experiment.record.measure(storm_connected=done.get("connected", 0), garbage_sent=garbage)
+    # The fault happened, or there is nothing to judge: a flood nobody acknowledged, a storm that never connected.
+    experiment.record.expect([], [Evidence("flood readings acknowledged", done.get("legit_acked", 0), 100),
+                                  Evidence("malformed messages published", garbage, 19),
+                                  Evidence("storm clients connected", done.get("connected", 0), 150)])
     experiment.verdict()
 
 
@@ -52,6 +60,7 @@ def test_duplicate_client_id(experiment, chaos_settings):
         experiment.recover(fault)
         experiment.steady_state("after")
     experiment.fault_window(fault)
+    experiment.record.expect([], [Evidence("session takeovers by the impostor", fault.record.details.get("takeovers", 0), 1)])
     experiment.verdict()
 
 
@@ -64,7 +73,7 @@ def test_stuck_websockets(experiment, chaos_settings):
     with experiment:
         experiment.steady_state("before")
         with experiment.inject("stuck-websockets", "frontend", clients=20) as fault:
-            # their buffers fill within seconds at a busy feed: a flood of legitimate readings
+            # a busy feed, so that there is plenty they do not read
             with experiment.inject("flood", "mqtt", devices=20, rate_per_s=200, malformed_per_s=0) as busy:
                 experiment.track(busy.handle.fleet)
                 time.sleep(chaos_settings.scenarios.fault_s)
@@ -72,4 +81,5 @@ def test_stuck_websockets(experiment, chaos_settings):
         experiment.recover(fault)
         experiment.steady_state("after")
     experiment.fault_window(fault)
+    experiment.record.expect([], [Evidence("feed clients stuck", fault.record.details.get("stuck", 0), 20)])
     experiment.verdict()

@@ -1,6 +1,9 @@
 """Sessions: `nox -s drill` runs the chaos scenarios (the whole catalogue, the long fault-schedule
 search); `nox -s tests` runs the framework's tests and the scenarios on the local stack, and the
-provider tests and a quick subset of the scenarios on Docker; `nox -s images` builds the offline images; `nox -s bench` prints timings.
+provider tests and a quick subset of the scenarios on Docker; `nox -s images` builds the offline
+images; `nox -s bench` prints timings. The cadence of the ops guide: `nox -s load` (weekly),
+`nox -s stress` (monthly), `nox -s chaos` (quarterly: the drill under load); `nox -s loadbench`
+prints the load generator's ceiling on this machine.
 
 Arguments after `--` go to pytest, e.g. `nox -s drill -- --stack local --report-dir DIR -k db_loss`.
 Which tests need Docker, or exercise the providers, is said by their markers (see the plugin), not here.
@@ -44,18 +47,55 @@ def images(session: nox.Session) -> None:
     session.run("fulsk-chaos", "images", "build", "--offline")
 
 
-@nox.session
-def drill(session: nox.Session) -> None:
-    """The chaos drill: every scenario, on Docker when an engine answers (or --stack docker is asked
-    for: the engine is then installed and started), else on the local stack."""
+def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str | None]) -> None:
+    """pytest on Docker when an engine answers (or --stack docker is asked for: the engine is then
+    installed and started), else on the local stack; ``defaults`` are options added unless given."""
     args = list(session.posargs)
     asked = stack_asked_for(args)
     _prepare(session, docker=asked == "docker")
     if asked is None:
         args = ["--stack", "docker" if _docker_answers() else "local", *args]
-    if not any(a.startswith("--schedule-profile") for a in args):
-        args = ["--schedule-profile", "drill", *args]  # the drill searches fault schedules longer than CI
-    session.run("pytest", "scenarios", *args)
+    for option, value in defaults.items():
+        if not any(a == option or a.startswith(option + "=") for a in args):
+            args = [option, *([value] if value is not None else []), *args]
+    session.run("pytest", *paths, *args)
+
+
+@nox.session
+def drill(session: nox.Session) -> None:
+    """The chaos drill: every scenario, on Docker when an engine answers, else on the local stack."""
+    # the drill searches fault schedules longer than CI
+    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill"})
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """The weekly load test: the steady profile for its duration, judged against the ops guide's
+    baselines and the stored baseline, e.g. `nox -s load -- --duration 60s [--update-baseline]`."""
+    _on_a_stack(session, ["loadtests/test_load.py"], {})
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """The monthly stress test: a step ramp of API arrivals until a baseline breaks; reports the
+    capacity and the first broken baseline, e.g. `nox -s stress -- --step-duration 10s`."""
+    _on_a_stack(session, ["loadtests/test_stress.py"], {})
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The quarterly chaos drill under load: every scenario with background Locust load, baselines
+    judged before and after each fault window and shown during it."""
+    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--under-load": None})
+
+
+@nox.session
+def loadbench(session: nox.Session) -> None:
+    """Print the load generator's ceiling on this machine: Locust's HTTP requests/s and MQTT
+    messages/s per worker, beside raw clients (wrk, a paho loop, mosquitto_pub) on the same machine."""
+    _prepare(session)
+    session.run("bash", "scripts/bootstrap.sh", "--bench", external=True)
+    session.run("python", "tests/benchmarks/load_generator.py", *session.posargs)
 
 
 @nox.session

@@ -32,6 +32,8 @@ class AlertSettings:
     """Alert thresholds (ops guide, 'Application Metrics')."""
     http_response_ms: float = 2000.0
     error_rate: float = 0.05
+    cpu_percent: float = 80.0     # of the machine's cores, per service (ops guide, 'System Metrics')
+    memory_percent: float = 85.0  # of the machine's memory, per service
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,24 @@ class DbLossSettings:
 
 
 @dataclass(frozen=True)
+class LoadSettings:
+    """Locust load: profiles are files in loadtests/profiles (or paths); see loadtests/README.md."""
+    profile: str = "weekly"          # the weekly load test (nox -s load)
+    stress_profile: str = "stress"   # the monthly step ramp (nox -s stress)
+    chaos_profile: str = "chaos"     # the background load of chaos under load (nox -s chaos)
+    workers: int = 1                 # Locust worker processes on this machine
+    baseline_dir: str = "reports/baselines"  # stored figures each run is compared with
+    # A p95 or error rate worse than the stored baseline by more than this fraction fails the run...
+    regression_tolerance: float = 0.2
+    # ...and by more than these absolute amounts: below them a difference is noise on a shared machine.
+    regression_floor_ms: float = 5.0
+    regression_floor_error_rate: float = 0.01
+    # A generator process busier than this fraction of its core measured the generator, not the
+    # stack: the run is invalid.
+    generator_max_cpu: float = 0.9
+
+
+@dataclass(frozen=True)
 class ScenarioSettings:
     fault_s: float = 5.0  # how long each catalogue scenario's fault stays active
     db_loss: DbLossSettings = field(default_factory=DbLossSettings)
@@ -143,6 +163,7 @@ class Settings:
     faults: FaultSettings = field(default_factory=FaultSettings)
     schedules: dict[str, ScheduleProfile] = field(default_factory=_default_profiles)
     scenarios: ScenarioSettings = field(default_factory=ScenarioSettings)
+    load: LoadSettings = field(default_factory=LoadSettings)
 
     @property
     def hang_s(self) -> float:
@@ -157,12 +178,13 @@ class Settings:
 # Named tables whose entries a configuration adds to (or replaces one by one), not replaces wholesale.
 _NAMED_DEFAULTS = {"schedules": _default_profiles()}
 # Values that may be zero; every other number must be strictly positive.
-_MAY_BE_ZERO = {"alerts.error_rate"}
+_MAY_BE_ZERO = {"alerts.error_rate", "load.regression_floor_ms", "load.regression_floor_error_rate"}
 # Top-level tables of a pyproject.toml that are not ours and may sit beside [tool.fulsk-chaos].
 _PYPROJECT_TABLES = {"tool", "project", "build-system", "dependency-groups"}
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build(cls: type, data: Any, prefix: str = "", zero_ok: bool = False) -> Any:
+    """A dataclass from a TOML table, every key checked (also used for load profiles)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'configuration'}: expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -172,17 +194,21 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         path = f"{prefix}.{key}" if prefix else key
         if key not in names:
             raise ConfigError(f"{path}: unknown key (known here: {', '.join(sorted(names))})")
-        values[key] = _convert(hints[key], value, path)
+        values[key] = _convert(hints[key], value, path, zero_ok)
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any, path: str) -> Any:
+def _convert(hint: Any, value: Any, path: str, zero_ok: bool = False) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
+        return build(hint, value, path, zero_ok)
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):  # `X | None`: TOML has no null, so a value is an X
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(inner, value, path)
+        return _convert(inner, value, path, zero_ok)
+    if origin is list and typing.get_args(hint)[0] in (int, float):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list of numbers, got {value!r}")
+        return [_convert(typing.get_args(hint)[0], v, f"{path}[{i}]", zero_ok) for i, v in enumerate(value)]
     if origin is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
@@ -191,7 +217,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table of tables, got {value!r}")
         item = typing.get_args(hint)[1]
-        return {**_NAMED_DEFAULTS.get(path, {}), **{k: _build(item, v, f"{path}.{k}") for k, v in value.items()}}
+        return {**_NAMED_DEFAULTS.get(path, {}), **{k: build(item, v, f"{path}.{k}") for k, v in value.items()}}
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{path}: expected a table of strings, got {value!r}")
@@ -209,15 +235,20 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"{path}: expected {'an integer' if hint is int else 'a number'}, "
                               f"got {type(value).__name__} {value!r}")
-        if value < 0 or (value == 0 and path not in _MAY_BE_ZERO):
-            raise ConfigError(f"{path}: must be {'zero or more' if path in _MAY_BE_ZERO else 'positive'}, "
+        may_be_zero = zero_ok or path in _MAY_BE_ZERO
+        if value < 0 or (value == 0 and not may_be_zero):
+            raise ConfigError(f"{path}: must be {'zero or more' if may_be_zero else 'positive'}, "
                               f"got {value!r}")
         return hint(value)
     raise ConfigError(f"{path}: unsupported setting type {hint!r}")  # pragma: no cover - a bug of ours
 
 
 def from_mapping(data: dict[str, Any]) -> Settings:
-    settings = _build(Settings, data, "")
+    settings = build(Settings, data, "")
+    for name in ("load.generator_max_cpu",):
+        section, key = name.split(".")
+        if getattr(getattr(settings, section), key) > 1:
+            raise ConfigError(f"{name}: a fraction between 0 and 1, got {getattr(getattr(settings, section), key)!r}")
     if settings.alerts.error_rate > 1:
         raise ConfigError(f"alerts.error_rate: a fraction between 0 and 1, got {settings.alerts.error_rate!r}")
     return settings

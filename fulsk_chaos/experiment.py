@@ -24,10 +24,12 @@ from .checks.ledger import never_stored
 from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
 from .faults import Fault, FaultInjector
+from .load import BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, regressions
+from .load import judge as load_judge
 from .probes import Fleet, Fleets, LiveFeed, Probe, Target
 from .report import ScenarioRecord
 from .stack import Stack
-from .verdict import Expectation, Verdict, VerdictReached, judge
+from .verdict import Expectation, Verdict, VerdictReached, at_least, judge
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Needs:
     samples_during_fault: int | None = None  # API samples while it was active (default: samples_per_window)
 
 
+FLUSH_S = 1.5  # until the Locust processes have written a window's samples (they flush every second)
 HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a dashboard chart does
 LISTING_PATH = "/api/inverters"  # its answer, when it is the API path probed, is judged for completeness
 
@@ -84,7 +87,7 @@ def make_feed(stack: Stack) -> LiveFeed:
 
 class Experiment:
     def __init__(self, stack: Stack, settings: Settings, record: ScenarioRecord, *, fleet: Fleet, probe: Probe,
-                 feed: LiveFeed, faults: FaultInjector, needs: Needs = Needs()) -> None:
+                 feed: LiveFeed, faults: FaultInjector, needs: Needs = Needs(), load: LoadTest | None = None) -> None:
         self.stack = stack
         self.settings = settings
         self.record = record
@@ -93,6 +96,8 @@ class Experiment:
         self.feed = feed
         self.faults = faults
         self.needs = needs
+        self.load = load  # background load (chaos under load): judged before and after each fault
+        self._recovered_at: float | None = None
         self._method_started = False
         self._started: float | None = None
         self._tracked: list[Fleet] = []
@@ -100,6 +105,8 @@ class Experiment:
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":
+        if self.load is not None:
+            self.load.start()  # every user running and warmed up before the first window
         self._started = time.monotonic()
         self.feed.start()
         self.fleet.start()
@@ -111,17 +118,34 @@ class Experiment:
         self.probe.stop()
         self.feed.stop()
         self.fleet.stop(settle_s=0 if exc_type else 5.0)
+        result = self.load.stop() if self.load is not None else None
         if exc_type is None:
             # Wrong data is never acceptable, not during a fault nor while recovering from it.
             fleet = self.fleet.record()
             served = (judge_answer(s, fleet) for s in self.probe.snapshot(self.settings.hang_s).window(self._started))
             self.record.expect([no_wrong_answers("at any time: ", [s for s in served if s is not None])])
             dsn = self.stack.endpoints.database_dsn
-            ledger = settle(Fleets(self.fleet, *self._tracked), dsn, timeout_s=self.settings.recovery.target_s,
+            senders = [self.fleet, *self._tracked, *([result.ledger] if result is not None else [])]
+            if result is not None:
+                self._judge_load(result)
+            ledger = settle(Fleets(*senders), dsn, timeout_s=self.settings.recovery.target_s,
                             allow_duplicates=self.settings.ledger.allow_duplicates)
             self.record.expect(ledger.expectations(), first=True)  # data loss is reported first
             self.record.measure(**ledger.measurements())
+            if result is not None:  # the background load's own share of the ledger
+                load_acked = result.ledger.acked()
+                self.record.measure(load_acked=len(load_acked), load_lost=len(load_acked & set(ledger.lost)))
             self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self._never_stored])
+
+    def _judge_load(self, result) -> None:
+        """Chaos under load: the ops guide's baselines before and after each fault, shown during it."""
+        to_epoch = time.time() - time.monotonic()
+        faults = [(f"{f.kind} {f.target}", f.started + to_epoch, f.ended + to_epoch if f.ended else None)
+                  for f in self.record.faults]
+        judged = load_judge.around_faults(result, self.settings, faults,
+                                          self._recovered_at + to_epoch if self._recovered_at else None)
+        self.record.expect(judged.expectations, judged.evidence)
+        self.record.measure(load_profile=result.profile.name, **judged.measurements)
 
     def _warm_up(self) -> None:
         """Until the live feed is connected and carrying readings, bounded: a stack that never gets
@@ -180,8 +204,18 @@ class Experiment:
         """No stampede: each user read cost the database at most ``max_db_reads_per_read`` statements."""
         self.probe.settle(window.end, self.settings.hang_s)
         samples = self.probe.snapshot(self.settings.hang_s)
-        self.record.expect([window.expectation(phase, samples, self.settings.steady_state.max_db_reads_per_read)])
+        self.record.expect([window.expectation(phase, samples, self.settings.steady_state.max_db_reads_per_read,
+                                               self._background_reads(window.start, window.end))])
         self.record.measure(**window.measurements(phase))
+
+    def _background_reads(self, start: float, end: float) -> int:
+        """API reads the background load had answered between monotonic ``start`` and ``end``."""
+        if self.load is None or self.load.spawned_at is None:
+            return 0
+        time.sleep(FLUSH_S)  # each Locust process writes its samples every second
+        to_epoch = time.time() - time.monotonic()
+        window = LoadSamples.read(self.load.out_dir).window(start + to_epoch, end + to_epoch)
+        return sum(1 for s in window.group("api") if s.ok)
 
     def track(self, fleet: Fleet) -> None:
         """Hold another fleet's acknowledged readings to the ledger too (e.g. a flood's)."""
@@ -198,6 +232,7 @@ class Experiment:
         recovering = self.probe.snapshot(self.settings.hang_s).window(fault.ended)
         self.record.expect([*recovery.expectations(), no_unanswered("recovering: ", recovering)])
         self.record.measure(**recovery.measurements())
+        self._recovered_at = time.monotonic()
         return recovery
 
     def fault_window(self, fault: Fault, dependency: str | None = None, *, read_p95_ms: float | None = None,
@@ -214,6 +249,130 @@ class Experiment:
 
     def verdict(self) -> Verdict:
         """The verdict on everything judged so far (call after the with-block: the ledger comes last)."""
+        verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
+        self.record.conclude(verdict)
+        return verdict
+
+
+class LoadScenario:
+    """A load test judged like a chaos scenario: the profile's load on a healthy stack, measured
+    against the ops guide's baselines and alert thresholds, the stored baseline, and the ledger.
+
+        scenario.steady()    # the weekly load: the whole run is one window
+        scenario.ramp()      # the stress test: step by step until a baseline breaks
+        scenario.verdict()
+    """
+
+    def __init__(self, stack: Stack, settings: Settings, record: ScenarioRecord, load: LoadTest, *,
+                 store: BaselineStore | None = None, accept_baseline: bool = False, min_samples: int = 10) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.record = record
+        self.load = load
+        self.store = store
+        self.accept_baseline = accept_baseline
+        self.min_samples = min_samples
+
+    def steady(self) -> LoadResult:
+        """Run the profile to its end and judge the whole run as one window."""
+        with self.load:
+            self.load.wait()
+        result = self.load.result
+        assert result is not None
+        judged = load_judge.window(result, self.settings, result.measured_from, result.measured_to,
+                                   minimum=self.min_samples)
+        self.record.expect(judged.expectations, judged.evidence)
+        self.record.measure(load_profile=result.profile.name, **judged.measurements)
+        self._judge_run(result)
+        return result
+
+    def ramp(self) -> LoadResult:
+        """The stress ramp: each step judged as it ends; the first that breaks a baseline (or
+        saturates the generator) ends the run. Capacity: the highest step that met every baseline."""
+        profile = self.load.profile
+        if not profile.stepped:
+            raise ValueError(f"profile {profile.name} has no steps (api.steps): it is not a stress ramp")
+        steps: list[dict[str, Any]] = []
+        with self.load:
+            t0 = self.load.spawned_at
+            assert t0 is not None
+            for k, rate in enumerate(profile.api.steps):
+                start, end = t0 + k * profile.api.step_s, t0 + (k + 1) * profile.api.step_s
+                time.sleep(max(0.0, end - time.time() + FLUSH_S))
+                step = self._judge_step(k, rate, start + min(1.0, profile.api.step_s / 5), end)  # the change settles
+                steps.append(step)
+                if step["broken"] or step["invalid"]:
+                    break
+        result = self.load.result
+        assert result is not None
+        self._conclude_ramp(steps)
+        self._judge_run(result, history=False)
+        return result
+
+    def _judge_step(self, k: int, rate: float, start: float, end: float) -> dict[str, Any]:
+        partial = LoadResult(self.load.profile, self.load.out_dir, LoadSamples.read(self.load.out_dir), start, end,
+                             self.load.sampler, self.load.services, [], None, None)
+        judged = load_judge.window(partial, self.settings, start, end, f"step {k + 1}", minimum=self.min_samples)
+        api = judged.measurements[f"step {k + 1}_load"].get("api", {})
+        broken = [e for e in judged.expectations if e.held is False and e.kind != "validity"]
+        invalid = [e for e in judged.expectations if e.held is False and e.kind == "validity"]
+        demand = next((e.measured for e in judged.expectations if e.kind == "validity"), None)
+        return {"step": k + 1, "rate_rps": rate, "achieved_api_rps": api.get("throughput_rps"),
+                "generator_cpu_demand_pct": demand,
+                "api_p95_ms": api.get("p95_ms"), "api_p99_ms": api.get("p99_ms"), "error_rate": api.get("error_rate"),
+                "broken": [e.describe() for e in broken], "invalid": [e.describe() for e in invalid],
+                "short": [e.describe() for e in judged.evidence if not e.enough], "judged": judged}
+
+    def _conclude_ramp(self, steps: list[dict[str, Any]]) -> None:
+        ok = [s for s in steps if not s["broken"] and not s["invalid"] and not s["short"]]
+        capacity = 0.0 if steps and steps[0]["broken"] else None  # not even the first step held
+        for s in steps:  # the highest step of an unbroken run from the first
+            if s not in ok:
+                break
+            capacity = s["rate_rps"]
+        last = steps[-1] if steps else None
+        first_broken = next((s for s in steps if s["broken"]), None)
+        profile = self.load.profile
+        self.record.measure(
+            load_profile=profile.name, capacity_rps=capacity,
+            first_broken=({"step": first_broken["step"], "rate_rps": first_broken["rate_rps"],
+                           "baselines": first_broken["broken"]} if first_broken else None),
+            ramp_ended=("a baseline broke" if first_broken else "the generator saturated" if last and last["invalid"]
+                        else "too little evidence" if last and last["short"] else "every step held"),
+            steps=[{k: v for k, v in s.items() if k != "judged"} for s in steps])
+        # What the verdict stands on: the first step is the load the stack must carry; every later one
+        # is a measurement of its capacity, not a requirement.
+        if steps:
+            first = steps[0]["judged"]
+            self.record.expect(list(first.expectations), first.evidence)
+        if last is not None and last["invalid"]:
+            self.record.expect([e for e in last["judged"].expectations if e.kind == "validity"])
+        floor = profile.api.steps[0]
+        self.record.expect([at_least("capacity (highest step meeting every baseline)", capacity, floor, "req/s",
+                                     evidence={"steps_run": len(steps)},
+                                     detail=(f"first broken at step {first_broken['step']} ({first_broken['rate_rps']:g} "
+                                             f"req/s): {first_broken['broken'][0]}") if first_broken else "")])
+
+    def _judge_run(self, result: LoadResult, history: bool = True) -> None:
+        self.record.expect([load_judge.db_expectation(result, self.settings)])
+        ledger = settle(result.ledger, self.stack.endpoints.database_dsn, timeout_s=self.settings.recovery.target_s,
+                        allow_duplicates=self.settings.ledger.allow_duplicates)
+        self.record.expect(ledger.expectations(), first=True)
+        self.record.measure(**ledger.measurements(), locust=result.locust_stats.get("entries", []),
+                            db_statements=[{"query": t.query, "calls": t.calls, "mean_ms": round(t.mean_ms, 3)}
+                                           for t in (result.db_times() or [])[:10]])
+        if not history or self.store is None:
+            return
+        figures = load_judge.figures_for_history(result)
+        baseline = self.store.baseline()
+        if baseline is not None and not self.accept_baseline:
+            load = self.settings.load
+            self.record.expect(regressions(figures, baseline, Tolerance(load.regression_tolerance,
+                                                                         load.regression_floor_ms,
+                                                                         load.regression_floor_error_rate)))
+        self.record.measure(baseline=self.store.record(figures, self.record.name, accept=self.accept_baseline))
+
+    def verdict(self) -> Verdict:
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
         self.record.conclude(verdict)
         return verdict

@@ -15,8 +15,9 @@ import pytest
 
 from . import config as settings_module
 from .errors import ConfigError
-from .experiment import Experiment, Needs, make_feed, make_fleet, make_probe
+from .experiment import Experiment, LoadScenario, Needs, make_feed, make_fleet, make_probe
 from .faults import FaultInjector
+from .load import BaselineStore, LoadProfile, LoadTest, load_profile, parse_duration
 from .probes import Fleet, LiveFeed, Probe
 from .report import JUnitXml, ResultsJson, RunRecord, ScenarioRecord, TerminalSummary, new_run_id
 from .report.records import now_iso
@@ -36,6 +37,7 @@ MARKERS = {
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
     "quick": "a scenario of the representative quick subset CI runs on every provider",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
+    "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
 }
 
 
@@ -57,6 +59,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--schedule-seed", default=None, type=int,
                     help="seed of the fault-schedule search (default: random, and printed): the same seed draws "
                          "the same schedules")
+    group.addoption("--load-profile", default=None,
+                    help="the load profile of a load scenario (loadtests/profiles/NAME.toml, or a path); default: "
+                         "[tool.fulsk-chaos.load] profile (weekly) or stress_profile (stress)")
+    group.addoption("--duration", default=None,
+                    help="how long a steady load runs, e.g. 60s or 5m (default: the profile's duration_s)")
+    group.addoption("--step-duration", default=None,
+                    help="how long each step of a stress ramp lasts, e.g. 20s (default: the profile's api.step_s)")
+    group.addoption("--workers", default=None, type=int,
+                    help="Locust worker processes on this machine (default: [tool.fulsk-chaos.load] workers)")
+    group.addoption("--update-baseline", action="store_true", default=False,
+                    help="accept this load run's figures as the new baseline instead of comparing with it")
+    group.addoption("--baseline-dir", default=None, type=Path,
+                    help="where load baselines and their history are kept (default: [tool.fulsk-chaos.load] "
+                         "baseline_dir, reports/baselines)")
+    group.addoption("--under-load", default=None, nargs="?", const="",
+                    help="chaos under load: run every scenario with background Locust load of this profile "
+                         "(default when no profile is named: [tool.fulsk-chaos.load] chaos_profile)")
     group.addoption("--schedule-replay", default=None,
                     help="replay one schedule instead of searching: KIND:TARGET,KIND:TARGET,... (as a failed "
                          "search prints it)")
@@ -187,7 +206,7 @@ def _judge_call(record: ScenarioRecord, call: pytest.CallInfo, report: pytest.Te
         verdict = Verdict("error", _exception_line(call), record.hypothesis, tuple(record.expectations),
                           tuple(record.evidence))
     record.conclude(verdict)
-    if verdict.status in ("fail", "error"):
+    if verdict.status in ("fail", "error", "invalid"):
         report.outcome = "failed"
         if exc is None or exc.errisinstance(VerdictReached):
             report.longrepr = _verdict_text(verdict)
@@ -352,10 +371,89 @@ def schedule_options(request: pytest.FixtureRequest, chaos_settings: settings_mo
                            config.getoption("--schedule-replay"), command)
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How this run loads the stack: from the command line, defaulting to [tool.fulsk-chaos.load]."""
+    profile_name: str | None
+    duration_s: float | None
+    step_s: float | None
+    workers: int
+    update_baseline: bool
+    baseline_dir: Path
+    under_load: str | None  # chaos under load: the background profile; None: no background load
+
+    def profile(self, default: str) -> LoadProfile:
+        profile = load_profile(self.profile_name or default)
+        if self.duration_s is not None:
+            profile = profile.with_(duration_s=self.duration_s)
+        if self.step_s is not None:
+            profile = profile.with_(api__step_s=self.step_s)
+        return profile
+
+
+@pytest.fixture(scope="session")
+def load_options(pytestconfig: pytest.Config, chaos_settings: settings_module.Settings) -> LoadOptions:
+    """The load options in force (--load-profile, --duration, --workers, --update-baseline, --under-load)."""
+    get, load = pytestconfig.getoption, chaos_settings.load
+    try:
+        duration = parse_duration(get("--duration")) if get("--duration") else None
+        step = parse_duration(get("--step-duration")) if get("--step-duration") else None
+    except ConfigError as exc:
+        raise pytest.UsageError(f"fulsk-chaos: {exc}") from None
+    under = get("--under-load")
+    baseline_dir = get("--baseline-dir") or Path(load.baseline_dir)
+    return LoadOptions(get("--load-profile"), duration, step, get("--workers") or load.workers,
+                       get("--update-baseline"), baseline_dir if baseline_dir.is_absolute()
+                       else pytestconfig.rootpath / baseline_dir,
+                       None if under is None else (under or load.chaos_profile))
+
+
+def _load_dir(run: RunRecord, request: pytest.FixtureRequest) -> Path:
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.name)
+    return run.dir / "load" / name
+
+
+@pytest.fixture
+def background_load(request: pytest.FixtureRequest, stack: Stack, load_options: LoadOptions,
+                    chaos_run: RunRecord) -> Iterator[LoadTest | None]:
+    """Chaos under load (--under-load): Locust load through the whole scenario; None without it."""
+    if load_options.under_load is None:
+        yield None
+        return
+    try:
+        profile = load_profile(load_options.under_load)
+    except ConfigError as exc:
+        pytest.fail(f"--under-load: {exc}", pytrace=False)
+    load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers,
+                    run_s=profile.duration_s)
+    yield load
+    load.stop()
+
+
+@pytest.fixture
+def load_scenario(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: Stack,
+                  chaos_settings: settings_module.Settings, load_options: LoadOptions,
+                  chaos_run: RunRecord) -> Iterator[LoadScenario]:
+    """A load test of the profile named by --load-profile, else by the scenario's ``load`` marker
+    (``kind="steady"``: the weekly profile; ``kind="stress"``: the stress ramp)."""
+    marker = request.node.get_closest_marker("load")
+    kind = (marker.kwargs.get("kind") if marker else None) or "steady"
+    default = chaos_settings.load.stress_profile if kind == "stress" else chaos_settings.load.profile
+    try:
+        profile = load_options.profile(default)
+    except ConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers)
+    store = BaselineStore(load_options.baseline_dir, profile.name, chaos_run.provider)
+    yield LoadScenario(stack, chaos_settings, journal, load, store=store,
+                       accept_baseline=load_options.update_baseline)
+    load.stop()
+
+
 @pytest.fixture
 def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: Stack,
                chaos_settings: settings_module.Settings, faults: FaultInjector, fleet: Fleet, probe: Probe,
-               live_feed: LiveFeed) -> Experiment:
+               live_feed: LiveFeed, background_load: LoadTest | None) -> Experiment:
     """The scenario's experiment: instruments, fault injector and journal, judged into its verdict;
     the least evidence it needs comes from the scenario's ``evidence`` marker."""
     minimums: dict[str, Any] = {}
@@ -368,4 +466,4 @@ def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: S
     except TypeError as exc:
         pytest.fail(f"@pytest.mark.evidence: {exc} (known: {', '.join(Needs.__dataclass_fields__)})", pytrace=False)
     return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults,
-                      needs=needs)
+                      needs=needs, load=background_load)

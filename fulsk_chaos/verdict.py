@@ -6,6 +6,8 @@ A scenario states its hypothesis, declares the least evidence it needs, and judg
 - ``fail``: an expectation did not hold on what was measured (a finding about the stack);
 - ``error``: nothing failed, but something could not be measured or there was too little
   evidence to judge (or the stack or the framework broke): the hypothesis was not judged;
+- ``invalid``: the measurement itself cannot be trusted (a load generator that saturated its own
+  CPU measured itself, not the stack): whatever else was found, nothing is blamed on the stack;
 - ``pass``: every expectation held, on at least the evidence declared.
 
 A failure measured on real data outranks missing evidence elsewhere: a lost reading is reported
@@ -18,7 +20,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-Status = Literal["pass", "fail", "error", "interrupted", "skipped"]
+Status = Literal["pass", "fail", "error", "invalid", "interrupted", "skipped"]
 
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 _WORDS = {"<=": "at most", "<": "under", ">=": "at least", ">": "over", "==": "exactly"}
@@ -48,6 +50,9 @@ class Expectation:
     unit: str = ""
     evidence: Mapping[str, Any] = field(default_factory=dict)  # the counts the measurement rests on
     detail: str = ""  # what was found, e.g. the first lost readings
+    # "validity": a condition of the measurement itself (e.g. the load generator was not saturated);
+    # one that does not hold makes the verdict invalid rather than blaming the stack.
+    kind: str = "hypothesis"
 
     def __post_init__(self) -> None:
         if self.op not in _OPS:
@@ -68,7 +73,8 @@ class Expectation:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "measured": self.measured, "op": self.op, "threshold": self.threshold,
-                "unit": self.unit, "held": self.held, "evidence": dict(self.evidence), "detail": self.detail}
+                "unit": self.unit, "held": self.held, "evidence": dict(self.evidence), "detail": self.detail,
+                **({"kind": self.kind} if self.kind != "hypothesis" else {})}
 
 
 def at_most(name: str, measured: float | int | None, limit: float | int, unit: str = "", **kw: Any) -> Expectation:
@@ -126,6 +132,10 @@ class Verdict:
 
 def judge(hypothesis: str, expectations: Sequence[Expectation], evidence: Sequence[Evidence] = ()) -> Verdict:
     expectations, evidence = tuple(expectations), tuple(evidence)
+    invalid = [e for e in expectations if e.kind == "validity" and e.held is False]
+    if invalid:
+        reason = "the measurement is invalid, nothing is blamed on the stack: " + "; ".join(e.describe() for e in invalid)
+        return Verdict("invalid", reason, hypothesis, expectations, evidence)
     failed = [e for e in expectations if e.held is False]
     unmeasured = [e for e in expectations if e.held is None]
     short = [e for e in evidence if not e.enough]

@@ -2,6 +2,7 @@
 # Installs what the stack needs. Idempotent: once everything is there it installs nothing.
 #   bash scripts/bootstrap.sh            the embedded local stack: Debian's servers and Toxiproxy
 #   bash scripts/bootstrap.sh --docker   also a Docker engine (started if none answers) and debootstrap
+#   bash scripts/bootstrap.sh --bench    also wrk, the load generator benchmark's raw HTTP client
 # Where it cannot install (not root, not Debian or Ubuntu, no Go), it stops and says exactly what
 # to install by hand.
 set -euo pipefail
@@ -61,6 +62,11 @@ find_binary toxiproxy-server >/dev/null || go_install "$TOXIPROXY_MODULE" server
 find_binary toxiproxy-cli >/dev/null || go_install "$TOXIPROXY_CLI_MODULE" cli toxiproxy-cli
 say "local stack ready (toxiproxy: $(find_binary toxiproxy-server), $(find_binary toxiproxy-cli))"
 
+if [ "${1:-}" = "--bench" ]; then  # the load generator benchmark's raw HTTP client, a C tool
+  command -v wrk >/dev/null || apt_install "wrk " wrk
+  say "benchmark tools ready (wrk: $(command -v wrk))"
+  exit 0
+fi
 [ "${1:-}" = "--docker" ] || exit 0
 
 # --- the Docker engine -----------------------------------------------------------------------

@@ -18,10 +18,10 @@ from fulsk_chaos.services import CATALOGUE, Catalogue, ServiceContext, ServiceSp
 from fulsk_chaos.stack import Stack
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
-# config -> stack -> faults and probes -> measurements -> verdict -> report, lowest first: a module
+# config -> stack -> faults and probes -> measurements -> verdict -> load -> report, lowest first: a module
 # imports from its own layer or below, never above.
-LAYERS = [["errors"], ["config", "wait", "host"], ["services"], ["images"], ["stack"], ["probes"], ["faults"],
-          ["verdict"], ["checks"], ["report"], ["experiment"], ["schedules"], ["hooks", "plugin", "cli"]]
+LAYERS = [["errors"], ["config", "wait", "lifecycle", "host"], ["services"], ["images"], ["stack"], ["probes"], ["faults"],
+          ["verdict"], ["checks"], ["load"], ["report"], ["experiment"], ["schedules"], ["hooks", "plugin", "cli"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

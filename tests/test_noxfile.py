@@ -58,3 +58,21 @@ def test_ci_runs_the_quick_subset_and_the_provider_tests_on_docker(noxfile):
     local, docker = [c for c in session.commands if c[0] == "pytest"]
     assert local == ("pytest", "tests", "scenarios", "--stack", "local")
     assert docker == ("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick")
+
+
+@pytest.mark.parametrize("name, path", [("load", "loadtests/test_load.py"), ("stress", "loadtests/test_stress.py")])
+def test_the_load_cadence_sessions_run_their_load_scenario_with_the_given_parameters(noxfile, name, path):
+    session = RecordingSession(["--stack", "local", "--duration", "60s", "--workers", "2"])
+    getattr(noxfile, name)(session)
+    assert session.commands[-1] == ("pytest", path, "--stack", "local", "--duration", "60s", "--workers", "2")
+
+
+def test_the_quarterly_chaos_session_runs_every_scenario_under_load(noxfile):
+    session = RecordingSession(["--stack", "local"])
+    noxfile.chaos(session)
+    assert session.commands[-1] == ("pytest", "scenarios", "--under-load", "--schedule-profile", "drill",
+                                    "--stack", "local")
+    session = RecordingSession(["--stack", "local", "--under-load=weekly"])
+    noxfile.chaos(session)
+    assert session.commands[-1] == ("pytest", "scenarios", "--schedule-profile", "drill", "--stack", "local",
+                                    "--under-load=weekly")

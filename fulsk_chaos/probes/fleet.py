@@ -52,6 +52,15 @@ def paho_client(client_id: str) -> mqtt.Client:
     return client
 
 
+def reading(inverter_id: str, seq: int, site_id: str, rated_w: float, rng: random.Random) -> tuple[dict[str, Any], str]:
+    """One telemetry reading as an inverter sends it now: its values, and its JSON payload."""
+    now = round(time.time(), 3)  # milliseconds: what any backend (JavaScript's Date too) can store exactly
+    daylight = max(0.0, math.sin(math.pi * ((now / 3600) % 24) / 24))
+    power = round(rated_w * (0.2 + 0.8 * daylight) * rng.uniform(0.9, 1.0), 1)
+    values = {"site_id": site_id, "ts": now, "power_w": power, "energy_wh": round(power / 3600, 4)}
+    return values, json.dumps({"inverter_id": inverter_id, "seq": seq, **values})
+
+
 class _Inverter:
     def __init__(self, inverter_id: str, site_id: str, client: mqtt.Client, rng: random.Random) -> None:
         self.inverter_id = inverter_id
@@ -77,11 +86,7 @@ class _Inverter:
 
     def publish(self, rng: random.Random, qos: int = 1) -> Message:
         self.seq += 1
-        now = round(time.time(), 3)  # milliseconds: what any backend (JavaScript's Date too) can store exactly
-        daylight = max(0.0, math.sin(math.pi * ((now / 3600) % 24) / 24))
-        power = round(self.rated_w * (0.2 + 0.8 * daylight) * rng.uniform(0.9, 1.0), 1)
-        values = {"site_id": self.site_id, "ts": now, "power_w": power, "energy_wh": round(power / 3600, 4)}
-        payload = json.dumps({"inverter_id": self.inverter_id, "seq": self.seq, **values})
+        values, payload = reading(self.inverter_id, self.seq, self.site_id, self.rated_w, rng)
         message = Message(self.inverter_id, self.seq, time.monotonic(), values)
         with self._lock:
             self.messages.append(message)

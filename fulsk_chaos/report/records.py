@@ -111,11 +111,11 @@ class RunRecord:
 
     @property
     def verdict(self) -> str:
-        """interrupted > fail > error > pass > skipped: a finding outranks a failure to measure."""
+        """interrupted > fail > error > invalid > pass > skipped: a finding outranks a failure to measure."""
         statuses = {s.status for s in self.scenarios}
         if self.finished_at is None or self.interrupted or "interrupted" in statuses:
             return "interrupted"
-        for status in ("fail", "error"):
+        for status in ("fail", "error", "invalid"):
             if status in statuses:
                 return status
         if self.error:

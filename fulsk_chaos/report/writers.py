@@ -74,7 +74,7 @@ class JUnitXml(FileWriter):
 
     def render(self, run: RunRecord) -> str:
         counts = {s: sum(1 for sc in run.scenarios if sc.status == s) for s in ("fail", "error", "skipped")}
-        counts["error"] += sum(1 for sc in run.scenarios if sc.status == "interrupted")
+        counts["error"] += sum(1 for sc in run.scenarios if sc.status in ("interrupted", "invalid"))
         suite = ET.Element("testsuite", name="fulsk-chaos", tests=str(len(run.scenarios)),
                            failures=str(counts["fail"]), errors=str(counts["error"]),
                            skipped=str(counts["skipped"]), timestamp=run.started_at)
@@ -92,7 +92,7 @@ class JUnitXml(FileWriter):
             details = "\n".join(e.describe() for e in scenario.judged[0])
             if scenario.status == "fail":
                 ET.SubElement(case, "failure", message=message).text = details
-            elif scenario.status in ("error", "interrupted"):
+            elif scenario.status in ("error", "interrupted", "invalid"):
                 ET.SubElement(case, "error", message=f"{scenario.status}: {message}").text = details
             elif scenario.status == "skipped":
                 ET.SubElement(case, "skipped", message=message)
@@ -126,6 +126,14 @@ class TerminalSummary:
                 parts.append(f"lost {m.get('lost')} of {m['acked']} acked")
             if m.get("p99_ms") is not None:
                 parts.append(f"p99 {m['p99_ms']:.0f} ms during fault")
+            api = (m.get("load") or {}).get("api") or {}
+            if api.get("p95_ms") is not None:
+                parts.append(f"API p95 {api['p95_ms']:.0f} ms at {api['throughput_rps']:.0f} req/s")
+            if "capacity_rps" in m:
+                broken = m.get("first_broken")
+                parts.append(f"capacity {m['capacity_rps']} req/s" if m["capacity_rps"] is not None else "capacity unknown")
+                if broken:
+                    parts.append(f"first broken at {broken['rate_rps']:g} req/s: {broken['baselines'][0]}")
             self.write_line("  ".join(parts))
             if s.status != "pass" and s.reason:
                 failed = s.verdict.failed if s.verdict else []

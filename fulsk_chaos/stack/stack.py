@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import StackError
 from ..host.ports import free_ports
 from ..wait import wait_until
+from ..lifecycle import StartStop
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
 from ..services.toxiproxy import ToxiproxyClient
 from .reaper import Reaper
@@ -57,7 +58,7 @@ class Endpoints:
         return self.frontend_url.replace("http://", "ws://", 1) + "/ws/readings"
 
 
-class Stack:
+class Stack(StartStop):
     def __init__(self, settings: Settings | None = None, provider: str = "local", *,
                  fixtures: Path = FIXTURES, logs_to: Path | None = None, catalogue: Catalogue = CATALOGUE) -> None:
         self._provider_class = _provider_class(provider)
@@ -79,17 +80,6 @@ class Stack:
         self._provider: Provider | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> "Stack":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> float:
         """Start every service and wait until the whole stack is healthy; return the seconds taken
         (not counting what the provider prepares first: an engine check, image builds)."""

@@ -1,0 +1,352 @@
+"""Locust load: profiles, per-window figures, the baseline history, and load runs that prove each
+verdict can be reached - a slow endpoint regresses, a saturated generator is invalid, a stall is
+seen by the open model and hidden by the closed one, a ramp finds its capacity."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fulsk_chaos.checks.ledger import settle
+from fulsk_chaos.config import Settings
+from fulsk_chaos.errors import ConfigError
+from fulsk_chaos.host.procs import identity, survivors
+from fulsk_chaos.load import (BaselineStore, LoadSamples, LoadTest, Tolerance, load_profile, parse_duration,
+                              regressions)
+from fulsk_chaos.load import judge as load_judge
+from fulsk_chaos.load.ledger import LoadLedger
+from fulsk_chaos.load.profile import from_env, from_mapping
+from fulsk_chaos.load.resources import UsageSummary
+from fulsk_chaos.load.samples import LoadSample, percentile
+from fulsk_chaos.verdict import judge
+
+
+# --- profiles ------------------------------------------------------------------------------------
+def test_the_shipped_profiles_load():
+    for name in ("weekly", "stress", "chaos"):
+        profile = load_profile(name)
+        assert profile.users, name
+    assert load_profile("stress").stepped and not load_profile("weekly").stepped
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"api": {"mode": "sometimes", "rate": 5}}, "api.mode must be open or closed"),
+    ({"api": {"mode": "closed", "steps": [5, 10]}}, "needs api.mode = open"),
+    ({"dashboard": {"users": 1, "think_s": [3.0, 1.0]}}, "think_s must be [min, max]"),
+    ({"dashboard": {"userz": 1}}, "dashboard.userz: unknown key"),
+    ({}, "no users at all"),
+])
+def test_a_bad_profile_is_refused_with_what_is_wrong(data, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        from_mapping(data, "bad")
+
+
+def test_an_unknown_profile_names_the_profiles_there_are():
+    with pytest.raises(ConfigError, match="no file .*nope.toml.*profiles here: chaos, stress, weekly"):
+        load_profile("nope")
+
+
+def test_a_profile_travels_to_the_locust_processes_unchanged():
+    profile = load_profile("stress").with_(api__step_s=4.0, duration_s=9.0)
+    assert from_env({"FULSK_LOAD_PROFILE": profile.to_json()}) == profile
+    assert profile.run_s == 4.0 * len(profile.api.steps)
+
+
+def test_a_ramp_steps_its_rate_and_ends():
+    profile = from_mapping({"api": {"steps": [10, 20, 40], "step_s": 5}})
+    assert [profile.rate_at(t) for t in (0, 4.9, 5, 14.9, 15)] == [10, 10, 20, 40, 0]
+
+
+@pytest.mark.parametrize("text, seconds", [("60s", 60), ("5m", 300), ("1h30m", 5400), ("90", 90), ("1.5s", 1.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5x", "0s", "-5s"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError):
+        parse_duration(text)
+
+
+# --- figures -------------------------------------------------------------------------------------
+def _samples(n: int, ms: float, name: str = "/api/x", ok: bool = True, start: float = 0.0, kind: str = "GET"):
+    return [LoadSample(start + i * 0.01, kind, name, ms, ok) for i in range(n)]
+
+
+def test_percentiles_are_nearest_rank():
+    values = sorted(float(v) for v in range(1, 101))
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (50, 95, 99)
+    assert percentile([], 95) is None
+
+
+def test_failures_count_in_the_error_rate_not_in_latency():
+    samples = LoadSamples(_samples(90, 5.0) + _samples(10, 1.0, ok=False))
+    api = samples.figures(10.0)["api"]
+    assert api.error_rate == 0.1 and api.p95_ms == 5.0 and api.throughput_rps == 10.0
+
+
+def test_windows_select_by_when_a_request_was_due():
+    samples = LoadSamples(_samples(100, 5.0, start=0) + _samples(100, 900.0, start=10))
+    assert samples.window(0, 5).figures(5)["api"].p99_ms == 5.0
+    assert samples.window(10, 20).figures(10)["api"].p50_ms == 900.0
+
+
+def test_groups_follow_the_ops_guides_figures():
+    samples = LoadSamples(_samples(5, 1, "dashboard page load", kind="PAGE") + _samples(5, 1, "/health")
+                          + _samples(5, 1, "/api/generation") + _samples(5, 1, "reading publish to arrival", kind="WS")
+                          + _samples(5, 1, "publish", kind="MQTT"))
+    figures = samples.figures(1.0)
+    assert {g: f.count for g, f in figures.items()} == {"page load": 5, "api": 5, "http": 10, "websocket": 5,
+                                                         "mqtt publish": 5}
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+def test_a_saturated_generator_makes_the_verdict_invalid_even_over_failures():
+    busy = {"generator worker-0": UsageSummary(0.5, 0.6, 1, 10, demand_mean_cores=0.97),
+            "generator master": UsageSummary(0.0, 0.0, 1, 10, 0.0)}
+    validity = load_judge.generator_validity(busy, Settings())
+    figures = LoadSamples(_samples(50, 900.0)).figures(5.0)
+    failing = load_judge.baseline_expectations(figures, Settings())
+    verdict = judge("h", [*failing, *validity])
+    assert verdict.status == "invalid" and "worker-0 was saturated" in verdict.reason
+    calm = {"generator worker-0": UsageSummary(0.3, 0.4, 1, 10, demand_mean_cores=0.35)}
+    assert judge("h", [*failing, *load_judge.generator_validity(calm, Settings())]).status == "fail"
+
+
+def test_an_unsampled_generator_cannot_pass():
+    validity = load_judge.generator_validity({}, Settings())
+    assert judge("h", validity).status == "error"
+
+
+def test_regressions_need_both_the_fraction_and_the_floor():
+    tolerance = Tolerance(0.2, floor_ms=5.0, floor_error_rate=0.01)
+    base = {"run_id": "r1", "requests": {"GET /a": {"count": 100, "p95_ms": 10.0, "error_rate": 0.0},
+                                         "GET /b": {"count": 100, "p95_ms": 100.0, "error_rate": 0.0},
+                                         "GET /rare": {"count": 5, "p95_ms": 1.0, "error_rate": 0.0}}}
+    now = {"requests": {"GET /a": {"count": 100, "p95_ms": 14.9, "error_rate": 0.005},   # within the 5 ms floor
+                        "GET /b": {"count": 100, "p95_ms": 121.0, "error_rate": 0.02},   # 21 % and 21 ms worse
+                        "GET /rare": {"count": 5, "p95_ms": 900.0, "error_rate": 1.0}}}  # too few to compare
+    held = {e.name: e.held for e in regressions(now, base, tolerance)}
+    assert held == {"GET /a: p95 against the baseline": True, "GET /a: error rate against the baseline": True,
+                    "GET /b: p95 against the baseline": False, "GET /b: error rate against the baseline": False}
+
+
+def test_the_first_run_becomes_the_baseline_and_later_ones_are_kept(tmp_path):
+    store = BaselineStore(tmp_path, "weekly", "local")
+    assert store.baseline() is None
+    assert store.record({"groups": {"api": {"p95_ms": 3}}}, "r1", accept=False).startswith("created baseline")
+    assert store.record({"groups": {"api": {"p95_ms": 9}}}, "r2", accept=False).startswith("compared with")
+    assert store.baseline()["run_id"] == "r1"
+    assert store.record({"groups": {"api": {"p95_ms": 5}}}, "r3", accept=True).startswith("updated baseline")
+    assert store.baseline()["run_id"] == "r3"
+    assert [json.loads(line)["run_id"] for line in store.history_path.read_text().splitlines()] == ["r1", "r2", "r3"]
+
+
+def test_the_load_ledger_reads_every_process_file(tmp_path):
+    (tmp_path / "ledger-1.jsonl").write_text(
+        '{"k": ["a", 1], "v": {"ts": 1.0}}\n{"k": ["a", 1], "acked": true}\n{"k": ["a", 2], "v": {"ts": 2.0}}\n')
+    (tmp_path / "ledger-2.jsonl").write_text('{"k": ["b", 1], "v": {"ts": 3.0}}\n{"k": ["b", 1], "acked": true}\n')
+    ledger = LoadLedger(tmp_path)
+    assert ledger.acked() == {("a", 1), ("b", 1)} and set(ledger.sent()) == {("a", 1), ("a", 2), ("b", 1)}
+    assert ledger.inverter_ids == ["a", "b"]
+
+
+# --- against a real stack --------------------------------------------------------------------------
+SHORT = {"duration_s": 6, "warmup_s": 2, "dashboard": {"users": 3, "think_s": [0.2, 0.5], "page_weight": 2},
+         "api": {"rate": 30, "users": 1}, "viewers": {"users": 1}, "inverters": {"users": 10, "interval_s": 0.5}}
+
+
+@pytest.mark.provider
+def test_a_load_run_measures_every_figure_on_this_provider(stack, tmp_path):
+    """Locust in processes of its own (never gevent in the test process), every group of samples,
+    each service's CPU and memory (processes or containers), the database's statement times, and
+    every acknowledged reading stored."""
+    settings = Settings()
+    with LoadTest(stack, from_mapping(SHORT, "short"), tmp_path, workers=2) as load:
+        generator = {identity(pid) for pid in load.locust.pids.values()}
+        load.wait()
+    result = load.result
+    assert "gevent" not in sys.modules
+    assert None not in generator and survivors(generator) == []
+    judged = load_judge.window(result, settings, result.measured_from, result.measured_to)
+    figures = judged.measurements["load"]
+    assert {"page load", "api", "http", "websocket", "mqtt publish"} <= set(figures)
+    assert all(e.enough for e in judged.evidence), [e.describe() for e in judged.evidence]
+    resources = judged.measurements["resources"]
+    assert set(stack.services) | {"generator master", "generator worker-0", "generator worker-1"} <= set(resources)
+    assert resources["backend"]["cpu_mean_cores"] > 0 and resources["postgres"]["rss_max_mb"] > 0
+    assert load_judge.db_expectation(result, settings).measured is not None
+    ledger = settle(result.ledger, stack.endpoints.database_dsn, timeout_s=20)
+    assert ledger.acked > 0 and ledger.ok, ledger.describe()
+
+
+KILLED_PARENT = """
+import json, sys, time
+from pathlib import Path
+from fulsk_chaos.load import LoadTarget, LocustRun
+from fulsk_chaos.load.profile import from_mapping
+profile = from_mapping({"duration_s": 600, "api": {"rate": 1, "users": 1}})
+run = LocustRun(profile, LoadTarget("http://127.0.0.1:9", "127.0.0.1", 9), Path(sys.argv[1]), workers=2).start()
+print(json.dumps(list(run.pids.values())), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_test_process_leaves_no_locust_behind(tmp_path):
+    """The generator's processes are reaped even when the process that started them is SIGKILLed."""
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(parent.stdout.readline())
+        generator = {identity(pid) for pid in pids}
+        assert len(pids) == 3 and None not in generator
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while survivors(generator) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert survivors(generator) == []
+
+
+def _profile(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+BUGS = '[backend.env]\nFULSK_BUGS = "{}"\n'
+
+
+@pytest.mark.slow
+def test_the_weekly_load_gives_a_verdict_per_baseline_and_threshold(run_scenario, tmp_path):
+    run = run_scenario(f"loadtests/test_load.py --duration 10s --baseline-dir {tmp_path / 'baselines'}")
+    assert run.returncode == 0, run.output[-3000:]
+    names = set(run.expectations())
+    for wanted in ("page load p95 (baseline)", "API response p95 (baseline)", "WebSocket latency p95 (baseline)",
+                   "database query time, slowest statement's mean (baseline)", "HTTP response p99 (alert threshold)",
+                   "HTTP error rate (alert threshold)", "backend CPU, mean share of the machine (alert threshold)",
+                   "postgres memory, peak share of the machine (alert threshold)", "lost (acknowledged, not stored)"):
+        assert wanted in names, wanted
+    measured = run.scenario["measurements"]
+    assert {"p50_ms", "p95_ms", "p99_ms", "throughput_rps", "error_rate"} <= set(measured["load"]["api"])
+    assert measured["acked"] > 0 and measured["lost"] == 0
+    assert (tmp_path / "baselines" / "weekly-local.json").exists()
+
+
+@pytest.mark.slow
+def test_a_slow_endpoint_fails_against_the_stored_baseline(run_scenario, tmp_path):
+    """150 ms on one endpoint is well within the ops guide's 500 ms: only the baseline catches it."""
+    profile = _profile(tmp_path, "regress", """
+        duration_s = 8
+        warmup_s = 2
+        [api]
+        rate = 40
+        users = 1
+        [inverters]
+        users = 10
+    """)
+    args = f"loadtests/test_load.py --load-profile {profile} --baseline-dir {tmp_path / 'baselines'}"
+    first = run_scenario(args)
+    assert first.returncode == 0, first.output[-3000:]
+    slow = run_scenario(args, BUGS.format("slow-endpoint"))
+    assert slow.scenario["verdict"] == "fail", slow.output[-3000:]
+    failed = slow.expectations(held=False)
+    assert "GET /api/inverters/[id]/latest: p95 against the baseline" in failed
+    assert all("against the baseline" in name for name in failed), list(failed)
+    assert slow.expectations()["API response p95 (baseline)"]["held"] is True
+
+
+@pytest.mark.slow
+def test_a_saturated_generator_is_invalid_not_a_finding(run_scenario, tmp_path):
+    profile = _profile(tmp_path, "oversized", """
+        duration_s = 8
+        warmup_s = 2
+        spawn_rate = 500
+        [dashboard]
+        users = 500
+        think_s = [0.0, 0.0]
+    """)
+    run = run_scenario(f"loadtests/test_load.py --load-profile {profile} --workers 1 "
+                       f"--baseline-dir {tmp_path / 'baselines'}")
+    assert run.scenario["verdict"] == "invalid", run.output[-3000:]
+    assert run.results["verdict"] == "invalid" and run.returncode != 0
+    validity = [e for e in run.scenario["expectations"] if e.get("kind") == "validity"]
+    assert validity and validity[0]["held"] is False and validity[0]["measured"] > 90
+
+
+@pytest.mark.slow
+def test_the_open_model_reports_a_stall_the_closed_model_hides(run_scenario, tmp_path):
+    """The same rate against a backend that stalls one second in ten: users who wait for each answer
+    send nothing while it stalls (coordinated omission); requests due at fixed times queue up and
+    their latency, counted from when they were due, shows the stall."""
+    p99 = {}
+    for mode in ("open", "closed"):
+        profile = _profile(tmp_path, mode, f"""
+            duration_s = 21
+            warmup_s = 1
+            [api]
+            mode = "{mode}"
+            rate = 40
+            users = 2
+        """)
+        run = run_scenario(f"loadtests/test_load.py --load-profile {profile} --baseline-dir {tmp_path / mode}",
+                           BUGS.format("periodic-stall"))
+        p99[mode] = run.scenario["measurements"]["load"]["api"]["p99_ms"]
+    assert p99["open"] >= 500, p99
+    assert p99["closed"] <= p99["open"] / 3, p99
+
+
+@pytest.mark.slow
+def test_the_stress_ramp_reports_capacity_and_the_first_broken_baseline(run_scenario, tmp_path):
+    """A backend that serves one API request at a time, 5 ms each (200 requests/s at most): the ramp
+    holds at 50 and 100 requests/s and breaks at 400."""
+    profile = _profile(tmp_path, "ramp", """
+        [dashboard]
+        users = 3
+        think_s = [0.3, 0.6]
+        page_weight = 2
+        api_weight = 1
+        [api]
+        users = 1
+        steps = [50, 100, 400, 800]
+        step_s = 5
+        [viewers]
+        users = 1
+        [inverters]
+        users = 5
+    """)
+    run = run_scenario(f"loadtests/test_stress.py --load-profile {profile}", BUGS.format("serialized-api"))
+    measured = run.scenario["measurements"]
+    assert measured["capacity_rps"] == 100, json.dumps(measured["steps"], indent=1)
+    broken = measured["first_broken"]
+    assert broken["step"] == 3 and broken["rate_rps"] == 400
+    assert any("API response p95 (baseline)" in b for b in broken["baselines"]), broken
+    assert len(measured["steps"]) == 3  # the ramp ends at the first broken step
+    assert run.scenario["verdict"] == "pass", run.output[-3000:]
+
+
+@pytest.mark.slow
+def test_a_scenario_under_load_is_judged_before_and_after_its_fault(run_scenario):
+    run = run_scenario("scenarios/test_db_loss.py -k kill --under-load")
+    assert run.scenario["verdict"] == "pass", run.output[-3000:]
+    expectations = run.expectations()
+    for phase in ("before", "after"):
+        for baseline in ("page load p95 (baseline)", "API response p95 (baseline)", "HTTP error rate (alert threshold)",
+                         "load generator CPU demand (used + waited for), busiest process"):
+            assert f"{phase}: {baseline}" in expectations
+    measured = run.scenario["measurements"]
+    assert measured["load_profile"] == "chaos"
+    assert "API response p95 (baseline)" in measured["load_baselines_during_faults"]["during kill postgres"]
+    assert measured["load_acked"] > 0 and measured["load_lost"] == 0
+
+
+@pytest.mark.slow
+def test_readings_the_load_had_acknowledged_and_the_stack_lost_are_caught(run_scenario):
+    run = run_scenario("scenarios/test_db_loss.py -k kill --under-load", BUGS.format("ack-on-receipt"))
+    assert run.scenario["verdict"] == "fail", run.output[-3000:]
+    assert run.scenario["measurements"]["load_lost"] > 0

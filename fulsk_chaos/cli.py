@@ -119,7 +119,9 @@ def _as_text(where: dict[str, Any], took: float) -> str:
               f"  mosquitto_pub -h {mqtt['host']} -p {mqtt['port']} -q 1 -t fulsk/inverters/inv-1/telemetry "
               f"-m '{{\"inverter_id\": \"inv-1\", \"site_id\": \"s\", \"seq\": 1, \"ts\": '$(date +%s)', "
               f"\"power_w\": 1200, \"energy_wh\": 0.3}}'",
-              f"  curl {where['frontend']}/api/inverters/inv-1/latest"]
+              f"  curl {where['frontend']}/api/inverters/inv-1/latest",
+              f"  FULSK_LOAD_PROFILE=weekly FULSK_MQTT={mqtt['host']}:{mqtt['port']} locust -f loadtests/locustfile.py --web-host 127.0.0.1 "
+              f"-H {where['frontend']}"]
     return "\n".join(lines)
 
 

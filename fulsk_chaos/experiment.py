@@ -24,7 +24,7 @@ from .checks.ledger import never_stored
 from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
 from .faults import Fault, FaultInjector
-from .load import BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, regressions
+from .load import BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, comparable, regressions
 from .load import judge as load_judge
 from .probes import Fleet, Fleets, LiveFeed, Probe, Target
 from .report import ScenarioRecord
@@ -98,6 +98,7 @@ class Experiment:
         self.needs = needs
         self.load = load  # background load (chaos under load): judged before and after each fault
         self._recovered_at: float | None = None
+        self._steady_from: float | None = None  # the first steady window's start: the load's "before" starts there
         self._method_started = False
         self._started: float | None = None
         self._tracked: list[Fleet] = []
@@ -143,7 +144,8 @@ class Experiment:
         faults = [(f"{f.kind} {f.target}", f.started + to_epoch, f.ended + to_epoch if f.ended else None)
                   for f in self.record.faults]
         judged = load_judge.around_faults(result, self.settings, faults,
-                                          self._recovered_at + to_epoch if self._recovered_at else None)
+                                          self._recovered_at + to_epoch if self._recovered_at else None,
+                                          steady_from=self._steady_from + to_epoch if self._steady_from else None)
         self.record.expect(judged.expectations, judged.evidence)
         self.record.measure(load_profile=result.profile.name, **judged.measurements)
 
@@ -172,6 +174,8 @@ class Experiment:
         that was not steady to begin with. During a fault users may be held to it too, without
         /health (``health=False``), which should then report the faulted dependency."""
         obs = self.observe(phase)
+        if self._steady_from is None:
+            self._steady_from = obs.start
         needs = self.needs
         expectations = steady_state(obs, self.settings, judge_health=health)
         evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
@@ -264,7 +268,8 @@ class LoadScenario:
     """
 
     def __init__(self, stack: Stack, settings: Settings, record: ScenarioRecord, load: LoadTest, *,
-                 store: BaselineStore | None = None, accept_baseline: bool = False, min_samples: int = 10) -> None:
+                 store: BaselineStore | None = None, accept_baseline: bool = False, min_samples: int = 10,
+                 run_id: str = "") -> None:
         self.stack = stack
         self.settings = settings
         self.record = record
@@ -272,6 +277,7 @@ class LoadScenario:
         self.store = store
         self.accept_baseline = accept_baseline
         self.min_samples = min_samples
+        self.run_id = run_id or record.name
 
     def steady(self) -> LoadResult:
         """Run the profile to its end and judge the whole run as one window."""
@@ -364,13 +370,18 @@ class LoadScenario:
         if not history or self.store is None:
             return
         figures = load_judge.figures_for_history(result)
+        passed = judge(self.record.hypothesis, self.record.expectations, self.record.evidence).status == "pass"
         baseline = self.store.baseline()
         if baseline is not None and not self.accept_baseline:
             load = self.settings.load
-            self.record.expect(regressions(figures, baseline, Tolerance(load.regression_tolerance,
-                                                                         load.regression_floor_ms,
-                                                                         load.regression_floor_error_rate)))
-        self.record.measure(baseline=self.store.record(figures, self.record.name, accept=self.accept_baseline))
+            if (why_not := comparable(figures, baseline)) is not None:
+                self.record.measure(baseline_not_compared=why_not)
+            else:
+                self.record.expect(regressions(figures, baseline, Tolerance(load.regression_tolerance,
+                                                                             load.regression_floor_ms,
+                                                                             load.regression_floor_error_rate)))
+        self.record.measure(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
+                                                       passed=passed))
 
     def verdict(self) -> Verdict:
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)

@@ -446,7 +446,7 @@ def load_scenario(request: pytest.FixtureRequest, journal: ScenarioRecord, stack
     load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers)
     store = BaselineStore(load_options.baseline_dir, profile.name, chaos_run.provider)
     yield LoadScenario(stack, chaos_settings, journal, load, store=store,
-                       accept_baseline=load_options.update_baseline)
+                       accept_baseline=load_options.update_baseline, run_id=chaos_run.run_id)
     load.stop()
 
 

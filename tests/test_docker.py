@@ -67,6 +67,17 @@ def test_kill_with_another_signal_goes_to_the_container(docker_stack):
     assert redis.running
 
 
+def test_a_pause_rolled_back_after_another_fault_restarted_the_container(docker_stack):
+    """Overlapping faults (a schedule pauses a service, then kills it; the kill's rollback restarts
+    it): the pause's rollback finds it running, and leaves it so."""
+    faults = FaultInjector(docker_stack, [])
+    paused = faults.inject("pause", "redis")
+    killed = faults.inject("kill", "redis")
+    killed.rollback()
+    paused.rollback()
+    assert paused.record.rollback_error is None and docker_stack.service("redis").state() == "running"
+
+
 def test_restart_keeps_the_container_and_its_data(docker_stack):
     postgres = docker_stack.service("postgres")
     container = postgres.container_id

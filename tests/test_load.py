@@ -16,8 +16,8 @@ from fulsk_chaos.checks.ledger import settle
 from fulsk_chaos.config import Settings
 from fulsk_chaos.errors import ConfigError
 from fulsk_chaos.host.procs import identity, survivors
-from fulsk_chaos.load import (BaselineStore, LoadSamples, LoadTest, Tolerance, load_profile, parse_duration,
-                              regressions)
+from fulsk_chaos.load import (BaselineStore, LoadSamples, LoadTest, Tolerance, comparable, load_profile,
+                              parse_duration, regressions)
 from fulsk_chaos.load import judge as load_judge
 from fulsk_chaos.load.ledger import LoadLedger
 from fulsk_chaos.load.profile import from_env, from_mapping
@@ -145,6 +145,23 @@ def test_the_first_run_becomes_the_baseline_and_later_ones_are_kept(tmp_path):
     assert store.record({"groups": {"api": {"p95_ms": 5}}}, "r3", accept=True).startswith("updated baseline")
     assert store.baseline()["run_id"] == "r3"
     assert [json.loads(line)["run_id"] for line in store.history_path.read_text().splitlines()] == ["r1", "r2", "r3"]
+
+
+def test_a_run_that_did_not_pass_never_becomes_the_baseline(tmp_path):
+    store = BaselineStore(tmp_path, "weekly", "local")
+    assert store.record({"groups": {}}, "r1", accept=False, passed=False).startswith("not accepted")
+    assert store.baseline() is None
+    store.record({"groups": {}}, "r2", accept=False)
+    assert store.record({"groups": {}}, "r3", accept=True, passed=False).startswith("not accepted")
+    assert store.baseline()["run_id"] == "r2"
+
+
+def test_runs_of_another_traffic_mix_are_not_compared():
+    weekly = load_profile("weekly")
+    same = {"profile": "weekly", "fingerprint": weekly.with_(duration_s=60).fingerprint}
+    assert comparable(same, {"fingerprint": weekly.fingerprint}) is None
+    other = {"profile": "weekly", "fingerprint": weekly.with_(api__rate=99).fingerprint}
+    assert "--update-baseline" in comparable(other, {"fingerprint": weekly.fingerprint, "run_id": "r1"})
 
 
 def test_the_load_ledger_reads_every_process_file(tmp_path):

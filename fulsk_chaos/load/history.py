@@ -48,18 +48,28 @@ class BaselineStore:
             return None
         return json.loads(self.path.read_text())
 
-    def record(self, figures: dict[str, Any], run_id: str, accept: bool) -> str:
-        """Append the run to the history; make it the baseline if asked or if there is none.
-        Returns what was done, for the journal."""
+    def record(self, figures: dict[str, Any], run_id: str, accept: bool, passed: bool = True) -> str:
+        """Append the run to the history; make it the baseline if asked or if there is none, provided
+        it passed (a failed or invalid run is never a baseline). Returns what was done."""
         self.directory.mkdir(parents=True, exist_ok=True)
         entry = {"run_id": run_id, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
         with open(self.history_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
-        if accept or not self.path.exists():
-            created = not self.path.exists()
+        baseline = self.baseline()
+        if (accept or baseline is None) and not passed:
+            return f"not accepted as the baseline ({self.path}): the run did not pass"
+        if accept or baseline is None:
             self.path.write_text(json.dumps(entry, indent=1))
-            return f"{'created' if created else 'updated'} baseline {self.path}"
-        return f"compared with baseline {self.path} (run {self.baseline()['run_id']})"
+            return f"{'created' if baseline is None else 'updated'} baseline {self.path}"
+        return f"compared with baseline {self.path} (run {baseline.get('run_id')})"
+
+
+def comparable(current: dict[str, Any], baseline: dict[str, Any]) -> str | None:
+    """Why two runs' figures cannot be compared (another traffic mix), or None."""
+    if current.get("fingerprint") != baseline.get("fingerprint"):
+        return (f"the baseline (run {baseline.get('run_id')}) was taken with another traffic mix than profile "
+                f"{current.get('profile')} now has: accept this run with --update-baseline")
+    return None
 
 
 def regressions(current: dict[str, Any], baseline: dict[str, Any], tolerance: Tolerance) -> list[Expectation]:

@@ -141,17 +141,20 @@ def window(result: LoadResult, settings: Settings, start: float, end: float, pha
 def figures_for_history(result: LoadResult) -> dict[str, Any]:
     """What a run stores in its history and is compared on: per group and per request name."""
     samples = result.samples.window(result.measured_from, result.measured_to)
-    return {"profile": result.profile.name, "duration_s": round(result.duration_s, 1),
+    return {"profile": result.profile.name, "fingerprint": result.profile.fingerprint,
+            "duration_s": round(result.duration_s, 1),
             "groups": {g: f.to_json() for g, f in samples.figures(result.duration_s).items()},
             "requests": {n: f.to_json() for n, f in samples.by_name(result.duration_s).items()}}
 
 
 def around_faults(result: LoadResult, settings: Settings, faults: list[tuple[str, float, float | None]],
-                  recovered_at: float | None, minimum: int = 5) -> Judged:
+                  recovered_at: float | None, minimum: int = 5, steady_from: float | None = None) -> Judged:
     """Chaos under load: the baselines before the first fault and after the stack recovered are
     expectations; during each fault window they are shown (the scenario's own fault-window
-    expectations say what users may suffer meanwhile). Times are time.time()."""
-    start, end = result.measured_from, result.measured_to
+    expectations say what users may suffer meanwhile). "Before" starts with the scenario's own
+    first steady window (``steady_from``), where its hypothesis says the stack is steady. Times
+    are time.time()."""
+    start, end = max(result.measured_from, steady_from or 0.0), result.measured_to
     expectations, found_evidence, measurements = [], [], {}
     first = min((f[1] for f in faults), default=end)
     last = max((f[2] or end for f in faults), default=start)

@@ -6,6 +6,7 @@ environment), how long the run lasts, the stress ramp's steps, and which figures
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -117,6 +118,12 @@ class LoadProfile:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
+
+    @property
+    def fingerprint(self) -> str:
+        """The traffic mix, whatever the run's length: runs with the same one are comparable."""
+        mix = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "description", "duration_s")}
+        return hashlib.sha256(json.dumps(mix, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def from_mapping(data: dict[str, Any], name: str = "custom") -> LoadProfile:

@@ -159,7 +159,10 @@ class DockerService(Service):
         self.paused = True
 
     def resume(self) -> None:
-        self._container.get_wrapped_container().unpause()
+        """``docker unpause``; a no-op for a container that is no longer paused (another fault
+        restarted it meanwhile: overlapping faults in a schedule do that)."""
+        if self.state() == "paused":
+            self._container.get_wrapped_container().unpause()
         self.paused = False
 
     def stop(self, grace_s: float | None = None) -> None:

@@ -98,7 +98,7 @@ class Experiment:
         self.needs = needs
         self.load = load  # background load (chaos under load): judged before and after each fault
         self._recovered_at: float | None = None
-        self._steady_from: float | None = None  # the first steady window's start: the load's "before" starts there
+        self._steady: list[float] = []  # steady windows' starts: the load's "before" and "after" start at them
         self._method_started = False
         self._started: float | None = None
         self._tracked: list[Fleet] = []
@@ -143,9 +143,8 @@ class Experiment:
         to_epoch = time.time() - time.monotonic()
         faults = [(f"{f.kind} {f.target}", f.started + to_epoch, f.ended + to_epoch if f.ended else None)
                   for f in self.record.faults]
-        judged = load_judge.around_faults(result, self.settings, faults,
-                                          self._recovered_at + to_epoch if self._recovered_at else None,
-                                          steady_from=self._steady_from + to_epoch if self._steady_from else None)
+        judged = load_judge.around_faults(result, self.settings, faults, [t + to_epoch for t in self._steady],
+                                          self._recovered_at + to_epoch if self._recovered_at else None)
         self.record.expect(judged.expectations, judged.evidence)
         self.record.measure(load_profile=result.profile.name, **judged.measurements)
 
@@ -174,8 +173,7 @@ class Experiment:
         that was not steady to begin with. During a fault users may be held to it too, without
         /health (``health=False``), which should then report the faulted dependency."""
         obs = self.observe(phase)
-        if self._steady_from is None:
-            self._steady_from = obs.start
+        self._steady.append(obs.start)
         needs = self.needs
         expectations = steady_state(obs, self.settings, judge_health=health)
         evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,

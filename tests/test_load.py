@@ -16,12 +16,12 @@ from fulsk_chaos.checks.ledger import settle
 from fulsk_chaos.config import Settings
 from fulsk_chaos.errors import ConfigError
 from fulsk_chaos.host.procs import identity, survivors
-from fulsk_chaos.load import (BaselineStore, LoadSamples, LoadTest, Tolerance, comparable, load_profile,
+from fulsk_chaos.load import (BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, comparable, load_profile,
                               parse_duration, regressions)
 from fulsk_chaos.load import judge as load_judge
 from fulsk_chaos.load.ledger import LoadLedger
 from fulsk_chaos.load.profile import from_env, from_mapping
-from fulsk_chaos.load.resources import UsageSummary
+from fulsk_chaos.load.resources import ResourceSampler, Usage, UsageSummary
 from fulsk_chaos.load.samples import LoadSample, percentile
 from fulsk_chaos.verdict import judge
 
@@ -116,6 +116,30 @@ def test_a_saturated_generator_makes_the_verdict_invalid_even_over_failures():
     assert verdict.status == "invalid" and "worker-0 was saturated" in verdict.reason
     calm = {"generator worker-0": UsageSummary(0.3, 0.4, 1, 10, demand_mean_cores=0.35)}
     assert judge("h", [*failing, *load_judge.generator_validity(calm, Settings())]).status == "fail"
+
+
+def _result(samples, until: float) -> LoadResult:
+    sampler = ResourceSampler({}, interval_s=1.0)
+    sampler.series["generator worker-0"] = [Usage(t + 0.5, 0.1, 1, 0.1) for t in range(int(until))]
+    return LoadResult(from_mapping({"api": {"rate": 10}}), Path("."), LoadSamples(samples), 0.0, until, sampler,
+                      [], ["generator worker-0"], None, None)
+
+
+def test_under_load_before_and_after_are_the_scenarios_steady_windows():
+    """The baselines are judged where the scenario's hypothesis says the stack is steady: not over
+    the fault, not over the recovery after it (here: 4 s answers while recovering, 30..40)."""
+    def every_20ms(start: float, end: float, ms: float) -> list[LoadSample]:
+        return [LoadSample(start + i * 0.02, "GET", "/api/x", ms, True) for i in range(int((end - start) / 0.02))]
+    samples = every_20ms(0, 20, 5.0) + every_20ms(20, 40, 4000.0) + every_20ms(40, 60, 5.0)
+    judged = load_judge.around_faults(_result(samples, 60.0), Settings(), [("kill postgres", 20.0, 30.0)],
+                                      steady=[10.0, 40.0])
+    held = {e.name: e.held for e in judged.expectations if "API response" in e.name}
+    assert held == {"before: API response p95 (baseline)": True, "after: API response p95 (baseline)": True}
+    assert judged.measurements["load_baselines_during_faults"]["during kill postgres"][
+        "API response p95 (baseline)"]["held"] is False
+    late = load_judge.around_faults(_result(samples, 60.0), Settings(), [("kill postgres", 20.0, 30.0)],
+                                    steady=[10.0])  # no steady window after the fault: from its rollback
+    assert {e.name: e.held for e in late.expectations}["after: API response p95 (baseline)"] is False
 
 
 def test_an_unsampled_generator_cannot_pass():

@@ -148,19 +148,25 @@ def figures_for_history(result: LoadResult) -> dict[str, Any]:
 
 
 def around_faults(result: LoadResult, settings: Settings, faults: list[tuple[str, float, float | None]],
-                  recovered_at: float | None, minimum: int = 5, steady_from: float | None = None) -> Judged:
-    """Chaos under load: the baselines before the first fault and after the stack recovered are
-    expectations; during each fault window they are shown (the scenario's own fault-window
-    expectations say what users may suffer meanwhile). "Before" starts with the scenario's own
-    first steady window (``steady_from``), where its hypothesis says the stack is steady. Times
-    are time.time()."""
-    start, end = max(result.measured_from, steady_from or 0.0), result.measured_to
-    expectations, found_evidence, measurements = [], [], {}
+                  steady: list[float], recovered_at: float | None = None, minimum: int = 5) -> Judged:
+    """Chaos under load: the baselines before the first fault and after the stack is steady again
+    are expectations; during each fault window they are shown (the scenario's own fault-window
+    expectations say what users may suffer meanwhile). "Before" starts with the scenario's first
+    steady window, "after" with its first steady window once every fault was rolled back (else
+    when it recovered, else at the last rollback): where its hypothesis says the stack is steady.
+    ``steady`` are the starts of the scenario's steady windows. Times are time.time()."""
+    end = result.measured_to
     first = min((f[1] for f in faults), default=end)
-    last = max((f[2] or end for f in faults), default=start)
+    last = max((f[2] or end for f in faults), default=result.measured_from)
+    start = max(result.measured_from, min(steady, default=0.0))
+    after = min((t for t in steady if t >= last), default=max(last, recovered_at or last))
+    expectations, found_evidence, measurements = [], [], {}
     phases = [("before", start, first, True)]
-    phases += [(f"during {label}", s, e or end, False) for label, s, e in faults]
-    phases.append(("after", max(last, recovered_at or last), end, True))
+    seen: dict[str, int] = {}
+    for label, s, e in faults:  # a schedule may fault the same target the same way again
+        seen[label] = seen.get(label, 0) + 1
+        phases.append((f"during {label}" + (f" #{seen[label]}" if seen[label] > 1 else ""), s, e or end, False))
+    phases.append(("after", after, end, True))
     shown = {}
     for phase, a, b, judged in phases:
         if b - a < 1.0:

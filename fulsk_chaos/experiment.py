@@ -315,7 +315,7 @@ class LoadScenario:
 
     def _judge_step(self, k: int, rate: float, start: float, end: float) -> dict[str, Any]:
         partial = LoadResult(self.load.profile, self.load.out_dir, LoadSamples.read(self.load.out_dir), start, end,
-                             self.load.sampler, self.load.services, [], None, None)
+                             self.load.sampler, None, None)
         judged = load_judge.window(partial, self.settings, start, end, f"step {k + 1}", minimum=self.min_samples)
         api = judged.measurements[f"step {k + 1}_load"].get("api", {})
         broken = [e for e in judged.expectations if e.held is False and e.kind != "validity"]

@@ -122,7 +122,7 @@ def _result(samples, until: float) -> LoadResult:
     sampler = ResourceSampler({}, interval_s=1.0)
     sampler.series["generator worker-0"] = [Usage(t + 0.5, 0.1, 1, 0.1) for t in range(int(until))]
     return LoadResult(from_mapping({"api": {"rate": 10}}), Path("."), LoadSamples(samples), 0.0, until, sampler,
-                      [], ["generator worker-0"], None, None)
+                      None, None)
 
 
 def test_under_load_before_and_after_are_the_scenarios_steady_windows():

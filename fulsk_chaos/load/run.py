@@ -29,8 +29,6 @@ class LoadResult:
     measured_from: float            # time.time(): every user started, warm-up over
     measured_to: float              # the test stopped
     resources: ResourceSampler
-    services: list[str]
-    generator: list[str]
     db_before: dict[int, tuple[str, int, float]] | None
     db_after: dict[int, tuple[str, int, float]] | None
     locust_stats: dict[str, Any] = field(default_factory=dict)
@@ -58,7 +56,6 @@ class LoadTest(StartStop):
         self.locust = LocustRun(profile, target or LoadTarget.of(stack), self.out_dir, workers=workers, run_s=run_s)
         self.sampler = ResourceSampler({name: (lambda s=service: s.pid) for name, service in stack.services.items()},
                                        interval_s=sample_interval_s)
-        self.services = list(stack.services)
         self.spawned_at: float | None = None
         self.result: LoadResult | None = None
         self._db_before: dict[int, tuple[str, int, float]] | None = None
@@ -95,6 +92,5 @@ class LoadTest(StartStop):
             return None
         end = stopped_at if running else (self.locust.event_time("test_stop") or stopped_at)
         self.result = LoadResult(self.profile, self.out_dir, LoadSamples.read(self.out_dir), self.measured_from, end,
-                                 self.sampler, self.services, [n for n in self.sampler.series if n.startswith("generator")],
-                                 self._db_before, db_after, self.locust.locust_stats())
+                                 self.sampler, self._db_before, db_after, self.locust.locust_stats())
         return self.result

@@ -83,7 +83,6 @@ class LocustRun(StartStop):
         self.worker_procs: list[subprocess.Popen] = []
         self._reaper: Reaper | None = None
         self.started_at: float | None = None   # time.time() the master started the test
-        self.stopped_at: float | None = None
 
     # --- commands ----------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -119,24 +118,22 @@ class LocustRun(StartStop):
         (port,) = free_ports(1)
         self.master = self._spawn(self.master_command(port), "master.log")
         self.worker_procs = [self._spawn(self.worker_command(port), f"worker-{i}.log") for i in range(self.workers)]
-        deadline = time.monotonic() + timeout_s
-        while (started := self.event_time("test_start")) is None:
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise LoadError(f"Locust did not start the test within {timeout_s:.0f} s: {self.log_tail()}")
-            time.sleep(0.1)
-        self.started_at = started
+        self.started_at = self._await_event("test_start", timeout_s, "start the test")
         return self
 
     def wait_spawned(self, timeout_s: float = 60.0) -> float:
         """Until every user has started; the time.time() they had."""
+        return self._await_event("spawned", timeout_s, "start every user")
+
+    def _await_event(self, name: str, timeout_s: float, what: str) -> float:
+        """The time.time() of the master's event ``name``, once written; a dead process ends the wait."""
         deadline = time.monotonic() + timeout_s
-        while (spawned := self.event_time("spawned")) is None:
+        while (at := self.event_time(name)) is None:
             self._check_alive()
             if time.monotonic() > deadline:
-                raise LoadError(f"Locust did not start every user within {timeout_s:.0f} s: {self.log_tail()}")
+                raise LoadError(f"Locust did not {what} within {timeout_s:.0f} s: {self.log_tail()}")
             time.sleep(0.1)
-        return spawned
+        return at
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Until the run ends by itself (its duration is over), then every process has exited."""
@@ -160,8 +157,6 @@ class LocustRun(StartStop):
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop the test (the master tells its workers), wait for every process, kill what remains."""
-        if self.stopped_at is None and self.master is not None:
-            self.stopped_at = self.event_time("test_stop") or time.time()
         procs = [p for p in [self.master, *self.worker_procs] if p is not None]
         if self.master is not None and self.master.poll() is None:
             self.master.send_signal(signal.SIGTERM)

@@ -2,8 +2,9 @@
 search); `nox -s tests` runs the framework's tests and the scenarios on the local stack, and the
 provider tests and a quick subset of the scenarios on Docker; `nox -s images` builds the offline
 images; `nox -s bench` prints timings. The cadence of the ops guide: `nox -s load` (weekly),
-`nox -s stress` (monthly), `nox -s chaos` (quarterly: the drill under load); `nox -s loadbench`
-prints the load generator's ceiling on this machine.
+`nox -s stress` (monthly), `nox -s chaos` (quarterly: the drill under load), `nox -s recovery`
+(the backup and recovery drills, also in the drill); `nox -s loadbench` prints the load
+generator's ceiling on this machine, `nox -s recoverybench` the RTO of a million-reading restore.
 
 Arguments after `--` go to pytest, e.g. `nox -s drill -- --stack local --report-dir DIR -k db_loss`.
 Which tests need Docker, or exercise the providers, is said by their markers (see the plugin), not here.
@@ -87,6 +88,21 @@ def chaos(session: nox.Session) -> None:
     """The quarterly chaos drill under load: every scenario with background Locust load, baselines
     judged before and after each fault window and shown during it."""
     _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--under-load": None})
+
+
+@nox.session
+def recovery(session: nox.Session) -> None:
+    """The recovery drills: the monthly backup integrity test and the quarterly recovery simulation
+    (backup.sh, disaster-recovery.sh, RTO and RPO against their targets); also part of the drill."""
+    _on_a_stack(session, ["scenarios/test_backup_recovery.py"], {})
+
+
+@nox.session
+def recoverybench(session: nox.Session) -> None:
+    """Print the RTO of full restores of a million readings (from the dump, and from the base backup
+    with the WAL archive), with the data set's size, e.g. `nox -s recoverybench -- 1000000 docker`."""
+    _prepare(session, docker="docker" in session.posargs)
+    session.run("python", "tests/benchmarks/recovery_rto.py", *session.posargs)
 
 
 @nox.session

@@ -2,6 +2,7 @@
 
     fulsk-chaos up [--stack local|docker] [--json] [--chaos-config FILE]
     fulsk-chaos images build --offline
+    fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|wipe} SERVICE
 
 Errors are one line on stderr and exit status 1, never a traceback: they say what was wrong
 and what to do.
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--chaos-config", type=Path, default=None,
                     help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
 
+    ctl = commands.add_parser("ctl", help="stop, start or wipe a service of a running stack (its control socket)")
+    ctl.add_argument("--socket", type=Path, required=True, help="the stack's control.sock (in its directory)")
+    ctl.add_argument("action", choices=["status", "stop", "start", "wipe"])
+    ctl.add_argument("service")
+
     images = commands.add_parser("images", help="container images of the stack")
     image_commands = images.add_subparsers(dest="action", required=True)
     build = image_commands.add_parser("build", help="build the stack's images")
@@ -40,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "images" and not args.offline:
         parser.error("only --offline builds are implemented: registry images are pulled by the stack itself")
     try:
+        if args.command == "ctl":
+            from .stack.control import request
+            answer = request(args.socket, args.action, args.service)
+            print(f"{answer['service']}: {answer['state']}")
+            return 0
         return _up(args) if args.command == "up" else _build_images()
     except (FulskChaosError, OSError) as exc:
         print(f"fulsk-chaos: error: {exc}", file=sys.stderr)
@@ -95,7 +106,8 @@ def describe(stack: Any) -> dict[str, Any]:
             "metrics": e.metrics_url, "mqtt": {"host": e.mqtt_host, "port": e.mqtt_port,
                                                "topic": "fulsk/inverters/{inverter_id}/telemetry"},
             "database": e.database_dsn, "redis": e.redis_url,
-            "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies}}
+            "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies},
+            "backup_conf": str(stack.backup_conf_path), "control": str(stack.dir / "control.sock")}
 
 
 def _as_text(where: dict[str, Any], took: float) -> str:
@@ -120,6 +132,8 @@ def _as_text(where: dict[str, Any], took: float) -> str:
               f"-m '{{\"inverter_id\": \"inv-1\", \"site_id\": \"s\", \"seq\": 1, \"ts\": '$(date +%s)', "
               f"\"power_w\": 1200, \"energy_wh\": 0.3}}'",
               f"  curl {where['frontend']}/api/inverters/inv-1/latest",
+              f"  FULSK_BACKUP_CONF={where['backup_conf']} fixtures/scripts/backup.sh --full --verbose",
+              f"  FULSK_BACKUP_CONF={where['backup_conf']} fixtures/scripts/disaster-recovery.sh -v -f latest_backup.tar.gz",
               f"  FULSK_LOAD_PROFILE=weekly FULSK_MQTT={mqtt['host']}:{mqtt['port']} locust -f loadtests/locustfile.py --web-host 127.0.0.1 "
               f"-H {where['frontend']}"]
     return "\n".join(lines)

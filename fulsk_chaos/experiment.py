@@ -14,19 +14,19 @@ and everything measured goes into the scenario's journal, from which the verdict
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from .checks import (FaultWindow, Observation, Recovery, fault_window, judge_answer, settle, steady_evidence,
                      steady_measurements, steady_state, wait_for_recovery)
 from .checks.dbload import DbLoadWindow
-from .checks.ledger import never_stored
+from .checks.ledger import Key, never_stored
 from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
 from .faults import Fault, FaultInjector
 from .load import BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, comparable, regressions
 from .load import judge as load_judge
-from .probes import Fleet, Fleets, LiveFeed, Probe, Target
+from .probes import Fleet, FleetRecord, Fleets, LiveFeed, Probe, Target
 from .report import ScenarioRecord
 from .stack import Stack
 from .verdict import Expectation, Verdict, VerdictReached, at_least, judge
@@ -103,6 +103,8 @@ class Experiment:
         self._started: float | None = None
         self._tracked: list[Fleet] = []
         self._never_stored: list[tuple[str, str]] = []
+        self._loss_judge: Callable[[list[Key]], list[Key]] | None = None
+        self._excused: list[tuple[float, Callable[[], float]]] = []  # acknowledged in these spans: lost by design
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":
@@ -122,7 +124,7 @@ class Experiment:
         result = self.load.stop() if self.load is not None else None
         if exc_type is None:
             # Wrong data is never acceptable, not during a fault nor while recovering from it.
-            fleet = self.fleet.record()
+            fleet = self.fleet_record()
             served = (judge_answer(s, fleet) for s in self.probe.snapshot(self.settings.hang_s).window(self._started))
             self.record.expect([no_wrong_answers("at any time: ", [s for s in served if s is not None])])
             dsn = self.stack.endpoints.database_dsn
@@ -131,6 +133,8 @@ class Experiment:
                 self._judge_load(result)
             ledger = settle(Fleets(*senders), dsn, timeout_s=self.settings.recovery.target_s,
                             allow_duplicates=self.settings.ledger.allow_duplicates)
+            if self._loss_judge is not None:  # e.g. a restore's RPO: the loss it allows is judged there
+                ledger = replace(ledger, lost=self._loss_judge(list(ledger.lost)))
             self.record.expect(ledger.expectations(), first=True)  # data loss is reported first
             self.record.measure(**ledger.measurements())
             if result is not None:  # the background load's own share of the ledger
@@ -165,7 +169,7 @@ class Experiment:
         end = time.monotonic()
         self.probe.settle(end, self.settings.hang_s)
         samples = self.probe.snapshot(self.settings.hang_s).window(start, end)
-        return Observation(phase, start, end, samples, self.fleet.record(), self.feed.arrivals())
+        return Observation(phase, start, end, samples, self.fleet_record(), self.feed.arrivals())
 
     def steady_state(self, phase: str, *, health: bool = True) -> list[Expectation]:
         """Judge the steady-state hypothesis over one window. Before any fault, a hypothesis that
@@ -223,6 +227,28 @@ class Experiment:
         """Hold another fleet's acknowledged readings to the ledger too (e.g. a flood's)."""
         self._tracked.append(fleet)
 
+    @property
+    def fleets(self) -> list[Fleet]:
+        """Every fleet the ledger holds to account: the scenario's own, then those tracked."""
+        return [self.fleet, *self._tracked]
+
+    def excuse(self, start: float, end: Callable[[], float]) -> None:
+        """Readings acknowledged between monotonic ``start`` and ``end()`` (known once the method
+        has run) may be lost by design, as by a restore: answers are not due to hold them. Judge
+        their loss with ``judge_loss_with``."""
+        self._excused.append((start, end))
+
+    def fleet_record(self) -> FleetRecord:
+        """The fleet's record as answers are judged against it: excused readings are not due."""
+        spans = [(start, end()) for start, end in self._excused]
+        return self.fleet.record((lambda m: any(a <= m.acked_at <= b for a, b in spans)) if spans else None)
+
+    def judge_loss_with(self, judge: Callable[[list[Key]], list[Key]]) -> None:
+        """A scenario whose method may lose data by design (a restore from a backup) judges the lost
+        readings itself: ``judge`` gets them once the ledger has settled, records its expectations,
+        and returns those it does not account for, which count as lost."""
+        self._loss_judge = judge
+
     def expect_never_stored(self, prefix: str, what: str) -> None:
         """Nothing under inverter ids starting with ``prefix`` may ever be stored (judged with the ledger)."""
         self._never_stored.append((prefix, what))
@@ -240,7 +266,7 @@ class Experiment:
     def fault_window(self, fault: Fault, dependency: str | None = None, *, read_p95_ms: float | None = None,
                      read_error_rate: float | None = None) -> FaultWindow:
         """Judge how the stack answered while the fault was active (call once it is rolled back)."""
-        window = fault_window(self.probe.snapshot(self.settings.hang_s), self.fleet.record(), fault.started,
+        window = fault_window(self.probe.snapshot(self.settings.hang_s), self.fleet_record(), fault.started,
                               fault.ended, dependency=dependency)
         self.record.expect(window.expectations(self.settings, read_p95_ms=read_p95_ms,
                                                read_error_rate=read_error_rate),

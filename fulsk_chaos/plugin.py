@@ -19,6 +19,7 @@ from .experiment import Experiment, LoadScenario, Needs, make_feed, make_fleet, 
 from .faults import FaultInjector
 from .load import BaselineStore, LoadProfile, LoadTest, load_profile, parse_duration
 from .probes import Fleet, LiveFeed, Probe
+from .recovery_drill import RecoveryDrill
 from .report import JUnitXml, ResultsJson, RunRecord, ScenarioRecord, TerminalSummary, new_run_id
 from .report.records import now_iso
 from .services import CATALOGUE
@@ -35,6 +36,7 @@ MARKERS = {
     "docker": "needs the Docker stack (--stack docker); skipped on the local one",
     "provider": "exercises the stack provider itself: worth running on every provider",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
+    "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
     "quick": "a scenario of the representative quick subset CI runs on every provider",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
@@ -467,3 +469,10 @@ def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: S
         pytest.fail(f"@pytest.mark.evidence: {exc} (known: {', '.join(Needs.__dataclass_fields__)})", pytrace=False)
     return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults,
                       needs=needs, load=background_load)
+
+
+@pytest.fixture
+def recovery_drill(experiment: Experiment) -> RecoveryDrill:
+    """The ops guide's backup tools (backup.sh, disaster-recovery.sh) against the scenario's stack,
+    measured into the experiment's journal (RTO, RPO, what users are served after a restore)."""
+    return RecoveryDrill(experiment)

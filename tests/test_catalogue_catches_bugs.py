@@ -31,6 +31,32 @@ def test_scenario_fails_under_its_weakness(run_scenario, scenario, switch, viola
     assert any(name.startswith(violated) for name in failed), f"{violated!r} not among the failed: {sorted(failed)}"
 
 
+# The recovery drills against broken stacks and a broken restore procedure:
+# (scenario, configuration, environment of the tools, an expectation that must fail).
+WAL_OFF = '[stack]\nbugs = ["wal-archive-off"]\n'
+RECOVERY_CASES = {
+    "wal-archive-off->point_in_time": ("scenarios/test_backup_recovery.py::test_point_in_time", WAL_OFF, {},
+                                       "disaster-recovery.sh -f latest_backup.tar.gz exit status"),
+    "wal-archive-off->total_loss[full]": ("scenarios/test_backup_recovery.py::test_total_loss[full]", WAL_OFF, {},
+                                          "lost though acknowledged before the last WAL archived"),
+    "frozen-reads-after-outage->point_in_time": (
+        "scenarios/test_backup_recovery.py::test_point_in_time",
+        '[backend.env]\nFULSK_BUGS = "frozen-reads-after-outage"\n', {}, "answers the database contradicts"),
+    "restore-keeps-the-cache->point_in_time": ("scenarios/test_backup_recovery.py::test_point_in_time", "",
+                                               {"CACHE_KEYS": "nothing-matches:*"}, "answers the database contradicts"),
+}
+
+
+@pytest.mark.parametrize(("scenario", "config", "env", "violated"), RECOVERY_CASES.values(), ids=RECOVERY_CASES)
+def test_recovery_drill_fails_on_a_broken_stack(run_scenario, monkeypatch, scenario, config, env, violated):
+    for name, value in env.items():  # the backup tools read their settings from the environment too
+        monkeypatch.setenv(name, value)
+    run = run_scenario(scenario, config, timeout_s=600)
+    assert run.scenario["verdict"] == "fail", run.output[-3000:]
+    failed = run.expectations(held=False)
+    assert any(name.startswith(violated) for name in failed), f"{violated!r} not among the failed: {sorted(failed)}"
+
+
 def test_a_schedule_search_finds_shrinks_and_replays_a_failure(run_scenario):
     """Under clean-session a killed backend loses what is published while it is away: the search
     finds it, shrinks it to one step, confirms it by replaying, and prints a command that reproduces it."""

@@ -20,8 +20,9 @@ from fulsk_chaos.stack import Stack
 PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
 # config -> stack -> faults and probes -> measurements -> verdict -> load -> report, lowest first: a module
 # imports from its own layer or below, never above.
-LAYERS = [["errors"], ["config", "wait", "lifecycle", "host"], ["services"], ["images"], ["stack"], ["probes"], ["faults"],
-          ["verdict"], ["checks"], ["load"], ["report"], ["experiment"], ["schedules"], ["hooks", "plugin", "cli"]]
+LAYERS = [["errors"], ["config", "wait", "lifecycle", "host"], ["services"], ["images", "recovery"], ["stack"], ["probes"],
+          ["faults"], ["verdict"], ["checks"], ["load"], ["report"], ["experiment"], ["schedules", "recovery_drill"],
+          ["hooks", "plugin", "cli"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

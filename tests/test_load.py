@@ -304,6 +304,8 @@ def test_a_slow_endpoint_fails_against_the_stored_baseline(run_scenario, tmp_pat
 
 @pytest.mark.slow
 def test_a_saturated_generator_is_invalid_not_a_finding(run_scenario, tmp_path):
+    # More than one worker can generate whatever the stack answers: 500 users who never think, and
+    # API requests due far faster than one process can send them (the open model does not wait).
     profile = _profile(tmp_path, "oversized", """
         duration_s = 8
         warmup_s = 2
@@ -311,6 +313,10 @@ def test_a_saturated_generator_is_invalid_not_a_finding(run_scenario, tmp_path):
         [dashboard]
         users = 500
         think_s = [0.0, 0.0]
+        [api]
+        mode = "open"
+        rate = 4000
+        users = 4
     """)
     run = run_scenario(f"loadtests/test_load.py --load-profile {profile} --workers 1 "
                        f"--baseline-dir {tmp_path / 'baselines'}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..probes import Fleet, Probe, Sample
+from ..probes import Fleet, FleetRecord, Probe, Sample
 from ..verdict import Expectation, at_most
 from .ledger import stored_keys
 from .users import answered_ok, judge_answer
@@ -59,15 +59,20 @@ def wait_for_recovery(probe: Probe, fleet: Fleet, dsn: str, since: float, settin
             except Exception:  # noqa: BLE001 - the database may still refuse us: not recovered yet
                 pass
         if users_at is None:
-            record = fleet.record()
-            max_staleness = settings.steady_state.max_staleness_s
-
-            def healthy(sample: Sample) -> bool:
-                served = judge_answer(sample, record)
-                return answered_ok(sample) if served is None else served.fresh(max_staleness)
-            users_at = probe.snapshot(settings.hang_s).first_streak(since, streak_s, healthy)
+            users_at = users_recovered_at(probe, fleet.record(), since, settings)
         if (users_at is not None and ingest_at is not None) or time.monotonic() > deadline:
             break
         time.sleep(poll_s)
     return Recovery(target_s, None if users_at is None else users_at - since,
                     None if ingest_at is None else ingest_at - since, len(backlog))
+
+
+def users_recovered_at(probe: Probe, record: FleetRecord, since: float, settings: Settings) -> float | None:
+    """When users were served again: health, API and fresh, correct readings for a whole streak
+    begun at or after ``since`` (monotonic); None until then."""
+    max_staleness = settings.steady_state.max_staleness_s
+
+    def healthy(sample: Sample) -> bool:
+        served = judge_answer(sample, record)
+        return answered_ok(sample) if served is None else served.fresh(max_staleness)
+    return probe.snapshot(settings.hang_s).first_streak(since, settings.steady_state.streak_s, healthy)

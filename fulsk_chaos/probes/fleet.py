@@ -210,8 +210,8 @@ class Fleet:
                 if m.acked_at is not None and (before is None or m.acked_at <= before)
                 and (after is None or m.acked_at >= after)}
 
-    def record(self) -> "FleetRecord":
-        return FleetRecord(list(self.messages()))
+    def record(self, excused: Callable[[Message], bool] | None = None) -> "FleetRecord":
+        return FleetRecord(list(self.messages()), excused)
 
 
 class Fleets:
@@ -233,14 +233,17 @@ class Fleets:
 
 class FleetRecord:
     """A snapshot of what the fleet sent, indexed for the checks: by key, and per inverter in
-    acknowledgement order (what was the newest reading the broker had accepted at time t?)."""
+    acknowledgement order (what was the newest reading the broker had accepted at time t?).
 
-    def __init__(self, messages: list[Message]) -> None:
+    ``excused`` readings were sent, but no answer is due to hold them: a restore's allowed loss
+    (judged as its RPO). Served, they are still judged for their values."""
+
+    def __init__(self, messages: list[Message], excused: Callable[[Message], bool] | None = None) -> None:
         self.by_key: dict[Key, Message] = {m.key: m for m in messages}
         self._acked: dict[str, tuple[list[float], list[Message]]] = {}
         per_inverter: dict[str, list[Message]] = {}
         for m in messages:
-            if m.acked_at is not None:
+            if m.acked_at is not None and not (excused and excused(m)):
                 per_inverter.setdefault(m.inverter_id, []).append(m)
         for inverter, acked in per_inverter.items():
             acked.sort(key=lambda m: m.acked_at)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -13,6 +14,24 @@ from .spec import ServiceContext, ServiceSpec, Topology, find_binary, hand_over
 
 DB_USER = "fulsk_user"  # the ops guide's database user
 DB_NAME = "fulsk"
+
+
+# PostgreSQL's archive_command (it runs it in the data directory). Each cluster archives into a
+# directory of its own, named by its system identifier (the first 8 bytes of pg_control): a cluster
+# created anew (initdb after a loss) restarts its segment names, and must never be taken for the
+# one whose segments are already there. A segment already archived is accepted only if identical.
+ARCHIVE_SCRIPT = "archive-wal.sh"
+ARCHIVE_WAL = """#!/bin/sh
+set -eu
+dir="$archive/$(od -An -tu8 -N8 global/pg_control | tr -d ' ')"
+mkdir -p "$dir"
+if [ -f "$dir/$2.gz" ]; then
+  gunzip -c "$dir/$2.gz" | cmp -s - "$1"
+  exit
+fi
+gzip -1 -c "$1" > "$dir/$2.gz.tmp"
+mv "$dir/$2.gz.tmp" "$dir/$2.gz"
+"""
 
 
 def dsn(topology: Topology, port: int, dbname: str = DB_NAME) -> str:
@@ -45,11 +64,34 @@ class Postgres(ServiceSpec):
     def volume_path(self, ctx: ServiceContext) -> Path | None:
         return self.data_dir(ctx)
 
+    def wal_archive(self, ctx: ServiceContext) -> Path:
+        """Where every completed WAL segment is archived: beside the data, not in it, so it
+        survives the loss of the data directory (or volume)."""
+        return ctx.workdir / "wal-archive"
+
+    def restore_staging(self, ctx: ServiceContext) -> Path:
+        """A restore puts a data directory here; the next start on empty data begins from it."""
+        return ctx.workdir / "restore"
+
     def prepare(self, ctx: ServiceContext) -> None:
-        """Initialise the cluster from POSTGRES_* as the official image's entrypoint does (in a
-        container, that entrypoint does it)."""
+        """Initialise the cluster from POSTGRES_* as the official image's entrypoint does, or move
+        in the data directory a restore staged (in a container, the image's entrypoint does both)."""
         data = self.data_dir(ctx)
-        if ctx.in_container or (data / "PG_VERSION").exists():
+        archive = self.wal_archive(ctx)
+        archive.mkdir(exist_ok=True)
+        (ctx.workdir / ARCHIVE_SCRIPT).write_text(ARCHIVE_WAL.replace("$archive", str(archive)))
+        if ctx.in_container:
+            hand_over(archive, None, in_container=True)
+            return
+        if (data / "PG_VERSION").exists():
+            hand_over(archive, ctx.run_as)
+            return
+        staged = self.restore_staging(ctx)
+        if (staged / "PG_VERSION").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            staged.rename(data)
+            data.chmod(0o700)
+            hand_over(ctx.workdir, ctx.run_as)
             return
         env = self.env(ctx)
         pwfile = ctx.workdir / "pwfile"
@@ -70,13 +112,23 @@ class Postgres(ServiceSpec):
                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
                 "-c", "max_connections=100", "-c", "shared_buffers=128MB",
                 "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "wal_level=replica",
+                # continuous archiving, for point-in-time recovery; commit times, to judge one
+                "-c", "archive_mode=on", "-c", f"archive_command={self.archive_command(ctx)}",
+                "-c", f"archive_timeout={int(ctx.settings.backup.archive_timeout_s)}",
+                "-c", "track_commit_timestamp=on",
                 "-c", "log_min_messages=warning", "-c", "log_connections=off",
                 # the database's own account of its load, for checks that must not trust the backend's
                 "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=top"]
 
+    def archive_command(self, ctx: ServiceContext) -> str:
+        if "wal-archive-off" in ctx.settings.stack.bugs:
+            return "true"
+        return f"sh {ctx.workdir / ARCHIVE_SCRIPT} %p %f"
+
     def env(self, ctx: ServiceContext) -> dict[str, str]:
         return {"LC_ALL": "C", "POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": ctx.topology.db_password,
-                "POSTGRES_DB": DB_NAME, "PGDATA": str(self.data_dir(ctx))}
+                "POSTGRES_DB": DB_NAME, "PGDATA": str(self.data_dir(ctx)),
+                "FULSK_RESTORE_STAGING": str(self.restore_staging(ctx))}
 
     def address(self, ctx: ServiceContext) -> str:
         return dsn(ctx.topology, ctx.port)
@@ -91,6 +143,8 @@ class Postgres(ServiceSpec):
     def after_start(self, ctx: ServiceContext) -> None:
         with psycopg.connect(dsn(ctx.topology, ctx.port, "postgres"), connect_timeout=5,
                              autocommit=True) as conn:
+            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                return  # replaying a restore: read-only, and what it restores has both already
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{DB_USER}"')
         with psycopg.connect(dsn(ctx.topology, ctx.port), connect_timeout=5, autocommit=True) as conn:

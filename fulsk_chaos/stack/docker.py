@@ -182,6 +182,11 @@ class DockerService(Service):
             raise StackError(f"{self.name} has no data volume to lose")
         self.remove()
 
+    def lose_data(self) -> None:
+        if self.volume is None:
+            super().lose_data()
+        self.lose_volume()
+
     def remove(self) -> None:
         """Remove the container and its volume, keeping its log."""
         if self._container is not None:

@@ -6,6 +6,7 @@ container: postgres' backends and nginx's workers go with their parent.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -101,6 +102,14 @@ class LocalService(Service):
         """SIGCONT every process, and return once none of them is stopped (as ``docker unpause``)."""
         self._signal_until(signal.SIGCONT, lambda st: st not in ("T", "t"), "resumed")
         self.paused = False
+
+    def lose_data(self) -> None:
+        data = self.spec.volume_path(self.ctx)
+        if data is None:
+            super().lose_data()
+        if self.running:
+            self.kill(signal.SIGKILL)
+        shutil.rmtree(data, ignore_errors=True)
 
     def _signal_until(self, sig: int, reached: Callable[[str | None], bool], what: str) -> None:
         """Signals are delivered asynchronously: re-send until every process shows the result."""

@@ -73,6 +73,11 @@ class Service(ABC):
         """Delete the service's data volume with it (providers with volumes only)."""
         raise StackError(f"{self.name} runs on the {self.provider} provider, which has no volumes to lose")
 
+    def lose_data(self) -> None:
+        """Stop the service at once and destroy its data (directory or volume): a lost disk. The
+        next start begins from nothing, or from what a restore staged (see the spec's prepare)."""
+        raise StackError(f"{self.name} keeps no data of its own to lose")
+
     def client(self) -> Any:
         """A client of the server, connected directly (see the spec's client factory)."""
         return self.spec.client(self.ctx)

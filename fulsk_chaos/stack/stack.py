@@ -22,6 +22,8 @@ from ..wait import wait_until
 from ..lifecycle import StartStop
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
 from ..services.toxiproxy import ToxiproxyClient
+from ..recovery import conf as backup_conf
+from .control import ControlServer
 from .reaper import Reaper
 from .running import Provider, Service
 
@@ -78,6 +80,8 @@ class Stack(StartStop):
         self.timings: dict[str, float] = {}
         self._reaper: Reaper | None = None
         self._provider: Provider | None = None
+        self._control: ControlServer | None = None
+        self.backup_conf_path: Path | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> float:
@@ -108,6 +112,9 @@ class Stack(StartStop):
             self._start_together(group)
         self.wait_ready()
         self.timings["start_to_healthy_s"] = time.monotonic() - t0
+        # what the ops guide's backup tools need to work on this stack from another process
+        self._control = ControlServer(self, self.dir / "control.sock").start()
+        self.backup_conf_path = backup_conf.for_stack(self).write(self.dir / "backup.env")
         return self.timings["start_to_healthy_s"]
 
     def _start_together(self, names: tuple[str, ...]) -> None:
@@ -121,6 +128,9 @@ class Stack(StartStop):
         """Stop everything, leave nothing behind; return the seconds taken. Safe to call twice."""
         t0 = time.monotonic()
         errors = []
+        if self._control:
+            self._control.close()
+            self._control = None
         for name in reversed(list(self.services)):
             try:
                 self.services[name].stop()
@@ -142,6 +152,10 @@ class Stack(StartStop):
         if errors:
             raise StackError("teardown: " + "; ".join(errors))
         return self.timings["teardown_s"]
+
+    def control_log(self) -> list[tuple[float, str, str]]:
+        """What other processes had the stack do through its control socket: (monotonic, action, service)."""
+        return list(self._control.log) if self._control else []
 
     # --- services, and healing ---------------------------------------------------------------
     def service(self, name: str) -> Service:

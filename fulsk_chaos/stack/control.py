@@ -1,0 +1,93 @@
+"""The stack's control socket: stop, start or wipe one of its services from another process.
+
+Operators' tools (``disaster-recovery.sh``) stop and start the database as ``docker-compose stop
+postgres`` would. The stack's services belong to the process that started them (a local process
+is its child; a container carries its labels and volume), so other processes ask that process,
+through a Unix socket in the stack's directory: ``fulsk-chaos ctl --socket PATH stop postgres``.
+One JSON line per request, one JSON line per answer.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import StackError
+
+ACTIONS = ("status", "stop", "start", "wipe")
+
+
+class ControlServer:
+    """Serves one stack's control socket in a thread; requests are handled one at a time."""
+
+    def __init__(self, stack: Any, path: Path) -> None:
+        """``stack``: a Stack (its ``service(name)``), which owns this server."""
+        self.stack = stack
+        self.path = path
+        self.log: list[tuple[float, str, str]] = []  # (time.monotonic(), action, service) of each done
+        self._lock = threading.Lock()
+        control = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline()
+                try:
+                    request = json.loads(line)
+                    answer = {"ok": True, **control.act(str(request.get("action")), str(request.get("service")))}
+                except Exception as exc:  # noqa: BLE001 - every failure is an answer, not a dead server
+                    answer = {"ok": False, "error": str(exc)}
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+        self._server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stack-control", daemon=True)
+
+    def start(self) -> "ControlServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.path.unlink(missing_ok=True)
+
+    def act(self, action: str, name: str) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise StackError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
+        with self._lock:
+            service = self.stack.service(name)
+            if action == "stop":
+                service.stop()
+            elif action == "start":
+                if not service.running:
+                    service.start_healthy()
+            elif action == "wipe":
+                service.lose_data()
+            if action != "status":
+                self.log.append((time.monotonic(), action, name))
+            return {"service": name, "state": service.state()}
+
+
+def request(path: Path | str, action: str, service: str, timeout_s: float = 900.0) -> dict[str, Any]:
+    """Ask a stack's control socket; raise StackError with its reason when it refuses."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout_s)
+        try:
+            conn.connect(str(path))
+        except OSError as exc:
+            raise StackError(f"no stack answers on {path} ({exc.strerror or exc}): is it still running?") from None
+        conn.sendall(json.dumps({"action": action, "service": service}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data or b"{}")
+    if not answer.get("ok"):
+        raise StackError(f"{action} {service}: {answer.get('error', 'no answer')}")
+    return answer

@@ -161,14 +161,24 @@ def restore_physical(conf: BackupConf, base: Path, system: str, target: datetime
 
 
 def restore_dump(conf: BackupConf, dump_file: Path, manifest: dict[str, Any], log: Log) -> None:
-    """pg_restore in one transaction: the database holds the dump, or (on any error) what it held."""
+    """pg_restore in one transaction: the database holds the dump, or (on any error) what it held.
+
+    A server that does not answer is started (after a total loss it starts on an empty data
+    directory); one that cannot start is not wiped: that is the operator's call, said in the error."""
     try:
-        connect(conf).close()
+        connect(conf, "postgres").close()
     except BackupError as exc:
-        log(f"{exc}: starting it on an empty data directory")
-        control(conf, "stop", "postgres", log)
-        control(conf, "wipe", "postgres", log)
-        control(conf, "start", "postgres", log)
+        log(f"{exc}: starting it")
+        try:
+            control(conf, "start", "postgres", log)
+        except BackupError as why:
+            raise BackupError(f"PostgreSQL does not start ({why}); if its data directory is damaged beyond "
+                              f"use, wipe it ({conf.control} wipe postgres) and run this again") from None
+    with connect(conf, "postgres") as conn:
+        database = psycopg.conninfo.conninfo_to_dict(conf.database_url)["dbname"]
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{database}"')
+            log(f"database {database} created (it did not exist)")
     wanted = manifest.get("postgres", {}).get("timescaledb")
     with connect(conf) as conn:
         if wanted:

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CASES = [
-    # (scenario, switch, an expectation that must fail, its name's start)
+    # (scenario, switch, an expectation that must fail: its name's start, or several, any of which)
     ("scenarios/test_network.py::test_latency[postgres]", "chatty-queries", "during: read error rate"),
     ("scenarios/test_network.py::test_latency[redis]", "slow-cache-path", "during: live feed delay p95"),
     ("scenarios/test_network.py::test_blackhole_postgres", "unbounded-queries", "during: unanswered"),
@@ -18,7 +18,10 @@ CASES = [
     ("scenarios/test_process.py::test_process_fault[kill-backend]", "clean-session", "lost"),
     ("scenarios/test_process.py::test_process_fault[kill-mqtt]", "no-mqtt-reconnect", "recovery"),
     ("scenarios/test_mqtt_clients.py::test_duplicate_client_id", "clean-session", "lost"),
-    ("scenarios/test_mqtt_clients.py::test_flood_and_storm", "no-validation", "malformed or impossible readings stored"),
+    # Trusting payloads stores garbage, or (when a poison payload reaches the database first) jams
+    # ingest behind it so acknowledged readings are lost: which comes first is a race, both are caught.
+    ("scenarios/test_mqtt_clients.py::test_flood_and_storm", "no-validation",
+     ("malformed or impossible readings stored", "lost (acknowledged, not stored)")),
     ("scenarios/test_cache.py::test_cache_fault[restart-empty]", "cache-refill-all", "during: database reads per user read"),
 ]
 

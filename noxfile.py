@@ -3,7 +3,8 @@ search); `nox -s tests` runs the framework's tests and the scenarios on the loca
 provider tests and a quick subset of the scenarios on Docker; `nox -s images` builds the offline
 images; `nox -s bench` prints timings. The cadence of the ops guide: `nox -s load` (weekly),
 `nox -s stress` (monthly), `nox -s chaos` (quarterly: the drill under load), `nox -s recovery`
-(the backup and recovery drills, also in the drill); `nox -s loadbench` prints the load
+(the backup and recovery drills, also in the drill); `nox -s runbook -- NAME` one of the ops guide's
+runbooks against a fresh stack (`-- --list` lists them; all of them are in the drill); `nox -s loadbench` prints the load
 generator's ceiling on this machine, `nox -s recoverybench` the RTO of a million-reading restore.
 
 Arguments after `--` go to pytest, e.g. `nox -s drill -- --stack local --report-dir DIR -k db_loss`.
@@ -48,10 +49,11 @@ def images(session: nox.Session) -> None:
     session.run("fulsk-chaos", "images", "build", "--offline")
 
 
-def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str | None]) -> None:
+def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str | None],
+                args: list[str] | None = None) -> None:
     """pytest on Docker when an engine answers (or --stack docker is asked for: the engine is then
     installed and started), else on the local stack; ``defaults`` are options added unless given."""
-    args = list(session.posargs)
+    args = list(session.posargs if args is None else args)
     asked = stack_asked_for(args)
     _prepare(session, docker=asked == "docker")
     if asked is None:
@@ -95,6 +97,21 @@ def recovery(session: nox.Session) -> None:
     """The recovery drills: the monthly backup integrity test and the quarterly recovery simulation
     (backup.sh, disaster-recovery.sh, RTO and RPO against their targets); also part of the drill."""
     _on_a_stack(session, ["scenarios/test_backup_recovery.py"], {})
+
+
+@nox.session
+def runbook(session: nox.Session) -> None:
+    """Run one of the ops guide's runbooks (fixtures/runbooks/NAME.yml) against a fresh stack, every
+    trigger case of it, and print its timeline and verdict: `nox -s runbook -- NAME [pytest options]`;
+    `nox -s runbook -- --list` lists them. The runbooks are also part of the drill."""
+    args = list(session.posargs)
+    session.install("-e", ".[test]")
+    if not args or args[0] in ("--list", "-l"):
+        session.run("fulsk-chaos", "runbook", "--list")
+        return
+    name, rest = args[0], args[1:]
+    session.run("fulsk-chaos", "runbook", "--check", name)  # a wrong name or field stops here, in one line
+    _on_a_stack(session, ["scenarios/test_runbooks.py"], {"--runbook": name}, rest)
 
 
 @nox.session

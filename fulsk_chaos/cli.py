@@ -2,7 +2,8 @@
 
     fulsk-chaos up [--stack local|docker] [--json] [--chaos-config FILE]
     fulsk-chaos images build --offline
-    fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|wipe} SERVICE
+    fulsk-chaos runbook --list | --check NAME...
+    fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|restart|kill|wipe} SERVICE
 
 Errors are one line on stderr and exit status 1, never a traceback: they say what was wrong
 and what to do.
@@ -20,6 +21,7 @@ from typing import Any
 from . import config as settings_module
 from .errors import FulskChaosError
 from .services import CATALOGUE, FIXTURES
+from .stack.control import ACTIONS as CONTROL_ACTIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--chaos-config", type=Path, default=None,
                     help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
 
-    ctl = commands.add_parser("ctl", help="stop, start or wipe a service of a running stack (its control socket)")
+    ctl = commands.add_parser("ctl", help="stop, start, restart, kill or wipe a service of a running stack "
+                                          "(its control socket)")
     ctl.add_argument("--socket", type=Path, required=True, help="the stack's control.sock (in its directory)")
-    ctl.add_argument("action", choices=["status", "stop", "start", "wipe"])
+    ctl.add_argument("action", choices=list(CONTROL_ACTIONS))
     ctl.add_argument("service")
+
+    runbook = commands.add_parser("runbook", help="the ops guide's runbooks (fixtures/runbooks): list or check "
+                                                  "them (run one: nox -s runbook -- NAME)")
+    runbook_action = runbook.add_mutually_exclusive_group(required=True)
+    runbook_action.add_argument("--list", action="store_true", help="list the runbooks and their trigger cases")
+    runbook_action.add_argument("--check", nargs="+", metavar="NAME",
+                                help="read each runbook (a name or a .yml path) and stop at the first problem")
 
     images = commands.add_parser("images", help="container images of the stack")
     image_commands = images.add_subparsers(dest="action", required=True)
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             answer = request(args.socket, args.action, args.service)
             print(f"{answer['service']}: {answer['state']}")
             return 0
+        if args.command == "runbook":
+            return _runbooks(args)
         return _up(args) if args.command == "up" else _build_images()
     except (FulskChaosError, OSError) as exc:
         print(f"fulsk-chaos: error: {exc}", file=sys.stderr)
@@ -58,6 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - e.g. the docker SDK's own errors: one line, not a traceback
         print(f"fulsk-chaos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _runbooks(args: argparse.Namespace) -> int:
+    from . import runbooks
+    if args.list:
+        for book in runbooks.load_all():
+            cases = ", ".join(t.case for t in book.triggers)
+            print(f"{book.name:26} {book.title.removeprefix('Runbook: '):30} target {book.target_s:g} s; "
+                  f"{len(book.steps)} steps; cases: {cases}")
+        return 0
+    for name in args.check:
+        book = runbooks.load(name)
+        print(f"{book.name}: ok ({len(book.steps)} steps, cases: {', '.join(t.case for t in book.triggers)})")
+    return 0
 
 
 def _build_images() -> int:
@@ -107,7 +133,7 @@ def describe(stack: Any) -> dict[str, Any]:
                                                "topic": "fulsk/inverters/{inverter_id}/telemetry"},
             "database": e.database_dsn, "redis": e.redis_url,
             "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies},
-            "backup_conf": str(stack.backup_conf_path), "control": str(stack.dir / "control.sock")}
+            "backup_conf": str(stack.backup_conf_path), "control": str(stack.control_path)}
 
 
 def _as_text(where: dict[str, Any], took: float) -> str:

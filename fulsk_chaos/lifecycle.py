@@ -24,3 +24,13 @@ class StartStop:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Timed:
+    """Something that ran from ``started`` to ``ended`` (time.monotonic()); a mixin for dataclasses."""
+    started: float
+    ended: float
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started

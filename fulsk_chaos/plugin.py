@@ -20,6 +20,10 @@ from .faults import FaultInjector
 from .load import BaselineStore, LoadProfile, LoadTest, load_profile, parse_duration
 from .probes import Fleet, LiveFeed, Probe
 from .recovery_drill import RecoveryDrill
+from .runbooks import RunbookError
+from .runbooks import load as load_runbook
+from .runbooks.drill import RunbookDrill
+from .runbooks.runner import timeline_text
 from .report import JUnitXml, ResultsJson, RunRecord, ScenarioRecord, TerminalSummary, new_run_id
 from .report.records import now_iso
 from .services import CATALOGUE
@@ -37,6 +41,7 @@ MARKERS = {
     "provider": "exercises the stack provider itself: worth running on every provider",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
     "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
+    "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
     "quick": "a scenario of the representative quick subset CI runs on every provider",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
@@ -78,6 +83,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--under-load", default=None, nargs="?", const="",
                     help="chaos under load: run every scenario with background Locust load of this profile "
                          "(default when no profile is named: [tool.fulsk-chaos.load] chaos_profile)")
+    group.addoption("--runbook", default=None,
+                    help="run only this runbook's scenarios (a name of fixtures/runbooks/, e.g. service-restart)")
     group.addoption("--schedule-replay", default=None,
                     help="replay one schedule instead of searching: KIND:TARGET,KIND:TARGET,... (as a failed "
                          "search prints it)")
@@ -92,6 +99,11 @@ def pytest_configure(config: pytest.Config) -> None:
         CATALOGUE.check_settings(settings)
     except ConfigError as exc:
         raise pytest.UsageError(f"fulsk-chaos configuration: {exc}") from None
+    if config.getoption("--runbook"):
+        try:
+            load_runbook(config.getoption("--runbook"))
+        except RunbookError as exc:
+            raise pytest.UsageError(str(exc)) from None
     run = RunRecord(new_run_id(), config.getoption("--stack"), Path(config.getoption("--report-dir")).resolve(),
                     settings_module.as_dict(settings))
     config.stash[SETTINGS] = settings
@@ -106,6 +118,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    only = config.getoption("--runbook")
+    if only:
+        only = load_runbook(only).name
+        keep = [i for i in items if (m := i.get_closest_marker("runbook")) is None or m.args[0] == only]
+        wanted = [i for i in keep if i.get_closest_marker("runbook")]
+        if wanted:
+            config.hook.pytest_deselected(items=[i for i in items if i not in wanted])
+            items[:] = wanted
     if config.getoption("--stack") == "docker":
         return
     skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")
@@ -138,6 +158,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         run = reports[0]
         terminalreporter.section("fulsk-chaos")
         TerminalSummary(terminalreporter.write_line).run_finished(run)
+        for scenario in run.scenarios:
+            if scenario.timeline:
+                terminalreporter.write_line(f"{scenario.name}: {scenario.status} - timeline (seconds from the trigger)")
+                for line in timeline_text(scenario.timeline):
+                    terminalreporter.write_line(line)
         terminalreporter.write_line(f"results: {run.dir / 'results.json'}")
 
 
@@ -469,6 +494,13 @@ def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: S
         pytest.fail(f"@pytest.mark.evidence: {exc} (known: {', '.join(Needs.__dataclass_fields__)})", pytrace=False)
     return Experiment(stack, chaos_settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults,
                       needs=needs, load=background_load)
+
+
+@pytest.fixture
+def runbook_drill(experiment: Experiment) -> RunbookDrill:
+    """Runs a runbook of the ops guide against the scenario's stack: its trigger, its steps as
+    documented, the time to recover and the drift, measured into the experiment's journal."""
+    return RunbookDrill(experiment)
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ import requests
 from .checks.dbload import OURS
 from .checks.recovery import users_recovered_at
 from .experiment import Experiment, make_fleet
+from .lifecycle import Timed
 from .probes import Fleet
 from .recovery import archive
 from .recovery.conf import BackupConf, BackupError, load
@@ -45,17 +46,13 @@ SCRIPTS = FIXTURES / "scripts"
 
 
 @dataclass(frozen=True)
-class ScriptRun:
+class ScriptRun(Timed):
     """One run of an ops script: what it was asked, how it ended, what it said."""
     argv: tuple[str, ...]
     returncode: int
     stderr: str
     started: float  # time.monotonic()
     ended: float
-
-    @property
-    def seconds(self) -> float:
-        return self.ended - self.started
 
     @property
     def said(self) -> str:

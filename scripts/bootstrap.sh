@@ -10,8 +10,9 @@ set -euo pipefail
 TOXIPROXY_VERSION="v2.12.0"
 TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@${TOXIPROXY_VERSION}"
 TOXIPROXY_CLI_MODULE="github.com/Shopify/toxiproxy/v2/cmd/cli@${TOXIPROXY_VERSION}"
-# the servers, and the clients an engineer points at `fulsk-chaos up` (psql comes with postgresql-15)
-LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps)
+# the servers, and the clients an engineer points at `fulsk-chaos up` (psql comes with postgresql-15);
+# curl, jq and procps: what the runbooks' commands use
+LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps curl jq)
 DOCKER_PACKAGES=(docker.io debootstrap)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -39,6 +40,7 @@ command -v redis-server >/dev/null || missing+="redis-server "
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+="mosquitto "
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+="nginx "
 command -v mosquitto_pub >/dev/null || missing+="mosquitto-clients "
+for tool in curl jq top; do command -v "$tool" >/dev/null || missing+="$tool "; done
 [ -z "$missing" ] || apt_install "$missing" "${LOCAL_PACKAGES[@]}"
 
 find_binary() {  # find_binary NAME: on PATH, or where go_install puts it

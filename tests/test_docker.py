@@ -178,3 +178,29 @@ def test_a_backend_image_named_in_the_configuration_runs_with_the_same_contract(
             assert health["status"] == "ok"
     finally:
         client.images.remove("fulsk-chaos/your-production-backend:test")
+
+
+def test_the_guides_compose_commands_act_on_the_stacks_own_containers_and_leave_nothing(chaos_settings, client):
+    """Each container carries the Compose project's labels and configuration hash: `kill` then
+    `up -d` (the guide's force restart) starts the stack's own container, never a replacement;
+    what `up` creates for the project (its volumes) goes with the stack."""
+    from fulsk_chaos.stack import Stack
+    stack = Stack(chaos_settings, "docker")
+    stack.start()
+    try:
+        compose = stack.compose
+        env = {**os.environ, **compose.env}
+        backend = stack.service("backend").container_id
+        for verb in (["kill", "backend"], ["up", "-d", "backend"]):
+            done = subprocess.run([*compose.argv, *verb], env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        stack.wait_ready()
+        assert stack.service("backend").container_id == backend and stack.service("backend").running
+        listed = subprocess.run([*compose.argv, "ps"], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert all(name in listed for name in ("postgres", "redis", "mqtt", "backend", "frontend"))
+        project = {"label": f"com.docker.compose.project={compose.name}"}
+        assert client.api.volumes(filters=project).get("Volumes")  # `up` made the project's volumes
+    finally:
+        stack.stop()
+    assert not client.api.containers(all=True, filters=project)
+    assert not client.api.volumes(filters=project).get("Volumes")

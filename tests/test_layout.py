@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
 # config -> stack -> faults and probes -> measurements -> verdict -> load -> report, lowest first: a module
 # imports from its own layer or below, never above.
 LAYERS = [["errors"], ["config", "wait", "lifecycle", "host"], ["services"], ["images", "recovery"], ["stack"], ["probes"],
-          ["faults"], ["verdict"], ["checks"], ["load"], ["report"], ["experiment"], ["schedules", "recovery_drill"],
+          ["faults"], ["verdict"], ["checks"], ["load"], ["report"], ["experiment"], ["schedules", "recovery_drill", "runbooks"],
           ["hooks", "plugin", "cli"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

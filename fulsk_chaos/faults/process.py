@@ -23,6 +23,9 @@ def kill(stack: "Stack", target: str, sig: int = signal.SIGKILL) -> Rollback:
     service.kill(sig)
 
     def rollback() -> None:
+        if sig == signal.SIGKILL and service.running:  # someone (a runbook, an operator) started it again
+            service.wait_healthy()
+            return
         service.stop()  # whatever the signal left running
         service.start_healthy()
     return rollback
@@ -33,7 +36,13 @@ def stop(stack: "Stack", target: str, grace_s: float | None = None) -> Rollback:
     """Stop the service gracefully (its own stop signal, SIGKILL after the grace); rollback: start it."""
     service = stack.service(target)
     service.stop(grace_s)
-    return service.start_healthy
+
+    def rollback() -> None:
+        if service.running:  # someone (a runbook, an operator) started it again
+            service.wait_healthy()
+        else:
+            service.start_healthy()
+    return rollback
 
 
 @family.kind("pause")

@@ -48,6 +48,7 @@ class ScenarioRecord:
     evidence: list[Evidence] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # what happened when (a runbook's steps)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
 
@@ -89,7 +90,8 @@ class ScenarioRecord:
             "verdict": self.status, "reason": self.reason,
             "started_at": self.started_at, "finished_at": self.finished_at,
             "expectations": [e.to_json() for e in expectations], "evidence": [e.to_json() for e in evidence],
-            "faults": [f.to_json() for f in self.faults], "measurements": self.measurements})
+            "faults": [f.to_json() for f in self.faults], "measurements": self.measurements,
+            **({"timeline": self.timeline} if self.timeline else {})})
 
 
 @dataclass

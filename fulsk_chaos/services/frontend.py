@@ -27,6 +27,10 @@ class Frontend(ServiceSpec):
             prefix=ctx.workdir, root=html)
         (ctx.workdir / "nginx.conf").write_text(conf)
 
+    def access_log(self, ctx: ServiceContext):
+        """Its access log (combined format, flushed every second): the guide's /var/log/nginx/access.log."""
+        return ctx.workdir / "access.log"
+
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("nginx", "/usr/sbin/nginx"), "-p", str(ctx.workdir), "-c",
                 str(ctx.workdir / "nginx.conf"), "-e", "stderr"]

@@ -14,6 +14,7 @@ from .spec import ServiceContext, ServiceSpec, Topology, find_binary, hand_over
 
 DB_USER = "fulsk_user"  # the ops guide's database user
 DB_NAME = "fulsk"
+SOCKET_DIR = "/var/run/postgresql"  # in the image (the official image's)
 
 
 # PostgreSQL's archive_command (it runs it in the data directory). Each cluster archives into a
@@ -109,7 +110,9 @@ class Postgres(ServiceSpec):
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("postgres", *_bindir_candidates("postgres")),
                 "-D", str(self.data_dir(ctx)), "-p", str(ctx.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                "-c", "listen_addresses=127.0.0.1",
+                # in a container, the socket the guide's `docker-compose exec postgres psql -U fulsk_user` uses
+                "-c", f"unix_socket_directories={SOCKET_DIR if ctx.in_container else ''}",
                 "-c", "max_connections=100", "-c", "shared_buffers=128MB",
                 "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "wal_level=replica",
                 # continuous archiving, for point-in-time recovery; commit times, to judge one
@@ -128,7 +131,9 @@ class Postgres(ServiceSpec):
     def env(self, ctx: ServiceContext) -> dict[str, str]:
         return {"LC_ALL": "C", "POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": ctx.topology.db_password,
                 "POSTGRES_DB": DB_NAME, "PGDATA": str(self.data_dir(ctx)),
-                "FULSK_RESTORE_STAGING": str(self.restore_staging(ctx))}
+                "FULSK_RESTORE_STAGING": str(self.restore_staging(ctx)),
+                # for the server's own tools (psql, pg_isready) run beside it, as the guide runs them
+                "PGPORT": str(ctx.port), "PGDATABASE": DB_NAME}
 
     def address(self, ctx: ServiceContext) -> str:
         return dsn(ctx.topology, ctx.port)

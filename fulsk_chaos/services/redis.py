@@ -1,6 +1,8 @@
 """Redis 7: the cache."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis
 
 from .spec import ServiceContext, ServiceSpec, hand_over
@@ -14,6 +16,15 @@ class Redis(ServiceSpec):
     registry_image = "redis:7"
     offline_image = "fulsk-chaos/redis:7"
     packages = ("redis-server",)
+
+    def image_lines(self, fixtures: Path) -> list[str]:
+        return ["COPY redis-cli.sh /usr/local/bin/redis-cli", "RUN chmod 0755 /usr/local/bin/redis-cli"]
+
+    def image_files(self, fixtures: Path) -> dict[str, Path]:
+        return {"redis-cli.sh": fixtures / "images" / "redis-cli.sh"}
+
+    def env(self, ctx: ServiceContext) -> dict[str, str]:
+        return {"REDIS_PORT": str(ctx.port)}  # for the image's redis-cli (the guide's commands)
 
     def prepare(self, ctx: ServiceContext) -> None:
         hand_over(ctx.workdir, None, ctx.in_container)  # the image's redis user writes its snapshots here

@@ -1,4 +1,4 @@
-"""The stack's control socket: stop, start or wipe one of its services from another process.
+"""The stack's control socket: stop, start, restart, kill or wipe one of its services from another process.
 
 Operators' tools (``disaster-recovery.sh``) stop and start the database as ``docker-compose stop
 postgres`` would. The stack's services belong to the process that started them (a local process
@@ -9,6 +9,7 @@ One JSON line per request, one JSON line per answer.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import socketserver
 import threading
@@ -18,7 +19,8 @@ from typing import Any
 
 from ..errors import StackError
 
-ACTIONS = ("status", "stop", "start", "wipe")
+# As docker-compose's verbs: restart = stop (grace, then SIGKILL) and start; kill = SIGKILL now.
+ACTIONS = ("status", "stop", "start", "restart", "kill", "wipe")
 
 
 class ControlServer:
@@ -65,6 +67,11 @@ class ControlServer:
             elif action == "start":
                 if not service.running:
                     service.start_healthy()
+            elif action == "restart":
+                service.restart()
+            elif action == "kill":
+                if service.running:
+                    service.kill(signal.SIGKILL)
             elif action == "wipe":
                 service.lose_data()
             if action != "status":

@@ -18,8 +18,9 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from ..errors import StackError
-from ..host.engine import STACK_LABEL, engine, remove_orphans, remove_volume, stack_labels
-from ..services import ServiceContext, ServiceSpec, Topology
+from ..host.engine import OWNER_LABEL, STACK_LABEL, engine, remove_orphans, remove_volume, stack_labels
+from ..services import CATALOGUE, ServiceContext, ServiceSpec, Topology
+from .compose import SERVICES as COMPOSE_SERVICES, ComposeProject
 from ..wait import wait_until
 from .reaper import Reaper
 from .running import Provider, Service
@@ -38,19 +39,47 @@ class DockerProvider(Provider):
         if self.settings.docker.offline:  # incremental: only what is missing or outdated is built
             build_images(self.fixtures, log=lambda line: None, client=self.engine)
         self.labels = stack_labels(self.stack_id)
+        self.compose: ComposeProject | None = None
+        self._compose_labels: dict[str, dict[str, str]] = {}
+
+    def _image(self, spec: ServiceSpec) -> str:
+        from ..images import image_for
+        return image_for(spec, self.settings.docker.offline, self.settings.docker.images)
+
+    def _compose(self, topology: Topology) -> None:
+        """Label the containers as the Compose project of fixtures/docker-compose.prod.yml would
+        (see .compose): the ops guide's docker-compose commands then act on this stack."""
+        images = {name: self._image(CATALOGUE.get(name)) for name in COMPOSE_SERVICES if name in CATALOGUE.names}
+        try:
+            project = ComposeProject.for_stack(self.stack_id, topology.ports, topology.db_password, images,
+                                               self.labels[OWNER_LABEL])
+            hashes, version = project.hashes(), project.version()
+        except StackError:
+            return  # no Compose here: the stack runs, the guide's commands will say why they cannot
+        self.compose = project
+        self._compose_labels = {name: project.labels(name, hashes[name], version) for name in hashes}
 
     def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
-        from ..images import image_for
+        if self.compose is None and not self._compose_labels:
+            self._compose(topology)
         ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures, in_container=True)
-        image = image_for(spec, self.settings.docker.offline, self.settings.docker.images)
-        return DockerService(spec, ctx, self.engine, image, self.labels, self.reaper,
+        labels = {**self.labels, **self._compose_labels.get(spec.name, {})}
+        return DockerService(spec, ctx, self.engine, self._image(spec), labels, self.reaper,
                              self.stack_dir / "logs" / f"{spec.name}.log", self.settings.stack.start_timeout_s,
                              self.settings.stack.stop_grace_s, self.stack_dir)
 
     def close(self) -> None:
         client = getattr(self, "engine", None)
-        if client is not None:
-            client.close()
+        if client is None:
+            return
+        if self.compose is not None:  # what Compose itself created for the project (`up` makes its volumes)
+            project = {"label": f"com.docker.compose.project={self.compose.name}"}
+            for container in client.api.containers(all=True, filters=project):
+                if container.get("Labels", {}).get(STACK_LABEL) != self.stack_id:
+                    client.api.remove_container(container["Id"], force=True, v=True)
+            for volume in client.api.volumes(filters=project).get("Volumes") or []:
+                remove_volume(client, volume["Name"])
+        client.close()
 
 
 class DockerService(Service):
@@ -126,7 +155,8 @@ class DockerService(Service):
             self.paused = False
             return
         if self.volume:
-            self.engine.volumes.create(self.volume, labels=self.labels)
+            self.engine.volumes.create(self.volume, labels={k: v for k, v in self.labels.items()
+                                                            if not k.startswith("com.docker.compose.")})
             self._reaper.watch_volume(self.volume)
         command = self.spec.argv(self.ctx) or None
         container = DockerContainer(

@@ -113,7 +113,7 @@ class Stack(StartStop):
         self.wait_ready()
         self.timings["start_to_healthy_s"] = time.monotonic() - t0
         # what the ops guide's backup tools need to work on this stack from another process
-        self._control = ControlServer(self, self.dir / "control.sock").start()
+        self._control = ControlServer(self, self.control_path).start()
         self.backup_conf_path = backup_conf.for_stack(self).write(self.dir / "backup.env")
         return self.timings["start_to_healthy_s"]
 
@@ -152,6 +152,18 @@ class Stack(StartStop):
         if errors:
             raise StackError("teardown: " + "; ".join(errors))
         return self.timings["teardown_s"]
+
+    @property
+    def compose(self) -> Any:
+        """The Docker stack as a Compose project (a ComposeProject), for the ops guide's
+        docker-compose commands; None on the local stack, or where Compose is not installed."""
+        return getattr(self._provider, "compose", None)
+
+    @property
+    def control_path(self) -> Path:
+        """The control socket: stop, start, restart, kill or wipe a service from another process."""
+        assert self.dir is not None, "the stack is not started"
+        return self.dir / "control.sock"
 
     def control_log(self) -> list[tuple[float, str, str]]:
         """What other processes had the stack do through its control socket: (monotonic, action, service)."""

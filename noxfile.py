@@ -3,9 +3,10 @@ search); `nox -s tests` runs the framework's tests and the scenarios on the loca
 provider tests and a quick subset of the scenarios on Docker; `nox -s images` builds the offline
 images; `nox -s bench` prints timings. The cadence of the ops guide: `nox -s load` (weekly),
 `nox -s stress` (monthly), `nox -s chaos` (quarterly: the drill under load), `nox -s recovery`
-(the backup and recovery drills, also in the drill); `nox -s runbook -- NAME` one of the ops guide's
-runbooks against a fresh stack (`-- --list` lists them; all of them are in the drill); `nox -s loadbench` prints the load
-generator's ceiling on this machine, `nox -s recoverybench` the RTO of a million-reading restore.
+(the backup and recovery drills, also in the drill); `nox -s runbook -- NAME` one of the ops
+guide's runbooks against a fresh stack (`-- --list` lists them; all of them are in the drill);
+`nox -s loadbench` prints the load generator's ceiling on this machine, `nox -s recoverybench` the
+RTO of a million-reading restore.
 
 Arguments after `--` go to pytest, e.g. `nox -s drill -- --stack local --report-dir DIR -k db_loss`.
 Which tests need Docker, or exercise the providers, is said by their markers (see the plugin), not here.

@@ -102,6 +102,8 @@ class StackSettings:
     start_timeout_s: float = 60.0
     stop_grace_s: float = 10.0
     bugs: list[str] = field(default_factory=list)  # names from STACK_BUGS; none by default
+    # A streaming-replication standby of PostgreSQL (postgres-standby), for the Database Failover runbook
+    standby: bool = False
 
 
 @dataclass(frozen=True)

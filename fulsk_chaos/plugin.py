@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,6 +41,7 @@ MARKERS = {
     "provider": "exercises the stack provider itself: worth running on every provider",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
     "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
+    "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",
     "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
     "quick": "a scenario of the representative quick subset CI runs on every provider",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
@@ -310,22 +311,49 @@ def _chaos_stack(chaos_settings: settings_module.Settings, chaos_run: RunRecord)
         chaos_run.stack["teardown_s"] = the_stack.stop()
 
 
+def _own_stack(item: pytest.Item) -> dict[str, Any] | None:
+    """The stack settings of a test that needs a stack of its own (``@pytest.mark.stack(...)``)."""
+    marker = item.get_closest_marker("stack")
+    return dict(marker.kwargs) if marker is not None else None
+
+
 @pytest.fixture
-def stack(_chaos_stack: Stack | _StackFailure) -> Stack:
-    """The stack under test, healthy; shared by the session and healed after every test that used it."""
-    if isinstance(_chaos_stack, _StackFailure):
-        first, _chaos_stack.reported = not _chaos_stack.reported, True
-        pytest.fail(f"the stack did not start: {_chaos_stack.cause}" if first else
-                    "the stack did not start (the cause is shown once, at the first test that needed it)",
-                    pytrace=False)
-    return _chaos_stack
+def stack(request: pytest.FixtureRequest, chaos_settings: settings_module.Settings,
+          chaos_run: RunRecord) -> Iterator[Stack]:
+    """The stack under test, healthy; shared by the session and healed after every test that used it.
+    A test marked ``stack(**settings)`` gets a stack of its own with those stack settings (e.g.
+    ``standby=True``), started for it and removed after it (what it changes is never healed)."""
+    own = _own_stack(request.node)
+    if own is None:
+        shared = request.getfixturevalue("_chaos_stack")
+        if isinstance(shared, _StackFailure):
+            first, shared.reported = not shared.reported, True
+            pytest.fail(f"the stack did not start: {shared.cause}" if first else
+                        "the stack did not start (the cause is shown once, at the first test that needed it)",
+                        pytrace=False)
+        yield shared
+        return
+    try:
+        settings = replace(chaos_settings, stack=replace(chaos_settings.stack, **own))
+    except TypeError as exc:
+        pytest.fail(f"@pytest.mark.stack: {exc}", pytrace=False)
+    dedicated = Stack(settings, chaos_run.provider, logs_to=chaos_run.dir / "logs" / request.node.name)
+    try:
+        dedicated.start()
+    except Exception as exc:  # noqa: BLE001 - said as the test's failure, after removing what started
+        dedicated.stop()
+        pytest.fail(f"the test's own stack ({own}) did not start: {exc}", pytrace=False)
+    try:
+        yield dedicated
+    finally:
+        dedicated.stop()
 
 
 @pytest.fixture(autouse=True)
 def _steady_between_tests(request: pytest.FixtureRequest) -> Iterator[None]:
     """Return a shared stack to a clean steady state after each test that used it."""
     yield
-    if "stack" in request.fixturenames:
+    if "stack" in request.fixturenames and _own_stack(request.node) is None:
         the_stack = request.getfixturevalue("_chaos_stack")
         if isinstance(the_stack, Stack):
             the_stack.heal()

@@ -17,9 +17,11 @@ import pytest
 from fulsk_chaos import runbooks
 
 # CI runs these on Docker too (the guide's docker-compose commands; the firewall on the host network)
-QUICK = {("service-restart", "unresponsive"), ("security-incident-response", "path-probe")}
+QUICK = {("service-restart", "unresponsive"), ("security-incident-response", "path-probe"),
+         ("database-failover", "primary-lost")}
 CASES = [pytest.param(r.name, t.case, id=f"{r.name}:{t.case}",
-                      marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick] if (r.name, t.case) in QUICK else [])])
+                      marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick] if (r.name, t.case) in QUICK else []),
+                             *([pytest.mark.stack(**r.stack)] if r.stack else [])])
          for r in runbooks.load_all() for t in r.triggers]
 
 pytestmark = [pytest.mark.scenario]

@@ -68,6 +68,10 @@ def test_the_six_runbooks_of_the_guide_are_there_or_named():
     (lambda d: d["steps"][0].update(timeout_s=-1), "timeout_s: expected a number of seconds > 0"),
     (lambda d: d["steps"][0].update(in_guide=False), "needs a note"),
     (lambda d: d["steps"].append(step("one", "true")), "'one' is already the name of an earlier step"),
+    (lambda d: d.update(stack={"replicas": 3}), "stack: unknown field 'replicas'"),
+    (lambda d: d.update(stack={"standby": "yes"}), "stack.standby: expected true or false"),
+    (lambda d: d.update(rpo_s="soon"), "rpo_s: expected a number of seconds > 0"),
+    (lambda d: d.update(trigger=[{"fault": "pause", "target": "backend"}] * 2), "two cases share a name"),
 ])
 def test_a_wrong_field_is_one_line_naming_file_and_field(tmp_path, mutate, says):
     data = book(step("one", "true"))
@@ -111,6 +115,14 @@ def test_a_corrected_step_reports_the_guides_drift_and_passes_with_the_correctio
     assert [a.ran for a in s.attempts] == ["pg_promote_nowhere", "echo promoted"]
     assert done.completed and not done.failed_steps
     assert done.timeline()[0]["note"].startswith("pg_promote is an SQL function")
+
+
+def test_a_manual_step_written_as_a_comment_is_drift_at_once(tmp_path):
+    done = run(tmp_path, book(step("edit", "# Edit .env.production with new database endpoint", verify="true",
+                                   timeout_s=30, corrected={"command": "echo edited", "note": "set DATABASE_URL"})))
+    s = done.steps[0]
+    assert s.known_drift and "only a comment" in s.drift and s.outcome == "passed"
+    assert s.attempts[0].executed.seconds < 1  # not waited for: nothing can come of it
 
 
 def test_a_fallback_runs_only_when_the_step_it_backs_up_failed(tmp_path):
@@ -170,6 +182,8 @@ def test_the_guides_addresses_become_the_stacks(tmp_path):
     assert render("tail -n 5 /backups/backup.log; df -h /backups") == "tail -n 5 <backup_dir>/backup.log; df -h <backup_dir>"
     assert render("./scripts/backup.sh --verbose") == "<scripts>/backup.sh --verbose"
     assert render("echo /var/backups service_names") == "echo /var/backups service_names"
+    assert render("grep x /var/log/nginx/access.log") == "grep x <nginx_access_log>"
+    assert render("# Edit .env.production with new database endpoint") == "# Edit <env_file> with new database endpoint"
 
 
 def test_the_timeline_goes_into_results_json():
@@ -202,7 +216,7 @@ def test_a_broken_step_of_a_real_runbook_is_drift_naming_it(stack, tmp_path):
 def test_a_rule_that_would_firewall_the_stack_is_refused_before_it_runs(tmp_path, rule, why):
     """(Each rule only touches port 1, in case the guard ever fails.)"""
     try:
-        done = run(tmp_path, book(step("block", rule)))
+        done = run(tmp_path, book(step("block", rule, may_fail=True)))  # not a finding: drift
         assert done.steps[0].outcome == "failed" and "refused before it ran" in done.steps[0].drift
         assert why in done.steps[0].drift
         rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True).stdout

@@ -18,6 +18,7 @@ import http.client
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -26,12 +27,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ContextManager, Iterator
 from urllib.parse import urlsplit
 
+import psycopg
+
 from ..checks.recovery import users_recovered_at
 from ..experiment import Experiment
 from ..recovery import archive
 from ..recovery.conf import BackupError, load
 from ..recovery.status import backup_status
-from ..recovery_drill import SmallFilesystem, run_script
+from ..recovery_drill import RecoveryDrill, SmallFilesystem, run_script
 from ..verdict import Expectation, at_most, none_of
 from .model import Runbook, RunbookError, Trigger
 from .runner import Runner, RunbookRun
@@ -74,9 +77,11 @@ class RunbookDrill:
         self.env: dict[str, str] = {}  # what the trigger gave the runbook's commands (e.g. BACKUP_DIR)
         self.intruder: Intruder | None = None  # the intrusion condition's
         self.firewall_after: list[str] = []
+        self.runbook: Runbook | None = None
 
     def run(self, runbook: Runbook, case: str) -> RunbookRun:
         trigger = runbook.trigger(case)
+        self.runbook = runbook
         exp = self.experiment
         exp.begin_method()
         with self._trigger(trigger) as env:
@@ -351,3 +356,55 @@ def intruder_blocked(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> 
                 detail="; ".join(r for r in rules if intruder.address in r)),
         none_of("firewall rules naming 127.0.0.1", sum("127.0.0.1" in r for r in rules)),
     ]
+
+
+# --- a failing primary --------------------------------------------------------------------------
+def replication_state(stack: Any) -> dict[str, Any]:
+    """What the primary says of its standby: WAL sent but not replayed (bytes) and the replay lag."""
+    with psycopg.connect(stack.service("postgres").address, connect_timeout=2) as conn:
+        row = conn.execute(
+            "SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
+            "EXTRACT(EPOCH FROM replay_lag)::float FROM pg_stat_replication").fetchone()
+    if row is None:
+        return {"standby_connected": False}
+    return {"standby_connected": True, "state": row[1], "replay_lag_bytes": row[2], "replay_lag_s": row[3]}
+
+
+@condition("primary-fails")
+@contextlib.contextmanager
+def primary_fails(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, str]]:
+    """The primary's server dies (SIGKILL) and stays down: only a failover brings the stack back.
+    The replication lag at that moment is recorded; acknowledged readings lost are judged against
+    the runbook's RPO. No rollback: the scenario has a stack of its own (``stack: {standby: true}``)."""
+    stack = drill.stack
+    if "postgres-standby" not in stack.services:
+        raise RunbookError(f"{trigger.case}: primary-fails needs a standby: give the runbook 'stack: {{standby: true}}'")
+    lag = replication_state(stack)
+    drill.valid_if("trigger: the standby was streaming when the primary failed", lag.get("state") == "streaming",
+                   lag.get("state"))
+    loss = RecoveryDrill(drill.experiment)
+    failed_at = time.monotonic()
+    stack.service("postgres").kill(signal.SIGKILL)
+    loss.gone_at = time.monotonic()
+    rpo_s = drill.runbook.rpo_s if drill.runbook and drill.runbook.rpo_s is not None else 0.0
+    drill.experiment.judge_loss_with(loss.rpo(failed_at, failed_at - rpo_s, rpo_s, f"{rpo_s:g} s before the failure"))
+    drill.experiment.record.measure(replication_at_failure=lag)
+    yield {}
+
+
+@check("failover-integrity")
+def failover_integrity(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[Expectation]:
+    """One primary, the promoted standby, and the backend writing to it. From here the ledger reads
+    the truth there."""
+    primaries, down = [], []
+    for name in ("postgres", "postgres-standby"):
+        try:
+            with psycopg.connect(drill.stack.service(name).address, connect_timeout=2) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    primaries.append(name)
+        except psycopg.Error:
+            down.append(name)
+    if primaries == ["postgres-standby"]:
+        drill.stack.database = "postgres-standby"
+    return [Expectation("the promoted standby is the one primary", 1 if primaries == ["postgres-standby"] else 0,
+                        "==", 1, detail=f"primaries: {primaries or 'none'}; not answering: {down or 'none'}")]

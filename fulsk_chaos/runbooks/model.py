@@ -92,6 +92,8 @@ class Runbook:
     steps: tuple[Step, ...]
     params: dict[str, str] = field(default_factory=dict)  # the guide's placeholders -> values
     checks: tuple[str, ...] = ()     # what the scenario judges beyond the steady state
+    rpo_s: float | None = None       # acknowledged readings the runbook may lose: at most this span
+    stack: dict[str, Any] = field(default_factory=dict)  # a stack of its own, with these stack settings
     path: Path | None = None
 
     def step(self, name: str) -> Step:
@@ -106,7 +108,8 @@ class Runbook:
 
 # --- reading ---------------------------------------------------------------------------------
 RUNBOOK_FIELDS = {"runbook": True, "when": True, "who": True, "target_s": True, "trigger": True, "steps": True,
-                  "params": False, "checks": False}
+                  "params": False, "checks": False, "rpo_s": False, "stack": False}
+STACK_FIELDS = {"standby": False}  # the stack settings a runbook may ask for
 STEP_FIELDS = {"name": True, "does": True, "command": True, "local": False, "timeout_s": False, "verify": False,
                "verify_local": False, "expect_output": False, "finds": False, "corrected": False, "only_if": False,
                "may_fail": False, "on_failure": False, "in_guide": False, "note": False}
@@ -253,10 +256,15 @@ def parse(data: Any, name: str, path: Path | None = None, *, placeholders: froze
         for check in wanted:
             if check not in checks:
                 raise RunbookError(f"{where}: checks: unknown check {check!r} (known: {', '.join(sorted(checks))})")
+    stack = _fields(f"{where}: stack", d["stack"], STACK_FIELDS) if "stack" in d else {}
+    for key, value in stack.items():
+        _flag(f"{where}: stack.{key}", value)
     runbook = Runbook(name=name, title=_text(f"{where}: runbook", d["runbook"]), when=_text(f"{where}: when", d["when"]),
                       who=_text(f"{where}: who", d["who"]), target_s=_seconds(f"{where}: target_s", d["target_s"]),
                       triggers=tuple(triggers), steps=tuple(steps.values()),
-                      params={str(k): str(v) for k, v in guide_params.items()}, checks=wanted, path=path)
+                      params={str(k): str(v) for k, v in guide_params.items()}, checks=wanted,
+                      rpo_s=_seconds(f"{where}: rpo_s", d["rpo_s"]) if "rpo_s" in d else None, stack=dict(stack),
+                      path=path)
     if placeholders:
         _check_placeholders(runbook, placeholders)
     return runbook

@@ -9,6 +9,7 @@ as documented), with the guide's addresses replaced by the stack's:
     /backups                                    the stack's BACKUP_DIR
     ./scripts/                                  fixtures/scripts/ (backup.sh, disaster-recovery.sh)
     /var/log/nginx/access.log                   the frontend's access log
+    .env.production                             the backend's configuration file (read at every start)
 
 A command that would firewall 127.0.0.1 (where the whole stack listens), or a DROP/REJECT rule
 for anything but one other loopback address, is refused before it runs.
@@ -44,11 +45,13 @@ LOCALHOST = re.compile(r"https?://localhost(:80)?(?=[/\s\"']|$)")
 BACKUPS = re.compile(r"(?<![\w./-])/backups(?=[/\s\"']|$)")
 SCRIPTS = re.compile(r"(?<![\w/])\./scripts/")
 NGINX_LOG = re.compile(r"(?<![\w/])/var/log/nginx/access\.log")
+ENV_PRODUCTION = re.compile(r"(?<![\w/.-])\.env\.production\b")
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][A-Z0-9]|[=>])")
 # Where the stack is, as placeholders a runbook file may use.
 PLACEHOLDERS = frozenset({
     "compose", "ctl", "frontend_url", "backend_url", "database_dsn", "postgres_port", "redis_port", "mqtt_port",
-    "toxiproxy_url", "backup_dir", "scripts", "logs", "python", "stack_dir", "frontend_port", "nginx_access_log"})
+    "toxiproxy_url", "backup_dir", "scripts", "logs", "python", "stack_dir", "frontend_port", "nginx_access_log",
+    "env_file", "standby_dsn", "standby_port"})
 FIREWALL = re.compile(r"\b(iptables|ip6tables|nft)\b")
 DROPS = re.compile(r"-[AI]\s+\S+.*-j\s+(DROP|REJECT)")
 SOURCE = re.compile(r"(?:-s|--source)\s+(\S+)")
@@ -297,7 +300,11 @@ class Runner:
             "backup_dir": str(conf.backup_dir), "scripts": str(FIXTURES / "scripts"),
             "logs": str(stack.dir / "logs"), "python": python, "stack_dir": str(stack.dir),
             "frontend_port": str(stack.topology.ports["frontend"]),
-            "nginx_access_log": str(stack.service("frontend").spec.access_log(stack.service("frontend").ctx))}
+            "nginx_access_log": str(stack.service("frontend").spec.access_log(stack.service("frontend").ctx)),
+            "env_file": str(stack.service("backend").spec.env_file(stack.service("backend").ctx))}
+        if "postgres-standby" in stack.services:
+            places |= {"standby_dsn": stack.service("postgres-standby").address,
+                       "standby_port": str(stack.topology.ports["postgres-standby"])}
         bindir = str(Path(sys.executable).parent)
         base = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "TERM": "xterm", "PAGER": "cat",
                 "FULSK_BACKUP_CONF": str(stack.backup_conf_path), "FULSK_PYTHON": sys.executable,
@@ -315,6 +322,7 @@ class Runner:
         text = BACKUPS.sub(lambda m: "{{backup_dir}}", text)
         text = SCRIPTS.sub(lambda m: "{{scripts}}/", text)
         text = NGINX_LOG.sub(lambda m: "{{nginx_access_log}}", text)
+        text = ENV_PRODUCTION.sub(lambda m: "{{env_file}}", text)
 
         def place(m: re.Match) -> str:
             name = m.group(1)
@@ -379,9 +387,14 @@ class Runner:
         documented = command.for_provider(self.provider)
         attempt = Attempt(documented, self.render(documented, runbook, found))
         deadline = time.monotonic() + step.timeout_s
+        if all(not line.strip() or line.strip().startswith("#") for line in attempt.ran.splitlines()):
+            now = time.monotonic()  # a manual step ("# Edit .env.production ..."): nothing runs, nothing changes
+            attempt.executed = Executed(attempt.ran, 127, "only a comment: nothing to run", now, now)
+            attempt.failure = f"the guide gives no command here, only a comment ({attempt.ran.strip()[:120]})"
+            return attempt
         if why := unsafe(attempt.ran):
             now = time.monotonic()
-            attempt.executed = Executed(attempt.ran, 1, f"refused: {why}", now, now)
+            attempt.executed = Executed(attempt.ran, 126, f"refused: {why}", now, now)  # as "cannot execute"
             attempt.failure = f"refused before it ran: {why}"
             return attempt
         attempt.executed = executed = run_in_terminal(attempt.ran, self.env, step.timeout_s, self.cwd)

@@ -61,12 +61,17 @@ class Backend(ServiceSpec):
             "PORT": str(ctx.port),
             "HOST": "127.0.0.1",
             "MQTT_CLIENT_ID": MQTT_CLIENT_ID,
+            # what an operator edits (the guide's .env.production): read at every start, it wins
+            "FULSK_ENV_FILE": str(self.env_file(ctx)),
         }
         if not ctx.settings.backend.command and not ctx.in_container:
             reference = str(ctx.fixtures / "backend")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [reference, os.environ.get("PYTHONPATH")]))
         env.update(ctx.settings.backend.env)
         return env
+
+    def env_file(self, ctx: ServiceContext) -> Path:
+        return ctx.workdir / ".env.production"
 
     def address(self, ctx: ServiceContext) -> str:
         return f"http://127.0.0.1:{ctx.port}"

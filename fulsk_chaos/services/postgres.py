@@ -78,11 +78,8 @@ class Postgres(ServiceSpec):
         """Initialise the cluster from POSTGRES_* as the official image's entrypoint does, or move
         in the data directory a restore staged (in a container, the image's entrypoint does both)."""
         data = self.data_dir(ctx)
-        archive = self.wal_archive(ctx)
-        archive.mkdir(exist_ok=True)
-        (ctx.workdir / ARCHIVE_SCRIPT).write_text(ARCHIVE_WAL.replace("$archive", str(archive)))
+        archive = self.prepare_archive(ctx)
         if ctx.in_container:
-            hand_over(archive, None, in_container=True)
             return
         if (data / "PG_VERSION").exists():
             hand_over(archive, ctx.run_as)
@@ -106,6 +103,15 @@ class Postgres(ServiceSpec):
         pwfile.unlink()
         if result.returncode != 0:
             raise StackError(f"initdb failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+
+    def prepare_archive(self, ctx: ServiceContext) -> Path:
+        """The WAL archive and the archive_command's script (in a container: open to its postgres user)."""
+        archive = self.wal_archive(ctx)
+        archive.mkdir(exist_ok=True)
+        (ctx.workdir / ARCHIVE_SCRIPT).write_text(ARCHIVE_WAL.replace("$archive", str(archive)))
+        if ctx.in_container:
+            hand_over(archive, None, in_container=True)
+        return archive
 
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("postgres", *_bindir_candidates("postgres")),

@@ -18,7 +18,12 @@ from ..errors import StackError
 from ..services import FIXTURES
 
 COMPOSE_FILE = FIXTURES / "docker-compose.prod.yml"
-SERVICES = ("postgres", "redis", "mqtt", "backend", "frontend")  # the file's services, named as in the guide
+# the file's services, named as in the guide (postgres-standby: in the "standby" profile)
+SERVICES = ("postgres", "postgres-standby", "redis", "mqtt", "backend", "frontend")
+
+
+def variable(service: str) -> str:
+    return service.upper().replace("-", "_")
 
 
 def compose_command() -> list[str]:
@@ -39,9 +44,11 @@ class ComposeProject:
     @classmethod
     def for_stack(cls, stack_id: str, ports: dict[str, int], db_password: str, images: dict[str, str],
                   owner: str) -> "ComposeProject":
-        env = {f"FULSK_{s.upper()}_PORT": str(ports[s]) for s in SERVICES if s in ports}
-        env |= {f"FULSK_{s.upper()}_IMAGE": images[s] for s in SERVICES if s in images}
+        env = {f"FULSK_{variable(s)}_PORT": str(ports[s]) for s in SERVICES if s in ports}
+        env |= {f"FULSK_{variable(s)}_IMAGE": images[s] for s in SERVICES if s in images}
         env |= {"FULSK_DB_PASSWORD": db_password, "FULSK_CHAOS_MANAGED": "true", "FULSK_CHAOS_OWNER": owner}
+        if "postgres-standby" in ports:
+            env["COMPOSE_PROFILES"] = "standby"
         return cls(f"fulsk-chaos-{stack_id}", env)
 
     @property

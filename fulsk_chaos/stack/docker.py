@@ -50,6 +50,7 @@ class DockerProvider(Provider):
         """Label the containers as the Compose project of fixtures/docker-compose.prod.yml would
         (see .compose): the ops guide's docker-compose commands then act on this stack."""
         images = {name: self._image(CATALOGUE.get(name)) for name in COMPOSE_SERVICES if name in CATALOGUE.names}
+        images["postgres-standby"] = images["postgres"]  # the same server, cloned
         try:
             project = ComposeProject.for_stack(self.stack_id, topology.ports, topology.db_password, images,
                                                self.labels[OWNER_LABEL])

@@ -21,6 +21,7 @@ from ..host.ports import free_ports
 from ..wait import wait_until
 from ..lifecycle import StartStop
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
+from ..services.postgres_standby import STANDBY
 from ..services.toxiproxy import ToxiproxyClient
 from ..recovery import conf as backup_conf
 from .control import ControlServer
@@ -68,6 +69,8 @@ class Stack(StartStop):
             raise StackError(f"fixtures not found at {fixtures}: run from a checkout of fulsk-chaos "
                              f"(installed with `pip install -e .`)")
         self.settings = settings or Settings()
+        if self.settings.stack.standby and STANDBY.name not in catalogue.names:
+            catalogue = catalogue.with_specs(STANDBY)
         catalogue.check_settings(self.settings)
         self.provider = provider
         self.fixtures = fixtures
@@ -82,6 +85,7 @@ class Stack(StartStop):
         self._provider: Provider | None = None
         self._control: ControlServer | None = None
         self.backup_conf_path: Path | None = None
+        self.database = "postgres"  # the primary: where the truth is (a failover promotes another)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> float:
@@ -246,7 +250,7 @@ class Stack(StartStop):
             frontend_url=self.service("frontend").address,
             backend_url=self.service("backend").address,
             mqtt_host="127.0.0.1", mqtt_port=inverters.listen if inverters else t.ports["mqtt"],
-            database_dsn=self.service("postgres").address,
+            database_dsn=self.service(self.database).address,
             redis_url=self.service("redis").address,
             toxiproxy_url=self.toxiproxy.url if self.toxiproxy else "",
             metrics_url=self.service("backend").address + "/metrics",

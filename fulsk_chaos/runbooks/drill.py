@@ -76,7 +76,6 @@ class RunbookDrill:
         self.trigger_evidence: list[Expectation] = []  # that the trigger took effect: a validity condition
         self.env: dict[str, str] = {}  # what the trigger gave the runbook's commands (e.g. BACKUP_DIR)
         self.intruder: Intruder | None = None  # the intrusion condition's
-        self.firewall_after: list[str] = []
         self.runbook: Runbook | None = None
 
     def run(self, runbook: Runbook, case: str) -> RunbookRun:
@@ -330,7 +329,6 @@ def intrusion(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, str]]
         for rule in firewall_rules():
             if rule not in before and intruder.address in rule:
                 subprocess.run(["iptables", *shlex.split(rule.replace("-A ", "-D ", 1))], capture_output=True, timeout=30)
-        drill.firewall_after = firewall_rules()
 
 
 @check("intruder-blocked")

@@ -96,9 +96,6 @@ class Runbook:
     stack: dict[str, Any] = field(default_factory=dict)  # a stack of its own, with these stack settings
     path: Path | None = None
 
-    def step(self, name: str) -> Step:
-        return next(s for s in self.steps if s.name == name)
-
     def trigger(self, case: str) -> Trigger:
         for trigger in self.triggers:
             if trigger.case == case:

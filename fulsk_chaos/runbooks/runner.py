@@ -32,7 +32,6 @@ import sys
 import termios
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,14 +74,6 @@ def unsafe(command: str) -> str | None:
     return None
 EXCERPT = 2000  # characters of a command's output kept in the timeline
 NOT_FOUND = (126, 127)  # the shell's (and docker exec's) "no such command" / "cannot execute"
-
-
-def documented_compose(step: Step) -> bool:
-    return any(COMPOSE_AS_DOCUMENTED.search(c.guide) for c in _step_commands(step))
-
-
-def _step_commands(step: Step) -> list[Command]:
-    return [c for c in (step.command, step.verify, step.corrected.command if step.corrected else None) if c]
 
 
 def check_local_mappings(runbook: Runbook) -> None:
@@ -429,8 +420,3 @@ class Runner:
                 return done, f"`{command}` still failing after {step.timeout_s:g} s " \
                              f"({done.why_failed(max(1.0, min(10.0, left)))})"
             time.sleep(0.5)
-
-
-def utc(monotonic: float) -> str:
-    return datetime.fromtimestamp(time.time() - time.monotonic() + monotonic, timezone.utc).isoformat(
-        timespec="milliseconds")

@@ -3,6 +3,7 @@ verified (and journaled), and faults touch only what the run started, on loopbac
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,8 @@ def test_malformed_payloads_cover_every_case_with_ids_of_their_own():
 
 
 SCENARIO_THAT_RAISES = '''
+import os
+
 import pytest
 
 @pytest.mark.scenario
@@ -140,3 +143,15 @@ def test_a_scenario_that_raises_mid_fault_leaves_a_clean_healthy_stack(tmp_path)
     for fault in faults.values():
         assert fault["details"].get("rollback_verified", {}).get("clean") is True, fault
         assert fault["ended_at"] is not None
+
+
+@pytest.mark.provider
+def test_a_connection_storm_comes_from_a_process_of_its_own_and_leaves_with_its_rollback(stack):
+    """Its connecting threads must not starve the probes sampling the stack from this process."""
+    journal: list = []
+    with FaultInjector(stack, journal).inject("connection-storm", "mqtt", clients=40) as fault:
+        storm = fault.handle
+        assert storm.proc.pid != os.getpid() and storm.proc.poll() is None
+        assert storm.details() == {"connected": 40, "refused": 0, "failed": 0}
+    assert storm.proc.returncode == 0
+    assert journal[0].details["connected"] == 40

@@ -22,7 +22,7 @@ from fulsk_chaos.load import judge as load_judge
 from fulsk_chaos.load.ledger import LoadLedger
 from fulsk_chaos.load.profile import from_env, from_mapping
 from fulsk_chaos.load.resources import ResourceSampler, Usage, UsageSummary
-from fulsk_chaos.load.samples import LoadSample, percentile
+from fulsk_chaos.load.samples import READING_DELAY, LoadSample, percentile
 from fulsk_chaos.verdict import judge
 
 
@@ -140,6 +140,24 @@ def test_under_load_before_and_after_are_the_scenarios_steady_windows():
     late = load_judge.around_faults(_result(samples, 60.0), Settings(), [("kill postgres", 20.0, 30.0)],
                                     steady=[10.0])  # no steady window after the fault: from its rollback
     assert {e.name: e.held for e in late.expectations}["after: API response p95 (baseline)"] is False
+
+
+def test_readings_a_fault_caught_in_flight_are_the_faults_not_the_steady_states():
+    """Readings published just before a kill and delivered after the recovery were due in the
+    steady window, but what they suffered is the fault's; slow ones that arrived before it still
+    count against the steady state."""
+    def feed(start: float, end: float, delivered_at: float | None, ms: float = 8.0) -> list[LoadSample]:
+        return [LoadSample(start + i * 0.02, "WS", READING_DELAY,
+                           ms if delivered_at is None else (delivered_at - start - i * 0.02) * 1000, True)
+                for i in range(int((end - start) / 0.02))]
+    caught = feed(0, 19, None) + feed(19, 20, delivered_at=26.5) + feed(20, 60, None)
+    judged = load_judge.around_faults(_result(caught, 60.0), Settings(), [("kill postgres", 20.0, 26.0)],
+                                      steady=[10.0, 30.0])
+    assert {e.name: e.held for e in judged.expectations}["before: WebSocket latency p95 (baseline)"] is True
+    slow = feed(0, 17, None) + feed(17, 19, None, ms=900.0) + feed(19, 60, None)
+    judged = load_judge.around_faults(_result(slow, 60.0), Settings(), [("kill postgres", 20.0, 26.0)],
+                                      steady=[10.0, 30.0])
+    assert {e.name: e.held for e in judged.expectations}["before: WebSocket latency p95 (baseline)"] is False
 
 
 def test_an_unsampled_generator_cannot_pass():

@@ -223,3 +223,16 @@ def test_a_rule_that_would_firewall_the_stack_is_refused_before_it_runs(tmp_path
         assert "--dport 1 " not in rules
     finally:
         subprocess.run(["iptables", *rule.replace("-A ", "-D ").replace("-I ", "-D ").split()[1:]], capture_output=True)
+
+
+def test_an_intruders_request_is_served_while_blocked_only_if_answered_before_the_lift():
+    """TCP retransmits a request dropped just before the block is lifted, and it is answered
+    after: that is the block working, not the intruder served."""
+    from fulsk_chaos.runbooks.drill import Intruder
+    intruder = Intruder("127.0.0.1", 1)
+    intruder.attempts += [(9.0, 9.01, 200),    # before the block
+                          (10.5, 12.5, None),  # dropped
+                          (11.0, 11.01, 200),  # served while blocked: the block failed
+                          (13.8, 14.3, 200)]   # dropped, retransmitted after the lift at 14.0
+    assert intruder.served(10.0, 14.0) == (1, 3)
+    assert intruder.served(0.0, 10.0) == (1, 1)

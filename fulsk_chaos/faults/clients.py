@@ -11,10 +11,14 @@ import base64
 import json
 import os
 import secrets
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
 
@@ -210,17 +214,65 @@ def malformed(stack: "Stack", target: str, rate_per_s: float = 50.0, qos: int = 
 
 # --- connections -------------------------------------------------------------------------------
 class Storm(Handle):
-    def __init__(self) -> None:
+    """A storm runs in a process of its own, as it comes from other machines: its connecting
+    threads would otherwise hold this process's interpreter lock, and the probes sampling the
+    stack from here would measure their own queueing for it (800 ms API "latency" with a
+    backend answering in 14 ms, measured side by side)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
         super().__init__()
-        self.clients: list[mqtt.Client] = []
+        self.proc = proc
 
-    def keep(self, client: mqtt.Client) -> None:
+    def report(self, timeout_s: float) -> None:
+        """Read the storm's next line of counts (it writes one when connected, one when done)."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.proc.kill()
+            raise FaultError(f"the connection storm did not report within {timeout_s:.0f} s "
+                             f"(exit status {self.proc.poll()}); its stderr says: {self._stderr()}")
         with self._lock:
-            self.clients.append(client)
+            self.counts = {k: int(v) for k, v in json.loads(line).items()}
 
-    def close(self) -> None:
-        with ThreadPoolExecutor(32) as pool:
-            list(pool.map(_quietly_disconnect, self.clients))
+    def _stderr(self) -> str:
+        try:
+            return (self.proc.stderr.read() if self.proc.stderr else "")[-500:] or "nothing"
+        except (OSError, ValueError):
+            return "nothing"
+
+    def __call__(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                assert self.proc.stdin is not None
+                try:
+                    self.proc.stdin.close()  # the storm's signal to disconnect and report
+                except OSError:
+                    pass
+                self.report(60.0)
+        finally:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@family.kind("connection-storm")
+def connection_storm(stack: "Stack", target: str, clients: int = 300, parallel: int = 64) -> Storm:
+    """Hundreds of MQTT clients connecting at once, as a fleet does after a site's network comes
+    back, and holding their connections; rollback: they all disconnect."""
+    host, port = _mqtt_target(stack, target)
+    prefix = f"storm-{secrets.token_hex(3)}"
+    package_root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fulsk_chaos.faults.clients", host, str(port), str(clients), str(parallel), prefix,
+         str(MAX_FAULT_S)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
+    handle = Storm(proc)
+    handle.report(60.0 + clients * 5.0 / parallel)  # connected (or given up): the fault is in place
+    return handle
 
 
 def _quietly_disconnect(client: mqtt.Client) -> None:
@@ -231,27 +283,40 @@ def _quietly_disconnect(client: mqtt.Client) -> None:
         pass
 
 
-@family.kind("connection-storm")
-def connection_storm(stack: "Stack", target: str, clients: int = 300, parallel: int = 64) -> Storm:
-    """Hundreds of MQTT clients connecting at once, as a fleet does after a site's network comes
-    back, and holding their connections; rollback: they all disconnect."""
-    host, port = _mqtt_target(stack, target)
-    handle, prefix = Storm(), f"storm-{secrets.token_hex(3)}"
+def _storm(host: str, port: int, clients: int, parallel: int, prefix: str, max_s: float) -> None:
+    """The storm's process: connect, report, hold until stdin closes (rollback, or the test
+    process gone) or ``max_s`` passes, disconnect, report."""
+    counts: dict[str, int] = {"connected": 0, "refused": 0, "failed": 0}
+    lock = threading.Lock()
+    held: list[mqtt.Client] = []
+
+    def count(name: str) -> None:
+        with lock:
+            counts[name] += 1
 
     def connect(i: int) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{i}", clean_session=True)
-        client.on_connect = lambda c, u, f, rc, p: handle.count("refused" if rc.is_failure else "connected")
+        client.on_connect = lambda c, u, f, rc, p: count("refused" if rc.is_failure else "connected")
         try:
             client.connect(host, port, keepalive=60)
             deadline = time.monotonic() + 5
             while client.is_connected() is False and time.monotonic() < deadline:
                 client.loop(timeout=0.05)
-            handle.keep(client)
+            with lock:
+                held.append(client)
         except OSError:
-            handle.count("failed")
+            count("failed")
+
+    def report() -> None:
+        with lock:
+            print(json.dumps(counts), flush=True)
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(connect, range(clients)))
-    return handle
+    report()
+    select.select([sys.stdin], [], [], max_s)  # readable at EOF
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(_quietly_disconnect, held))
+    report()
 
 
 class Impostor(Handle):
@@ -331,3 +396,7 @@ def stuck_websockets(stack: "Stack", target: str, clients: int = 20, path: str =
             handle.count("failed")
         sock.close()
     return handle
+
+
+if __name__ == "__main__":  # the connection storm's own process (see Storm)
+    _storm(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]))

@@ -121,10 +121,11 @@ def evidence(figures: dict[str, Figures], result: LoadResult, minimum: int, phas
 
 
 def window(result: LoadResult, settings: Settings, start: float, end: float, phase: str = "",
-           minimum: int = 10, resources: bool = True) -> Judged:
-    """Judge one window of the run (time.time() bounds)."""
+           minimum: int = 10, resources: bool = True, finished: bool = False) -> Judged:
+    """Judge one window of the run (time.time() bounds; ``finished``: only requests answered
+    within it, see ``LoadSamples.window``)."""
     duration = max(end - start, 1e-9)
-    samples = result.samples.window(start, end)
+    samples = result.samples.window(start, end, finished=finished)
     figures = samples.figures(duration)
     usage = result.resources.summaries(start, end)
     expectations = baseline_expectations(figures, settings, phase)
@@ -173,7 +174,7 @@ def around_faults(result: LoadResult, settings: Settings, faults: list[tuple[str
             if judged:  # no time under load on that side of the fault: nothing to judge it on
                 found_evidence.append(Evidence(f"{phase}: seconds under load", 0, 1))
             continue
-        part = window(result, settings, a, b, phase, minimum=minimum)
+        part = window(result, settings, a, b, phase, minimum=minimum, finished=phase == "before")
         measurements.update(part.measurements)
         if judged:
             expectations += part.expectations

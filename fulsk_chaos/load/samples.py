@@ -27,6 +27,10 @@ class LoadSample:
     ok: bool
 
     @property
+    def end(self) -> float:
+        return self.start + self.ms / 1000
+
+    @property
     def http(self) -> bool:
         return self.type in ("GET", "POST", "PUT", "DELETE", "HEAD")
 
@@ -96,10 +100,14 @@ class LoadSamples:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def window(self, start: float | None = None, end: float | None = None) -> "LoadSamples":
-        """The requests due (or sent) within ``start``..``end`` (time.time())."""
+    def window(self, start: float | None = None, end: float | None = None, *, finished: bool = False) -> "LoadSamples":
+        """The requests due (or sent) within ``start``..``end`` (time.time()); with ``finished``,
+        only those also answered by ``end``: a steady window before a fault must not be judged on
+        requests the fault caught in flight (a reading published just before a kill and delivered
+        after the recovery is the fault's, not the steady state's)."""
         return LoadSamples(s for s in self.samples
-                           if (start is None or s.start >= start) and (end is None or s.start < end))
+                           if (start is None or s.start >= start) and (end is None or s.start < end)
+                           and not (finished and end is not None and s.end > end))
 
     def group(self, name: str) -> list[LoadSample]:
         return [s for s in self.samples if GROUPS[name](s)]

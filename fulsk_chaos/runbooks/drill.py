@@ -252,7 +252,8 @@ class Intruder:
     max_requests: int = 6000
     max_s: float = 300.0
     timeout_s: float = 2.0
-    attempts: list[tuple[float, int | None]] = field(default_factory=list)  # (monotonic, HTTP status or None)
+    # (began, ended, HTTP status or None), monotonic
+    attempts: list[tuple[float, float, int | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.address.startswith("127.") or self.address == "127.0.0.1":
@@ -289,15 +290,18 @@ class Intruder:
                 status = None  # refused, dropped (timeout), cut: not served
                 conn.close()
                 conn = None
-            self.attempts.append((at, status))
+            self.attempts.append((at, time.monotonic(), status))
             self._stop.wait(self.interval_s)
         if conn is not None:
             conn.close()
 
     def served(self, start: float, end: float) -> tuple[int, int]:
-        """(answered, attempted) among the requests begun in [start, end]."""
-        window = [s for t, s in list(self.attempts) if start <= t <= end]
-        return sum(s is not None for s in window), len(window)
+        """(answered within [start, end], attempted) among the requests begun in [start, end].
+
+        A request dropped just before a block is lifted is retransmitted by TCP and answered
+        after the lift: the block did its job, so only answers that arrived by ``end`` count."""
+        window = [(ended, s) for began, ended, s in list(self.attempts) if start <= began <= end]
+        return sum(s is not None and ended <= end for ended, s in window), len(window)
 
 
 def firewall_rules() -> list[str]:

@@ -3,7 +3,8 @@
     fulsk-chaos up [--stack local|docker] [--json] [--chaos-config FILE]
     fulsk-chaos images build --offline
     fulsk-chaos runbook --list | --check NAME...
-    fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|restart|kill|wipe} SERVICE
+    fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|restart|kill|wipe|reload} SERVICE
+    fulsk-chaos ctl --socket STACK_DIR/control.sock scale SERVICE COUNT
 
 Errors are one line on stderr and exit status 1, never a traceback: they say what was wrong
 and what to do.
@@ -34,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--chaos-config", type=Path, default=None,
                     help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
 
-    ctl = commands.add_parser("ctl", help="stop, start, restart, kill or wipe a service of a running stack "
-                                          "(its control socket)")
+    ctl = commands.add_parser("ctl", help="stop, start, restart, kill, wipe, scale or reload a service of a running "
+                                          "stack (its control socket)")
     ctl.add_argument("--socket", type=Path, required=True, help="the stack's control.sock (in its directory)")
     ctl.add_argument("action", choices=list(CONTROL_ACTIONS))
     ctl.add_argument("service")
+    ctl.add_argument("count", nargs="?", type=int, help="scale: how many instances in all")
 
     runbook = commands.add_parser("runbook", help="the ops guide's runbooks (fixtures/runbooks): list or check "
                                                   "them (run one: nox -s runbook -- NAME)")
@@ -58,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ctl":
             from .stack.control import request
-            answer = request(args.socket, args.action, args.service)
-            print(f"{answer['service']}: {answer['state']}")
+            if (args.count is None) == (args.action == "scale"):
+                parser.error("scale takes SERVICE COUNT; the other actions only SERVICE")
+            answer = request(args.socket, args.action, args.service, count=args.count)
+            states = answer.get("instances") or [answer["state"]]
+            print(f"{answer['service']}: {', '.join(states)}")
             return 0
         if args.command == "runbook":
             return _runbooks(args)

@@ -525,10 +525,10 @@ def experiment(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: S
 
 
 @pytest.fixture
-def runbook_drill(experiment: Experiment) -> RunbookDrill:
+def runbook_drill(request: pytest.FixtureRequest, experiment: Experiment, chaos_run: RunRecord) -> RunbookDrill:
     """Runs a runbook of the ops guide against the scenario's stack: its trigger, its steps as
     documented, the time to recover and the drift, measured into the experiment's journal."""
-    return RunbookDrill(experiment)
+    return RunbookDrill(experiment, load_dir=_load_dir(chaos_run, request))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ QUICK = {("service-restart", "unresponsive"), ("security-incident-response", "pa
          ("database-failover", "primary-lost")}
 CASES = [pytest.param(r.name, t.case, id=f"{r.name}:{t.case}",
                       marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick] if (r.name, t.case) in QUICK else []),
-                             *([pytest.mark.stack(**r.stack)] if r.stack else [])])
+                             *([pytest.mark.stack(**r.stack)] if r.stack is not None else [])])
          for r in runbooks.load_all() for t in r.triggers]
 
 pytestmark = [pytest.mark.scenario]

@@ -96,21 +96,25 @@ def test_generation_totals_per_site(stack, api):
     wait_until(site_listed, 10, "generation totals to include the site")  # the cache TTL is 5 s
 
 
-async def _first_live_message(url: str, timeout_s: float) -> dict:
+async def _first_live_messages(url: str, timeout_s: float, count: int = 2) -> list[dict]:
     async with ClientSession() as session, session.ws_connect(url) as ws:
-        msg = await ws.receive(timeout=timeout_s)
-        assert msg.type == WSMsgType.TEXT
-        return json.loads(msg.data)
+        messages = []
+        for _ in range(count):
+            msg = await ws.receive(timeout=timeout_s)
+            assert msg.type == WSMsgType.TEXT
+            messages.append(json.loads(msg.data))
+        return messages
 
 
 def test_the_websocket_feed_carries_new_readings_through_nginx(stack):
     fleet = Fleet(stack.endpoints.mqtt_host, stack.endpoints.mqtt_port, inverters=2, interval_s=0.1,
                   max_duration_s=20).start()
     try:
-        message = asyncio.run(_first_live_message(stack.endpoints.frontend_url.replace("http", "ws")
-                                                  + "/ws/readings", 10))
+        hello, message = asyncio.run(_first_live_messages(stack.endpoints.frontend_url.replace("http", "ws")
+                                                          + "/ws/readings", 10))
     finally:
         fleet.stop()
+    assert hello == {"type": "hello", "instance": "fulsk-backend"}  # which replica's feed it is
     assert message["type"] == "readings"
     assert message["readings"] and {"inverter_id", "seq", "ts", "power_w"} <= set(message["readings"][0])
 

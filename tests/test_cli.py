@@ -114,3 +114,13 @@ def test_a_bad_configuration_is_one_line(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "docker.images.mysql: not a service of the stack" in line
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["scale", "backend"], "scale takes SERVICE COUNT"),
+    (["restart", "backend", "2"], "scale takes SERVICE COUNT"),
+])
+def test_ctl_scale_needs_a_count_and_only_scale_takes_one(tmp_path, argv, says):
+    done = subprocess.run([*CLI, "ctl", "--socket", str(tmp_path / "control.sock"), *argv],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and says in done.stderr, done.stderr

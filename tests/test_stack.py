@@ -9,9 +9,11 @@ import pytest
 import requests
 
 from fulsk_chaos.host.ports import LOWEST, ephemeral_range
+from fulsk_chaos.probes import Fleet
 from fulsk_chaos.host.procs import identity, listening_ports, service_processes, state, survivors
 from fulsk_chaos.services import CATALOGUE
 from fulsk_chaos.stack import StackError
+from fulsk_chaos.wait import wait_until
 
 pytestmark = pytest.mark.provider
 
@@ -130,3 +132,49 @@ def test_the_stack_listens_outside_the_ephemeral_range(stack):
     ports = [*stack.topology.ports.values(), *(e.listen for e in stack.topology.edges.values())]
     assert len(set(ports)) == len(ports)
     assert all(LOWEST <= port < low for port in ports)
+
+
+def test_a_scaled_service_shares_its_port_and_each_backend_has_its_own_mqtt_session(stack):
+    """``ctl scale``: the instances share one port (SO_REUSEPORT), each backend leases its own
+    MQTT client id (replicas sharing one would take the session from each other), and scaling
+    down stops the newest."""
+    from fulsk_chaos.runbooks.scaling import instances_serving
+    from fulsk_chaos.stack.control import request
+    if stack.provider != "local":
+        pytest.skip("on Docker, replicas are Compose's (the scale-up runbook scales them with docker-compose)")
+    try:
+        answer = request(stack.control_path, "scale", "backend", count=3)
+        assert answer["instances"] == ["running"] * 3
+        served, failed = instances_serving(stack.endpoints.backend_url + "/health")
+        assert set(served) == {"fulsk-backend", "fulsk-backend-1", "fulsk-backend-2"} and failed == 0
+        def every_instance_holds_its_session() -> None:  # none taken by another (a replica may still be connecting)
+            health = [requests.get(stack.endpoints.backend_url + "/health", timeout=5, headers={"Connection": "close"})
+                      .json() for _ in range(30)]
+            assert all(h["dependencies"]["mqtt"]["status"] == "ok" for h in health), health
+        wait_until(every_instance_holds_its_session, 10, "every backend instance connected to the broker")
+        assert request(stack.control_path, "scale", "backend", count=1)["instances"] == ["running"]
+        served, _ = instances_serving(stack.endpoints.backend_url + "/health", bursts=1)
+        assert set(served) == {"fulsk-backend"}
+        # the departed instances left the shared subscription: no reading is handed to them any more
+        fleet = Fleet(stack.endpoints.mqtt_host, stack.endpoints.mqtt_port, inverters=3, interval_s=0.05,
+                      max_messages=60).start()
+        def all_acked() -> None:
+            assert len(fleet.acked()) == 60, f"{len(fleet.acked())} of 60 acknowledged"
+        wait_until(all_acked, 20, "the fleet's 60 readings acknowledged")
+        fleet.stop()
+
+        def all_stored() -> None:
+            with psycopg.connect(stack.endpoints.database_dsn) as conn:
+                stored = conn.execute("SELECT count(*) FROM readings WHERE inverter_id LIKE %s",
+                                      (fleet.prefix + "%",)).fetchone()[0]
+            assert stored == 60, f"{stored} of 60 stored"
+        wait_until(all_stored, 10, "every reading stored after scaling down")
+    finally:
+        stack.scale("backend", 1)
+
+
+def test_only_stateless_services_scale(stack):
+    if stack.provider != "local":
+        pytest.skip("on Docker, replicas are Compose's")
+    with pytest.raises(StackError, match="postgres cannot be scaled"):
+        stack.scale("postgres", 2)

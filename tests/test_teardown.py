@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def everything_of(stack: Stack) -> tuple[set, set[int], Path]:
     """Every process (with its identity), every port and the directory of a running stack."""
-    processes = {identity(p) for s in stack.services.values() for p in service_processes(s.pid)}
+    services = [*stack.services.values(), *(r for extra in stack.replicas.values() for r in extra)]
+    processes = {identity(p) for s in services for p in service_processes(s.pid)}
     processes.add(identity(stack.describe()["reaper_pid"]))
     ports = set(stack.topology.ports.values()) | {e.listen for e in stack.topology.edges.values()}
     return processes - {None}, ports, stack.dir
@@ -41,6 +42,16 @@ def test_a_clean_teardown_leaves_nothing():
     with Stack() as stack:
         left = everything_of(stack)
         assert len(left[0]) > 8 and left[1] <= listening_ports()
+    assert_nothing_left(*left, within_s=0.5)
+
+
+def test_scaled_out_instances_leave_with_the_stack():
+    """Replicas (``ctl scale``) share their service's port: they must go with the stack, not outlive it."""
+    with Stack() as stack:
+        stack.scale("backend", 3)
+        stack.scale("frontend", 2)
+        left = everything_of(stack)
+        assert stack.instances("backend") == ["running"] * 3 and stack.instances("frontend") == ["running"] * 2
     assert_nothing_left(*left, within_s=0.5)
 
 

@@ -93,3 +93,19 @@ def test_reads_frozen_after_an_outage_fail_on_stale_answers(run_scenario):
     held = run.expectations(held=True)
     assert {"after: health not ok", "after: api error rate", "after: wrong answers (not the reading that was sent)",
             "lost (acknowledged, not stored)"} <= set(held)
+
+
+# --- scaling out ---------------------------------------------------------------------------------
+SCALE_UP = "scenarios/test_runbooks.py -k scale-up"
+
+
+def test_instances_whose_feeds_carry_only_their_share_fail_the_scale_up(run_scenario):
+    """Scaled out (the instances share the telemetry), an instance whose live feed carries only
+    what it ingested itself leaves its dashboards with gaps: nothing is lost in the database, but
+    users are not shown it. (One client id for all, shared-client-id, is caught too, by every
+    measure of freshness: it takes the whole 300 s target to say so, too long for CI.)"""
+    run = run_scenario(SCALE_UP, '[backend.env]\nFULSK_BUGS = "no-feed-fanout"\n')
+    assert run.scenario["verdict"] == "fail", run.output[-2000:]
+    failed = run.expectations(held=False)
+    assert any(name.startswith("live feed of fulsk-backend") for name in failed), sorted(failed)
+    assert run.scenario["measurements"]["lost"] == 0

@@ -51,8 +51,27 @@ def signal_service(pid: int, sig: int) -> list[int]:
     return members
 
 
-def listening_ports() -> set[int]:
-    """TCP ports in LISTEN state on this host (IPv4 and IPv6)."""
+def _socket_inodes(pids: list[int]) -> set[str]:
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return inodes
+
+
+def listening_ports(pids: list[int] | None = None) -> set[int]:
+    """TCP ports in LISTEN state on this host (IPv4 and IPv6); with ``pids``, only those these
+    processes listen on (instances sharing a port with SO_REUSEPORT each have a socket of their own)."""
+    owned = None if pids is None else _socket_inodes(pids)
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -61,7 +80,7 @@ def listening_ports() -> set[int]:
             continue
         for line in lines:
             parts = line.split()
-            if parts[3] == "0A":  # TCP_LISTEN
+            if parts[3] == "0A" and (owned is None or parts[9] in owned):  # TCP_LISTEN
                 ports.add(int(parts[1].rsplit(":", 1)[1], 16))
     return ports
 

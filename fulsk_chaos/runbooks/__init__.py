@@ -6,6 +6,7 @@ against the stack step by step, timed, and checked for drift from what the stack
 """
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 from ..services import FIXTURES
@@ -22,6 +23,7 @@ __all__ = ["Command", "Correction", "PLACEHOLDERS", "RUNBOOK_DIR", "Runbook", "R
 def vocabulary() -> dict[str, frozenset[str]]:
     """The names a runbook file may use: placeholders, fault kinds, conditions and checks."""
     from ..faults import CATALOGUE
+    import_module(f"{__name__}.scaling")  # registers its condition and check (it needs the load package)
     from .drill import CHECKS, CONDITIONS
     return {"placeholders": PLACEHOLDERS, "faults": frozenset(CATALOGUE), "conditions": frozenset(CONDITIONS),
             "checks": frozenset(CHECKS)}

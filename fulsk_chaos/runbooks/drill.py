@@ -68,8 +68,12 @@ def hypothesis(runbook: Runbook, trigger: Trigger) -> str:
 
 
 class RunbookDrill:
-    def __init__(self, experiment: Experiment, log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(self, experiment: Experiment, log: Callable[[str], None] = lambda line: None,
+                 load_dir: os.PathLike | None = None) -> None:
         self.experiment = experiment
+        self.load_dir = load_dir  # where a load the trigger runs writes its files (the high-load condition)
+        self.load: Any = None  # that load (a LoadTest), and its window before the first step (time.time())
+        self.load_before: tuple[float, float] | None = None
         self.stack = experiment.stack
         self.settings = experiment.settings
         self.log = log

@@ -93,7 +93,8 @@ class Runbook:
     params: dict[str, str] = field(default_factory=dict)  # the guide's placeholders -> values
     checks: tuple[str, ...] = ()     # what the scenario judges beyond the steady state
     rpo_s: float | None = None       # acknowledged readings the runbook may lose: at most this span
-    stack: dict[str, Any] = field(default_factory=dict)  # a stack of its own, with these stack settings
+    # a stack of its own, with these stack settings ({}: the defaults); None: the shared stack
+    stack: dict[str, Any] | None = None
     path: Path | None = None
 
     def trigger(self, case: str) -> Trigger:
@@ -253,14 +254,14 @@ def parse(data: Any, name: str, path: Path | None = None, *, placeholders: froze
         for check in wanted:
             if check not in checks:
                 raise RunbookError(f"{where}: checks: unknown check {check!r} (known: {', '.join(sorted(checks))})")
-    stack = _fields(f"{where}: stack", d["stack"], STACK_FIELDS) if "stack" in d else {}
-    for key, value in stack.items():
+    stack = _fields(f"{where}: stack", d["stack"] or {}, STACK_FIELDS) if "stack" in d else None
+    for key, value in (stack or {}).items():
         _flag(f"{where}: stack.{key}", value)
     runbook = Runbook(name=name, title=_text(f"{where}: runbook", d["runbook"]), when=_text(f"{where}: when", d["when"]),
                       who=_text(f"{where}: who", d["who"]), target_s=_seconds(f"{where}: target_s", d["target_s"]),
                       triggers=tuple(triggers), steps=tuple(steps.values()),
                       params={str(k): str(v) for k, v in guide_params.items()}, checks=wanted,
-                      rpo_s=_seconds(f"{where}: rpo_s", d["rpo_s"]) if "rpo_s" in d else None, stack=dict(stack),
+                      rpo_s=_seconds(f"{where}: rpo_s", d["rpo_s"]) if "rpo_s" in d else None, stack=stack,
                       path=path)
     if placeholders:
         _check_placeholders(runbook, placeholders)

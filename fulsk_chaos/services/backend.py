@@ -31,6 +31,7 @@ class Backend(ServiceSpec):
     registry_image = "fulsk-chaos/backend:latest"  # built from fixtures/backend
     offline_image = "fulsk-chaos/backend:latest"
     packages = ("python3", "python3-venv")
+    scalable = True  # SO_REUSEPORT; each instance leases its own MQTT client id
 
     def image_lines(self, fixtures: Path) -> list[str]:
         # PyPI is reached as this host reaches it, trusting what this host trusts (its CA bundle).

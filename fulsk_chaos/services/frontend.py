@@ -16,6 +16,7 @@ class Frontend(ServiceSpec):
     registry_image = "nginx:1.25"
     offline_image = "fulsk-chaos/nginx:1.22"
     packages = ("nginx-light",)
+    scalable = True  # listen ... reuseport
 
     def prepare(self, ctx: ServiceContext) -> None:
         source = ctx.fixtures / "frontend"

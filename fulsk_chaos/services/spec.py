@@ -81,6 +81,9 @@ class ServiceSpec:
     registry_image: ClassVar[str]
     offline_image: ClassVar[str]
     packages: ClassVar[tuple[str, ...]] = ()  # Debian packages of the offline image
+    # Instances can share its port and its state (Stack.scale): stateless servers that bind with
+    # SO_REUSEPORT. Never a database or a broker.
+    scalable: ClassVar[bool] = False
 
     def image_lines(self, fixtures: Path) -> list[str]:
         """Dockerfile lines after the packages are installed (ENV, COPY, CMD...)."""

@@ -1,4 +1,5 @@
-"""The stack's control socket: stop, start, restart, kill or wipe one of its services from another process.
+"""The stack's control socket: stop, start, restart, kill, wipe, scale or reload one of its services from
+another process.
 
 Operators' tools (``disaster-recovery.sh``) stop and start the database as ``docker-compose stop
 postgres`` would. The stack's services belong to the process that started them (a local process
@@ -20,7 +21,9 @@ from typing import Any
 from ..errors import StackError
 
 # As docker-compose's verbs: restart = stop (grace, then SIGKILL) and start; kill = SIGKILL now.
-ACTIONS = ("status", "stop", "start", "restart", "kill", "wipe")
+# reload = SIGHUP to every instance (as `docker-compose kill -s HUP`): nginx re-reads its configuration
+# and renews its pooled upstream connections.
+ACTIONS = ("status", "stop", "start", "restart", "kill", "wipe", "scale", "reload")
 
 
 class ControlServer:
@@ -39,7 +42,8 @@ class ControlServer:
                 line = self.rfile.readline()
                 try:
                     request = json.loads(line)
-                    answer = {"ok": True, **control.act(str(request.get("action")), str(request.get("service")))}
+                    answer = {"ok": True, **control.act(str(request.get("action")), str(request.get("service")),
+                                                        request.get("count"))}
                 except Exception as exc:  # noqa: BLE001 - every failure is an answer, not a dead server
                     answer = {"ok": False, "error": str(exc)}
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
@@ -57,11 +61,17 @@ class ControlServer:
         self._server.server_close()
         self.path.unlink(missing_ok=True)
 
-    def act(self, action: str, name: str) -> dict[str, Any]:
+    def act(self, action: str, name: str, count: Any = None) -> dict[str, Any]:
         if action not in ACTIONS:
             raise StackError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
         with self._lock:
             service = self.stack.service(name)
+            if action == "scale":
+                if not isinstance(count, int):
+                    raise StackError(f"scale {name}: how many instances? (`scale {name} N`)")
+                self.stack.scale(name, count)
+                self.log.append((time.monotonic(), f"scale {count}", name))
+                return {"service": name, "state": service.state(), "instances": self.stack.instances(name)}
             if action == "stop":
                 service.stop()
             elif action == "start":
@@ -72,14 +82,19 @@ class ControlServer:
             elif action == "kill":
                 if service.running:
                     service.kill(signal.SIGKILL)
+            elif action == "reload":
+                for instance in [service, *self.stack.replicas.get(name, [])]:
+                    if instance.running:
+                        instance.kill(signal.SIGHUP)
             elif action == "wipe":
                 service.lose_data()
             if action != "status":
                 self.log.append((time.monotonic(), action, name))
-            return {"service": name, "state": service.state()}
+            return {"service": name, "state": service.state(), "instances": self.stack.instances(name)}
 
 
-def request(path: Path | str, action: str, service: str, timeout_s: float = 900.0) -> dict[str, Any]:
+def request(path: Path | str, action: str, service: str, timeout_s: float = 900.0,
+            count: int | None = None) -> dict[str, Any]:
     """Ask a stack's control socket; raise StackError with its reason when it refuses."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout_s)
@@ -87,7 +102,7 @@ def request(path: Path | str, action: str, service: str, timeout_s: float = 900.
             conn.connect(str(path))
         except OSError as exc:
             raise StackError(f"no stack answers on {path} ({exc.strerror or exc}): is it still running?") from None
-        conn.sendall(json.dumps({"action": action, "service": service}).encode() + b"\n")
+        conn.sendall(json.dumps({"action": action, "service": service, "count": count}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = conn.recv(65536)

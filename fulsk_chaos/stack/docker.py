@@ -60,7 +60,10 @@ class DockerProvider(Provider):
         self.compose = project
         self._compose_labels = {name: project.labels(name, hashes[name], version) for name in hashes}
 
-    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
+    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path, replica: int = 1) -> Service:
+        if replica != 1:
+            raise StackError(f"on Docker, replicas of {spec.name} are Compose's: "
+                             f"`docker-compose -f docker-compose.prod.yml up -d --scale {spec.name}=N`")
         if self.compose is None and not self._compose_labels:
             self._compose(topology)
         ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures, in_container=True)
@@ -68,6 +71,13 @@ class DockerProvider(Provider):
         return DockerService(spec, ctx, self.engine, self._image(spec), labels, self.reaper,
                              self.stack_dir / "logs" / f"{spec.name}.log", self.settings.stack.start_timeout_s,
                              self.settings.stack.stop_grace_s, self.stack_dir)
+
+    def instance_states(self, name: str) -> list[str]:
+        """Every container of the service in the stack's Compose project (``--scale`` adds some)."""
+        if self.compose is None:
+            raise StackError("this Docker stack is not a Compose project (is docker-compose installed?)")
+        filters = {"label": [f"com.docker.compose.project={self.compose.name}", f"com.docker.compose.service={name}"]}
+        return [c["State"] for c in self.engine.api.containers(all=True, filters=filters)]
 
     def close(self) -> None:
         client = getattr(self, "engine", None)

@@ -27,10 +27,11 @@ class LocalProvider(Provider):
 
     name = "local"
 
-    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service:
+    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path, replica: int = 1) -> Service:
         ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures,
                              run_as=unprivileged_user(spec))
-        return LocalService(spec, ctx, self.reaper, self.stack_dir / "logs" / f"{spec.name}.log",
+        log = f"{spec.name}.log" if replica == 1 else f"{spec.name}-{replica}.log"
+        return LocalService(spec, ctx, self.reaper, self.stack_dir / "logs" / log,
                             self.settings.stack.start_timeout_s, self.settings.stack.stop_grace_s)
 
 

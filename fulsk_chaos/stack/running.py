@@ -123,7 +123,8 @@ class Provider(ABC):
         """Anything needed before the first service is created (an engine, images)."""
 
     @abstractmethod
-    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path) -> Service: ...
+    def service(self, spec: ServiceSpec, topology: Topology, workdir: Path, replica: int = 1) -> Service:
+        """Replica n > 1 is another instance of the same service, on the same port (see Stack.scale)."""
 
     def close(self) -> None:
         """Release the provider's own resources (after every service is stopped and removed)."""

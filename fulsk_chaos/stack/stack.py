@@ -18,6 +18,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import StackError
 from ..host.ports import free_ports
+from ..host.procs import listening_ports, service_processes
 from ..wait import wait_until
 from ..lifecycle import StartStop
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
@@ -78,6 +79,7 @@ class Stack(StartStop):
         self.catalogue = catalogue
         self.id = secrets.token_hex(4)
         self.services: dict[str, Service] = {}
+        self.replicas: dict[str, list[Service]] = {}  # instances 2..n of a scaled service (local provider)
         self.dir: Path | None = None
         self.toxiproxy: ToxiproxyClient | None = None
         self.timings: dict[str, float] = {}
@@ -135,6 +137,13 @@ class Stack(StartStop):
         if self._control:
             self._control.close()
             self._control = None
+        for name, extra in self.replicas.items():
+            for replica in extra:
+                try:
+                    replica.stop()
+                except Exception as exc:  # noqa: BLE001 - keep stopping the others; the reaper backs us up
+                    errors.append(f"{name} replica: {exc}")
+        self.replicas.clear()
         for name in reversed(list(self.services)):
             try:
                 self.services[name].stop()
@@ -172,6 +181,47 @@ class Stack(StartStop):
     def control_log(self) -> list[tuple[float, str, str]]:
         """What other processes had the stack do through its control socket: (monotonic, action, service)."""
         return list(self._control.log) if self._control else []
+
+    def scale(self, name: str, count: int) -> list[Service]:
+        """Run ``count`` instances of a service on its one port (SO_REUSEPORT: the kernel spreads
+        new connections over them), as ``docker-compose up -d --scale NAME=COUNT`` does on the
+        Docker stack; fewer stops the newest. Returns every instance, the first one included."""
+        if count < 1:
+            raise StackError(f"scale {name}: at least 1 instance, not {count}")
+        first, extra = self.service(name), self.replicas.setdefault(name, [])
+        if not first.spec.scalable:
+            raise StackError(f"{name} cannot be scaled: its instances would not share one port or one state")
+        assert self._provider is not None and self.dir is not None, "the stack is not started"
+        while len(extra) > count - 1:
+            extra.pop().stop()
+        added = []
+        while len(extra) < count - 1:
+            n = len(extra) + 2
+            workdir = self.dir / f"{name}-{n}"
+            workdir.mkdir(exist_ok=True)
+            replica = self._provider.service(first.spec, self.topology, workdir, replica=n)
+            extra.append(replica)
+            replica.start()
+            added.append(replica)
+        port = self.topology.ports[name]
+        for replica in added:
+            # the shared port answers from the first instance: healthy means this one listens too
+            def listening(r: Service = replica) -> None:
+                if port not in listening_ports(service_processes(r.pid or 0)):
+                    raise RuntimeError(f"pid {r.pid} does not listen on {port} yet")
+            wait_until(listening, self.settings.stack.start_timeout_s, f"{name} instance to listen on 127.0.0.1:{port}",
+                       abort=replica.exit_reason)
+            replica.wait_healthy()
+        return [first, *extra]
+
+    def instances(self, name: str) -> list[str]:
+        """The state of every instance of a service (running, paused, exited), replicas included:
+        the local stack's (see scale), or the Compose project's containers on Docker."""
+        first = self.service(name)
+        counted = getattr(self._provider, "instance_states", None)
+        if counted is not None:
+            return counted(name)
+        return [first.state(), *(r.state() for r in self.replicas.get(name, []))]
 
     # --- services, and healing ---------------------------------------------------------------
     def service(self, name: str) -> Service:
@@ -262,6 +312,7 @@ class Stack(StartStop):
             "id": self.id, "provider": self.provider, "dir": str(self.dir),
             "reaper_pid": self._reaper.pid if self._reaper else None,
             "services": {n: s.describe() for n, s in self.services.items()},
+            "replicas": {n: [r.describe() for r in extra] for n, extra in self.replicas.items() if extra},
             "proxies": {e.name: {"listen": e.listen, "client": e.client, "upstream": e.upstream}
                         for e in self.topology.edges.values()},
             "timings": self.timings,

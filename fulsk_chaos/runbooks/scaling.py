@@ -1,0 +1,206 @@
+"""Scale Up Services: the high load it is for, and what scaling out must give users.
+
+Not the runbook's word for it (``docker-compose ps`` lists containers; it does not show that they
+serve): every instance asked for runs and answers requests, nothing through the frontend fails, every
+backend instance's live feed carries every reading (an instance that only sees its share of the
+readings leaves its dashboards with gaps), and under the same load the ops guide's baselines
+hold after scaling. The load's figures before and after are measured side by side.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import aiohttp
+import requests
+
+from ..errors import FulskChaosError
+from ..load import LoadTest, load_profile
+from ..load import judge as load_judge
+from ..probes.fleet import Key
+from ..verdict import Expectation, at_most, none_of
+from .drill import RunbookDrill, check, condition
+from .model import RunbookError, Trigger
+from .runner import RunbookRun
+
+BURSTS, BURST_SIZE = 3, 24   # concurrent requests, each on a connection of its own
+FEED_ATTEMPTS = 60           # connections tried until every backend instance's feed is held
+
+
+@condition("high-load")
+@contextlib.contextmanager
+def high_load(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, str]]:
+    """Locust load through the frontend (``params.profile``, default the chaos profile) for the
+    whole runbook: a window of ``params.before_s`` under load before the first step, another of
+    ``params.after_s`` after the last (the check). Its acknowledged readings join the ledger."""
+    if drill.load_dir is None:
+        raise RunbookError(f"{trigger.case}: high-load needs a directory for the load's files (RunbookDrill.load_dir)")
+    try:
+        profile = load_profile(str(trigger.params.get("profile", "chaos")))
+    except FulskChaosError as exc:
+        raise RunbookError(f"{trigger.case}: {exc}") from None
+    load = LoadTest(drill.stack, profile, Path(drill.load_dir), run_s=profile.duration_s)
+    load.start()
+    drill.load = load
+    try:
+        time.sleep(float(trigger.params.get("before_s", 10)))
+        drill.load_before = (load.measured_from, time.time())
+        yield {}
+    finally:
+        result = load.stop()
+        if result is not None:
+            drill.experiment.track(result.ledger)  # what the load's inverters were acknowledged, stored once
+
+
+def instances_serving(url: str, bursts: int = BURSTS, size: int = BURST_SIZE) -> tuple[Counter, int]:
+    """Which backend instance answered each of ``bursts`` bursts of ``size`` concurrent requests,
+    each on a new connection (X-Fulsk-Instance); and how many failed."""
+    served: Counter = Counter()
+    failed = 0
+
+    def ask(_: int) -> str | None:
+        try:
+            response = requests.get(url, timeout=5, headers={"Connection": "close"})
+            return response.headers.get("X-Fulsk-Instance") if response.ok else None
+        except requests.RequestException:
+            return None
+    with ThreadPoolExecutor(size) as pool:
+        for _ in range(bursts):
+            for instance in pool.map(ask, range(size)):
+                if instance is None:
+                    failed += 1
+                else:
+                    served[instance] += 1
+    return served, failed
+
+
+async def _feeds(url: str, expected: int, listen_s: float) -> dict[str, dict[Key, float]]:
+    """Hold one live feed per backend instance (new connections until each instance has one,
+    told by its hello), then record what each carries for ``listen_s``."""
+    arrivals: dict[str, dict[Key, float]] = {}
+    timeout = aiohttp.ClientTimeout(total=None, connect=2, sock_connect=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        held: dict[str, aiohttp.ClientWebSocketResponse] = {}
+        try:
+            for _ in range(FEED_ATTEMPTS):
+                if len(held) >= expected:
+                    break
+                try:
+                    ws = await session.ws_connect(url, heartbeat=5)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    continue  # an instance refusing its feed: judged by the count held
+                try:
+                    hello = await ws.receive_json(timeout=5)
+                except (TypeError, ValueError, asyncio.TimeoutError):
+                    hello = {}  # no hello (the backend contract's): the feed's instance is unknown
+                instance = str(hello.get("instance")) if hello.get("type") == "hello" else "unknown"
+                if instance in held:
+                    await ws.close()
+                else:
+                    held[instance] = ws
+                    arrivals[instance] = {}
+
+            async def listen(instance: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    async with asyncio.timeout(listen_s):
+                        async for message in ws:
+                            if message.type != aiohttp.WSMsgType.TEXT:
+                                return
+                            now = time.monotonic()
+                            for r in json.loads(message.data).get("readings") or []:
+                                arrivals[instance].setdefault((str(r["inverter_id"]), int(r["seq"])), now)
+            await asyncio.gather(*(listen(i, ws) for i, ws in held.items()))
+        finally:
+            for ws in held.values():
+                await ws.close()
+    return arrivals
+
+
+def _spread(served: Counter, failed: int) -> str:
+    return ", ".join(f"{i}: {n}" for i, n in sorted(served.items())) + f"; {failed} failed"
+
+
+def _running(drill: RunbookDrill, service: str) -> int:
+    return sum(state == "running" for state in drill.stack.instances(service))
+
+
+@check("scaled-out")
+def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[Expectation]:
+    """Every instance the runbook asked for (``params.scale``: service -> count) runs; each
+    backend instance answers, and its live feed carries every reading; nothing through the
+    frontend fails (how nginx spread it is shown);
+    under the same load, the guide's baselines hold after scaling (before: shown beside them)."""
+    wanted = {str(k): int(v) for k, v in dict(trigger.params.get("scale") or {}).items()}
+    if not wanted:
+        raise RunbookError(f"{trigger.case}: scaled-out needs params.scale (service: instances)")
+    found: list[Expectation] = [
+        Expectation(f"{service} instances running", _running(drill, service), "==", count) for service, count in wanted.items()]
+    endpoints = drill.stack.endpoints
+    backends = wanted.get("backend", 1)
+    # On their shared port each new connection goes to one instance at random: every one answers.
+    served, failed = instances_serving(endpoints.backend_url + "/api/inverters")
+    found.append(Expectation("backend instances answering on the backend's port", len(served), "==", backends,
+                             detail=_spread(served, failed), evidence={"requests": sum(served.values()) + failed}))
+    # Through the frontend, nginx's pooled connections decide: shown (how the load was spread), and
+    # none of it may fail.
+    spread, failed = instances_serving(endpoints.frontend_url + "/api/inverters")
+    drill.experiment.record.measure(backend_instances_through_frontend=dict(spread))
+    found.append(none_of("requests through the frontend that failed, scaled out", failed,
+                         evidence={"requests": sum(spread.values()) + failed}, detail=_spread(spread, failed)))
+    # every reading acknowledged while the feeds listen, on every instance's feed
+    listen_s, grace_s = 4.0, 1.0
+    started = time.monotonic()
+    feeds = asyncio.run(_feeds(endpoints.backend_url.replace("http://", "ws://", 1) + "/ws/readings", backends,
+                               listen_s))
+    due = drill.experiment.fleet.acked(after=started + grace_s, before=started + listen_s - grace_s)
+    found.append(Expectation("backend instances whose live feed could be held", len(feeds), "==", backends,
+                             detail=", ".join(sorted(feeds))))
+    for instance, arrived in sorted(feeds.items()):
+        missed = len(due - set(arrived))
+        found.append(at_most(f"live feed of {instance}: readings missed", missed / len(due) if due else None,
+                             drill.settings.alerts.error_rate, evidence={"readings": len(due)},
+                             detail=f"{missed} of {len(due)} acknowledged readings never arrived"))
+    found += _load_after(drill, trigger)
+    return found
+
+
+def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
+    """The load's window after the last step, judged; the window before the first, shown."""
+    load: LoadTest | None = drill.load
+    if load is None or drill.load_before is None:
+        return []
+    after_s = float(trigger.params.get("after_s", 6))
+    after_start = time.time()
+    time.sleep(after_s)
+    result = load.stop()
+    if result is None:
+        return [Expectation("the load ran through the runbook", 0, "==", 1, detail="Locust had stopped")]
+    settings, exp = drill.settings, drill.experiment
+    before = load_judge.window(result, settings, *drill.load_before, phase="before scaling", resources=False)
+    after = load_judge.window(result, settings, after_start, after_start + after_s, phase="after scaling",
+                              resources=False)
+    exp.record.expect(after.expectations, after.evidence)
+    side_by_side = {}
+    for group in ("api", "page load", "websocket", "http"):
+        b = before.measurements["before scaling_load"].get(group)
+        a = after.measurements["after scaling_load"].get(group)
+        if a and b:
+            side_by_side[group] = {"p50_ms": (b["p50_ms"], a["p50_ms"]), "p95_ms": (b["p95_ms"], a["p95_ms"]),
+                                   "throughput_rps": (b["throughput_rps"], a["throughput_rps"]),
+                                   "p95_after_over_before": round(a["p95_ms"] / b["p95_ms"], 2) if b["p95_ms"] else None}
+    exp.record.measure(load_profile=result.profile.name, scaling_before_after=side_by_side,
+                       **before.measurements, **after.measurements)
+    errors = after.measurements["after scaling_load"].get("http", {}).get("failures")
+    return [none_of("requests that failed while scaling out", _failures(result, drill.load_before[1], after_start),
+                    detail=f"{errors} failed after scaling")]
+
+
+def _failures(result, start: float, end: float) -> int | None:
+    http = result.samples.window(start, end).figures(max(end - start, 1e-9)).get("http")
+    return http.failures if http else None

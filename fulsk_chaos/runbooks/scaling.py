@@ -46,10 +46,10 @@ def high_load(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, str]]
     except FulskChaosError as exc:
         raise RunbookError(f"{trigger.case}: {exc}") from None
     load = LoadTest(drill.stack, profile, Path(drill.load_dir), run_s=profile.duration_s)
-    load.start()
     drill.load = load
     try:
-        time.sleep(float(trigger.params.get("before_s", 10)))
+        load.start()
+        time.sleep(float(trigger.params.get("before_s", 6)))
         drill.load_before = (load.measured_from, time.time())
         yield {}
     finally:

@@ -102,8 +102,7 @@ SCALE_UP = "scenarios/test_runbooks.py -k scale-up"
 def test_instances_that_share_the_telemetry_without_sharing_the_feed_fail_the_scale_up(run_scenario):
     """Scaled out, instances that share the telemetry subscription each ingest, and show their
     live-feed clients, only their share: nothing is lost in the database, but users are not shown
-    it. (One client id for all, shared-client-id, is caught too, by every measure of freshness:
-    it takes the whole 300 s target to say so, too long for CI.)"""
+    it. (One client id for all, shared-client-id, is caught the same way: measured by hand.)"""
     run = run_scenario(SCALE_UP, '[backend.env]\nFULSK_BUGS = "shared-subscription"\n')
     assert run.scenario["verdict"] == "fail", run.output[-2000:]
     failed = run.expectations(held=False)

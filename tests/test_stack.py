@@ -145,13 +145,16 @@ def test_a_scaled_service_shares_its_port_and_each_backend_has_its_own_mqtt_sess
     try:
         answer = request(stack.control_path, "scale", "backend", count=3)
         assert answer["instances"] == ["running"] * 3
-        served, failed = instances_serving(stack.endpoints.backend_url + "/health")
-        assert set(served) == {"fulsk-backend", "fulsk-backend-1", "fulsk-backend-2"} and failed == 0
+        def each_answers_under_its_own_id() -> None:  # a new instance is "unslotted" until it leases its slot
+            served, failed = instances_serving(stack.endpoints.backend_url + "/health")
+            assert set(served) - {"unslotted"} == {"fulsk-backend", "fulsk-backend-1", "fulsk-backend-2"}, served
+            assert failed == 0
+        wait_until(each_answers_under_its_own_id, 30, "each backend instance answering under its own client id")
         def every_instance_holds_its_session() -> None:  # none taken by another (a replica may still be connecting)
             health = [requests.get(stack.endpoints.backend_url + "/health", timeout=5, headers={"Connection": "close"})
                       .json() for _ in range(30)]
             assert all(h["dependencies"]["mqtt"]["status"] == "ok" for h in health), health
-        wait_until(every_instance_holds_its_session, 10, "every backend instance connected to the broker")
+        wait_until(every_instance_holds_its_session, 30, "every backend instance connected to the broker")
         assert request(stack.control_path, "scale", "backend", count=1)["instances"] == ["running"]
         served, _ = instances_serving(stack.endpoints.backend_url + "/health", bursts=1)
         assert set(served) == {"fulsk-backend"}

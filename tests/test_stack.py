@@ -158,7 +158,7 @@ def test_a_scaled_service_shares_its_port_and_each_backend_has_its_own_mqtt_sess
         assert request(stack.control_path, "scale", "backend", count=1)["instances"] == ["running"]
         served, _ = instances_serving(stack.endpoints.backend_url + "/health", bursts=1)
         assert set(served) == {"fulsk-backend"}
-        # the departed instances left the shared subscription: no reading is handed to them any more
+        # the departed instances unsubscribed: every reading is still stored, once
         fleet = Fleet(stack.endpoints.mqtt_host, stack.endpoints.mqtt_port, inverters=3, interval_s=0.05,
                       max_messages=60).start()
         def all_acked() -> None:

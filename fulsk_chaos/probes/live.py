@@ -11,6 +11,14 @@ import aiohttp
 from .fleet import Key
 
 
+def feed_keys(data: str) -> list[Key]:
+    """The readings a feed message carries; none for one that cannot be read (they count as missed)."""
+    try:
+        return [(str(r["inverter_id"]), int(r["seq"])) for r in json.loads(data).get("readings") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
 class LiveFeed:
     """Bounded: it stops by itself after ``max_duration_s``."""
 
@@ -69,11 +77,7 @@ class LiveFeed:
                 await asyncio.sleep(self.reconnect_s)
 
     def _record(self, data: str, arrived: float) -> None:
-        try:
-            readings = json.loads(data).get("readings") or []
-            keys = [(str(r["inverter_id"]), int(r["seq"])) for r in readings]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return  # an unreadable message delivers nothing: its readings count as missed
+        keys = feed_keys(data)
         with self._lock:
             for key in keys:
                 self._arrivals.setdefault(key, arrived)  # a redelivered reading counts from its first arrival

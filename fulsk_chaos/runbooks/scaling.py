@@ -1,7 +1,8 @@
 """Scale Up Services: the high load it is for, and what scaling out must give users.
 
 Not the runbook's word for it (``docker-compose ps`` lists containers; it does not show that they
-serve): every instance asked for runs and answers requests, nothing through the frontend fails, every
+serve): every instance asked for runs and answers requests with fresh, true data under an id
+of its own, nothing through the frontend fails, every
 backend instance's live feed carries every reading (an instance that only sees its share of the
 readings leaves its dashboards with gaps), and under the same load the ops guide's baselines
 hold after scaling. The load's figures before and after are measured side by side.
@@ -10,20 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import itertools
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import aiohttp
 import requests
 
+from ..checks import Served, judge_answer
+from ..checks.steady import no_wrong_answers
 from ..errors import FulskChaosError
 from ..load import LoadTest, load_profile
 from ..load import judge as load_judge
+from ..probes import Sample
 from ..probes.fleet import Key
+from ..probes.live import feed_keys
 from ..verdict import Expectation, at_most, none_of
 from .drill import RunbookDrill, check, condition
 from .model import RunbookError, Trigger
@@ -58,26 +63,61 @@ def high_load(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, str]]
             drill.experiment.track(result.ledger)  # what the load's inverters were acknowledged, stored once
 
 
-def instances_serving(url: str, bursts: int = BURSTS, size: int = BURST_SIZE) -> tuple[Counter, int]:
-    """Which backend instance answered each of ``bursts`` bursts of ``size`` concurrent requests,
-    each on a new connection (X-Fulsk-Instance); and how many failed."""
-    served: Counter = Counter()
-    failed = 0
-
-    def ask(_: int) -> str | None:
+def instance_answers(asks: Sequence[tuple[str, str, dict[str, Any]]], size: int = BURST_SIZE
+                     ) -> list[tuple[str | None, Sample]]:
+    """Each ask (url, probe target, meta) on a new connection, ``size`` at a time: which backend
+    instance answered (X-Fulsk-Instance), and the answer as a probe sample."""
+    def ask(one: tuple[str, str, dict[str, Any]]) -> tuple[str | None, Sample]:
+        url, target, meta = one
+        started = time.monotonic()
         try:
             response = requests.get(url, timeout=5, headers={"Connection": "close"})
-            return response.headers.get("X-Fulsk-Instance") if response.ok else None
-        except requests.RequestException:
-            return None
+        except requests.RequestException as exc:
+            return None, Sample(target, started, time.monotonic() - started, None, str(exc), meta=meta)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return (response.headers.get("X-Fulsk-Instance"),
+                Sample(target, started, time.monotonic() - started, response.status_code, body=body, meta=meta))
     with ThreadPoolExecutor(size) as pool:
-        for _ in range(bursts):
-            for instance in pool.map(ask, range(size)):
-                if instance is None:
-                    failed += 1
-                else:
-                    served[instance] += 1
-    return served, failed
+        return list(pool.map(ask, asks))
+
+
+def instances_serving(url: str, bursts: int = BURSTS, size: int = BURST_SIZE) -> tuple[Counter, int]:
+    """Which backend instance answered each of ``bursts`` bursts of ``size`` concurrent requests,
+    each on a new connection; and how many failed."""
+    answers = instance_answers([(url, "api", {})] * (bursts * size), size)
+    served = Counter(i for i, sample in answers if sample.ok and i is not None)
+    return served, len(answers) - sum(served.values())
+
+
+def _answers_per_instance(drill: RunbookDrill) -> list[Expectation]:
+    """Each instance's answers for the fleet's latest readings: fresh (its ingest keeps up, on its
+    own MQTT session) and true. Users reach whichever instance their connection lands on."""
+    url, settings = drill.stack.endpoints.backend_url, drill.settings
+    inverters = drill.experiment.fleet.inverter_ids
+    asks = [(f"{url}/api/inverters/{inverter}/latest", "latest", {"inverter_id": inverter})
+            for inverter, _ in zip(itertools.cycle(inverters), range(BURSTS * BURST_SIZE))]
+    answers = instance_answers(asks)
+    record = drill.experiment.fleet.record()
+    per_instance: dict[str, list[Served]] = {}
+    for instance, sample in answers:
+        served = judge_answer(sample, record)
+        if instance not in (None, "unslotted") and served is not None:
+            per_instance.setdefault(instance, []).append(served)
+    limit = settings.steady_state.max_staleness_s
+    found = []
+    for instance, served in sorted(per_instance.items()):
+        judged = [s for s in served if s.wrong is None]
+        stale = [s for s in judged if not s.fresh(limit)]
+        found.append(at_most(f"answers of {instance}: stale (newest reading > {limit:g} s behind the broker)",
+                             len(stale) / len(judged) if judged else None, settings.alerts.error_rate,
+                             evidence={"judged": len(judged)},
+                             detail=f"{len(stale)} of {len(judged)} stale, the worst "
+                                    f"{max(s.staleness_s or 0 for s in stale):.1f} s behind" if stale else ""))
+    found.append(no_wrong_answers("scaled out: ", [s for served in per_instance.values() for s in served]))
+    return found
 
 
 async def _feeds(url: str, expected: int, listen_s: float) -> dict[str, dict[Key, float]]:
@@ -113,8 +153,8 @@ async def _feeds(url: str, expected: int, listen_s: float) -> dict[str, dict[Key
                             if message.type != aiohttp.WSMsgType.TEXT:
                                 return
                             now = time.monotonic()
-                            for r in json.loads(message.data).get("readings") or []:
-                                arrivals[instance].setdefault((str(r["inverter_id"]), int(r["seq"])), now)
+                            for key in feed_keys(message.data):
+                                arrivals[instance].setdefault(key, now)
             await asyncio.gather(*(listen(i, ws) for i, ws in held.items()))
         finally:
             for ws in held.values():
@@ -133,8 +173,8 @@ def _running(drill: RunbookDrill, service: str) -> int:
 @check("scaled-out")
 def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[Expectation]:
     """Every instance the runbook asked for (``params.scale``: service -> count) runs; each
-    backend instance answers, and its live feed carries every reading; nothing through the
-    frontend fails (how nginx spread it is shown);
+    backend instance answers under an id of its own, fresh and true, and its live feed carries
+    every reading; nothing through the frontend fails (how nginx spread it is shown);
     under the same load, the guide's baselines hold after scaling (before: shown beside them)."""
     wanted = {str(k): int(v) for k, v in dict(trigger.params.get("scale") or {}).items()}
     if not wanted:
@@ -146,8 +186,10 @@ def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[E
     # On their shared port each new connection goes to one instance at random: every one answers.
     served, failed = instances_serving(endpoints.backend_url + "/api/inverters")
     named = set(served) - {"unslotted"}  # one still leasing its slot is counted once it has it
-    found.append(Expectation("backend instances answering on the backend's port", len(named), "==", backends,
-                             detail=_spread(served, failed), evidence={"requests": sum(served.values()) + failed}))
+    # Fewer ids than instances: some do not answer, or share an MQTT client id (and take its session in turn).
+    found.append(Expectation("backend instances answering on the backend's port, each under an id of its own",
+                             len(named), "==", backends, detail=_spread(served, failed),
+                             evidence={"requests": sum(served.values()) + failed}))
     # Through the frontend, nginx's pooled connections decide: shown (how the load was spread), and
     # none of it may fail.
     spread, failed = instances_serving(endpoints.frontend_url + "/api/inverters")
@@ -167,12 +209,14 @@ def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[E
         found.append(at_most(f"live feed of {instance}: readings missed", missed / len(due) if due else None,
                              drill.settings.alerts.error_rate, evidence={"readings": len(due)},
                              detail=f"{missed} of {len(due)} acknowledged readings never arrived"))
+    found += _answers_per_instance(drill)
     found += _load_after(drill, trigger)
     return found
 
 
 def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
-    """The load's window after the last step, judged; the window before the first, shown."""
+    """The load's window after the last step, judged; the window before the first, and the
+    scaling between them, shown; no request may fail while scaling."""
     load: LoadTest | None = drill.load
     if load is None or drill.load_before is None:
         return []
@@ -183,25 +227,22 @@ def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
     if result is None:
         return [Expectation("the load ran through the runbook", 0, "==", 1, detail="Locust had stopped")]
     settings, exp = drill.settings, drill.experiment
-    before = load_judge.window(result, settings, *drill.load_before, phase="before scaling", resources=False)
-    after = load_judge.window(result, settings, after_start, after_start + after_s, phase="after scaling",
-                              resources=False)
-    exp.record.expect(after.expectations, after.evidence)
+    phases = {"before scaling": drill.load_before, "while scaling": (drill.load_before[1], after_start),
+              "after scaling": (after_start, after_start + after_s)}
+    judged = {phase: load_judge.window(result, settings, *span, phase=phase, resources=False)
+              for phase, span in phases.items()}
+    exp.record.expect(judged["after scaling"].expectations, judged["after scaling"].evidence)
+    figures = {phase: j.measurements[f"{phase}_load"] for phase, j in judged.items()}
     side_by_side = {}
     for group in ("api", "page load", "websocket", "http"):
-        b = before.measurements["before scaling_load"].get(group)
-        a = after.measurements["after scaling_load"].get(group)
+        b, a = figures["before scaling"].get(group), figures["after scaling"].get(group)
         if a and b:
             side_by_side[group] = {"p50_ms": (b["p50_ms"], a["p50_ms"]), "p95_ms": (b["p95_ms"], a["p95_ms"]),
                                    "throughput_rps": (b["throughput_rps"], a["throughput_rps"]),
                                    "p95_after_over_before": round(a["p95_ms"] / b["p95_ms"], 2) if b["p95_ms"] else None}
     exp.record.measure(load_profile=result.profile.name, scaling_before_after=side_by_side,
-                       **before.measurements, **after.measurements)
-    errors = after.measurements["after scaling_load"].get("http", {}).get("failures")
-    return [none_of("requests that failed while scaling out", _failures(result, drill.load_before[1], after_start),
-                    detail=f"{errors} failed after scaling")]
-
-
-def _failures(result, start: float, end: float) -> int | None:
-    http = result.samples.window(start, end).figures(max(end - start, 1e-9)).get("http")
-    return http.failures if http else None
+                       **{k: v for j in judged.values() for k, v in j.measurements.items()})
+    scaling, after = figures["while scaling"].get("http", {}), figures["after scaling"].get("http", {})
+    return [none_of("requests that failed while scaling out", scaling.get("failures"),
+                    evidence={"requests": scaling.get("count", 0)},
+                    detail=f"{after.get('failures')} failed after scaling")]

@@ -69,7 +69,7 @@ def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str 
 def drill(session: nox.Session) -> None:
     """The chaos drill: every scenario, on Docker when an engine answers, else on the local stack."""
     # the drill searches fault schedules longer than CI
-    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill"})
+    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--monitoring": None})
 
 
 @nox.session
@@ -90,7 +90,7 @@ def stress(session: nox.Session) -> None:
 def chaos(session: nox.Session) -> None:
     """The quarterly chaos drill under load: every scenario with background Locust load, baselines
     judged before and after each fault window and shown during it."""
-    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--under-load": None})
+    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--under-load": None, "--monitoring": None})
 
 
 @nox.session

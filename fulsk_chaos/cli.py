@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     build = image_commands.add_parser("build", help="build the stack's images")
     build.add_argument("--offline", action="store_true",
                        help="no registry: build every image from a debootstrap'd Debian base")
+    report = commands.add_parser("report", help="draw a run's index.html again from its results.json")
+    report.add_argument("results", type=Path, help="REPORT_DIR/<run-id>/results.json")
+    trend = commands.add_parser("trends", help="write REPORT_DIR/trends.html from the runs kept there")
+    trend.add_argument("report_dir", type=Path, help="where the runs are (REPORT_DIR/<run-id>/results.json)")
     args = parser.parse_args(argv)
     if args.command == "images" and not args.offline:
         parser.error("only --offline builds are implemented: registry images are pulled by the stack itself")
@@ -68,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "runbook":
             return _runbooks(args)
+        if args.command == "trends":
+            from .report import trends
+            print(trends.write(args.report_dir))
+            return 0
+        if args.command == "report":
+            if not args.results.is_file():
+                parser.error(f"{args.results}: no such file (a run's results.json, in REPORT_DIR/<run-id>/)")
+            from .report.html import render_file
+            print(render_file(args.results))
+            return 0
         return _up(args) if args.command == "up" else _build_images()
     except (FulskChaosError, OSError) as exc:
         print(f"fulsk-chaos: error: {exc}", file=sys.stderr)

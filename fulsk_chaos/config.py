@@ -104,6 +104,22 @@ class StackSettings:
     bugs: list[str] = field(default_factory=list)  # names from STACK_BUGS; none by default
     # A streaming-replication standby of PostgreSQL (postgres-standby), for the Database Failover runbook
     standby: bool = False
+    # Prometheus, Alertmanager and exporters with the ops guide's alert rules, for scenarios that
+    # declare the alerts their fault must fire (and those that must stay silent)
+    monitoring: bool = False
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """How the stack renders the ops guide's alert rules (fixtures/monitoring). Deployed, they use
+    5 m windows and 2 m delays; a drill's faults last seconds, so windows and delays are seconds."""
+    scrape_interval_s: float = 0.5
+    evaluation_interval_s: float = 0.5
+    window_s: float = 5.0          # every rate() window
+    for_s: float = 1.0             # the application's and services' alerts
+    for_sustained_s: float = 60.0  # the host's (CPU, memory, disk): sustained pressure, not a drill's spike
+    group_wait_s: float = 0.5      # Alertmanager: a new alert is notified this soon
+    group_interval_s: float = 1.0  # and a change (resolved) in a group this often
 
 
 @dataclass(frozen=True)
@@ -191,6 +207,7 @@ class Settings:
     scenarios: ScenarioSettings = field(default_factory=ScenarioSettings)
     load: LoadSettings = field(default_factory=LoadSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
 
     @property
     def hang_s(self) -> float:

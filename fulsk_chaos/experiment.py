@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from .checks import alerts as alert_judge
+from .checks.alerts import AlertWindow
 from .checks import (FaultWindow, Observation, Recovery, fault_window, judge_answer, settle, steady_evidence,
                      steady_measurements, steady_state, wait_for_recovery)
 from .checks.dbload import DbLoadWindow
 from .checks.ledger import Key, never_stored
+from .checks.timeline import timeline
 from .checks.steady import no_unanswered, no_wrong_answers
 from .config import Settings
 from .faults import Fault, FaultInjector
@@ -125,8 +128,10 @@ class Experiment:
         if exc_type is None:
             # Wrong data is never acceptable, not during a fault nor while recovering from it.
             fleet = self.fleet_record()
-            served = (judge_answer(s, fleet) for s in self.probe.snapshot(self.settings.hang_s).window(self._started))
+            samples = self.probe.snapshot(self.settings.hang_s).window(self._started)
+            served = (judge_answer(s, fleet) for s in samples)
             self.record.expect([no_wrong_answers("at any time: ", [s for s in served if s is not None])])
+            self._record_timeline(samples, fleet)
             dsn = self.stack.endpoints.database_dsn
             senders = [self.fleet, *self._tracked, *([result.ledger] if result is not None else [])]
             if result is not None:
@@ -141,6 +146,14 @@ class Experiment:
                 load_acked = result.ledger.acked()
                 self.record.measure(load_acked=len(load_acked), load_lost=len(load_acked & set(ledger.lost)))
             self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self._never_stored])
+
+    def _record_timeline(self, samples, fleet: FleetRecord) -> None:
+        """The run second by second, with the moments that matter on it (for the report's chart)."""
+        assert self._started is not None
+        series = timeline(samples, fleet, self.feed.arrivals(), self._started, time.monotonic())
+        if self._recovered_at is not None:
+            series["recovered_s"] = round(self._recovered_at - self._started, 2)
+        self.record.measure(series=series)
 
     def _judge_load(self, result) -> None:
         """Chaos under load: the ops guide's baselines before and after each fault, shown during it."""
@@ -176,6 +189,7 @@ class Experiment:
         does not hold ends the scenario with its verdict: a fault proves nothing about a stack
         that was not steady to begin with. During a fault users may be held to it too, without
         /health (``health=False``), which should then report the faulted dependency."""
+        self.record.note(f"steady state {phase} ({self.settings.steady_state.window_s:g} s)")
         obs = self.observe(phase)
         self._steady.append(obs.start)
         needs = self.needs
@@ -200,7 +214,9 @@ class Experiment:
 
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
         self.begin_method()
-        return self.faults.inject(kind, target, **params)
+        fault = self.faults.inject(kind, target, **params)
+        self.record.note(f"fault injected: {kind} {target}")
+        return fault
 
     def db_load(self) -> DbLoadWindow:
         """A window over which the database's own statement counts are compared with users' reads."""
@@ -255,8 +271,11 @@ class Experiment:
 
     def recover(self, fault: Fault) -> Recovery:
         """Wait until the stack is steady again after the fault's rollback; judge it against the target."""
+        self.record.note(f"waiting for recovery (target {self.settings.recovery.target_s:g} s)")
+        target = self.settings.recovery.target_s
         recovery = wait_for_recovery(self.probe, self.fleet, self.stack.endpoints.database_dsn, fault.ended,
-                                     self.settings)
+                                     self.settings,
+                                     waiting=lambda s: self.record.progress.step(f"{s:.0f}/{target:g} s"))
         recovering = self.probe.snapshot(self.settings.hang_s).window(fault.ended)
         self.record.expect([*recovery.expectations(), no_unanswered("recovering: ", recovering)])
         self.record.measure(**recovery.measurements())
@@ -274,6 +293,27 @@ class Experiment:
                                            acked=self.needs.acked_during_fault))
         self.record.measure(**window.measurements())
         return window
+
+    def alerts(self, fault: Fault, *, fire: Sequence[str] = (), silent: Sequence[str] = (),
+               scrapes: int = 3) -> None:
+        """Judge the monitoring: the alerts ``fire`` must be notified during the fault (not before)
+        and resolved once the stack recovered, ``silent`` never (call after ``recover``). On a
+        stack without monitoring (``stack.monitoring``, ``--monitoring``) they are not judged, and
+        results.json says so (``alerts_not_judged``); a scenario whose hypothesis needs them asks
+        for a monitored stack (``@pytest.mark.stack(monitoring=True)``)."""
+        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
+        if receiver is None or prometheus is None:  # said in the results, not judged
+            self.record.measure(alerts_not_judged=f"the stack has no monitoring (run with --monitoring, or set "
+                                                  f"stack.monitoring): fire {list(fire)}, silent {list(silent)}")
+            return
+        m = self.settings.monitoring
+        window = AlertWindow(tuple(fire), tuple(silent), self._started or fault.started, fault.started, fault.ended,
+                             self._recovered_at or fault.ended)
+        alert_judge.wait_resolved(receiver, window, m)
+        client = alert_judge.Prometheus(prometheus.address)
+        expectations, measurements = alert_judge.judge(receiver.notifications(), window, m, client.rule_names())
+        self.record.expect(expectations, alert_judge.evidence(client, window, scrapes))
+        self.record.measure(**measurements)
 
     def verdict(self) -> Verdict:
         """The verdict on everything judged so far (call after the with-block: the ledger comes last)."""
@@ -305,6 +345,7 @@ class LoadScenario:
 
     def steady(self) -> LoadResult:
         """Run the profile to its end and judge the whole run as one window."""
+        self.record.note(f"load: the {self.load.profile.name} profile for {self.load.locust.run_s:g} s")
         with self.load:
             self.load.wait()
         result = self.load.result
@@ -328,6 +369,7 @@ class LoadScenario:
             assert t0 is not None
             for k, rate in enumerate(profile.api.steps):
                 start, end = t0 + k * profile.api.step_s, t0 + (k + 1) * profile.api.step_s
+                self.record.note(f"load step {k + 1}/{len(profile.api.steps)}: {rate:g} req/s")
                 time.sleep(max(0.0, end - time.time() + FLUSH_S))
                 step = self._judge_step(k, rate, start + min(1.0, profile.api.step_s / 5), end)  # the change settles
                 steps.append(step)

@@ -5,6 +5,7 @@ the plugin records it (results.json, junit.xml, the terminal) and fails the test
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass, replace
@@ -24,7 +25,9 @@ from .runbooks import RunbookError
 from .runbooks import load as load_runbook
 from .runbooks.drill import RunbookDrill
 from .runbooks.runner import timeline_text
-from .report import JUnitXml, ResultsJson, RunRecord, ScenarioRecord, TerminalSummary, new_run_id
+from .report import (ChaosToolkitJournals, HtmlReport, JUnitXml, ResultsJson, RunRecord, ScenarioRecord,
+                     TerminalSummary, new_run_id)
+from .report.progress import Progress, quiet
 from .report.records import now_iso
 from .services import CATALOGUE
 from .stack import PROVIDERS, Stack
@@ -34,6 +37,7 @@ RUN = pytest.StashKey[RunRecord]()
 SETTINGS = pytest.StashKey[settings_module.Settings]()
 WRITERS = pytest.StashKey[list]()
 RECORD = pytest.StashKey[ScenarioRecord]()
+PROGRESS = pytest.StashKey[Progress]()
 
 MARKERS = {
     "scenario": "a chaos scenario: judged from its expectations, journaled into results.json",
@@ -86,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default when no profile is named: [tool.fulsk-chaos.load] chaos_profile)")
     group.addoption("--runbook", default=None,
                     help="run only this runbook's scenarios (a name of fixtures/runbooks/, e.g. service-restart)")
+    group.addoption("--monitoring", action="store_true", default=False,
+                    help="every stack of the run with Prometheus, Alertmanager and the exporters (stack.monitoring): "
+                         "each scenario's declared alerts are judged")
     group.addoption("--schedule-replay", default=None,
                     help="replay one schedule instead of searching: KIND:TARGET,KIND:TARGET,... (as a failed "
                          "search prints it)")
@@ -98,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = settings_module.load(config.getoption("--chaos-config"), search_from=config.rootpath)
         CATALOGUE.check_settings(settings)
+        if config.getoption("--monitoring"):
+            settings = replace(settings, stack=replace(settings.stack, monitoring=True))
     except ConfigError as exc:
         raise pytest.UsageError(f"fulsk-chaos configuration: {exc}") from None
     if config.getoption("--runbook"):
@@ -110,10 +119,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = settings
     config.stash[RUN] = run
     config.stash[WRITERS] = [ResultsJson(lambda data: config.hook.pytest_fulsk_chaos_update_json(
-        config=config, output_json=data)), JUnitXml()]
+        config=config, output_json=data)), JUnitXml(), HtmlReport(), ChaosToolkitJournals()]  # from results.json
+
+
+def _progress(config: pytest.Config) -> Progress:
+    """The run's progress line, on pytest's terminal (past its output capture): rewritten in
+    place on a terminal, a line per phase in a CI log."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return quiet()
+
+    def write(text: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write(text)
+            reporter.flush()
+    return Progress(write, live=bool(getattr(reporter, "isatty", False)) and not os.environ.get("CI"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[PROGRESS] = _progress(session.config)
     for writers in session.config.hook.pytest_fulsk_chaos_report_writers(config=session.config):
         session.config.stash[WRITERS].extend(writers or [])
 
@@ -155,6 +180,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    config.stash.get(PROGRESS, quiet()).end()
     if reports := _reports(config):
         run = reports[0]
         terminalreporter.section("fulsk-chaos")
@@ -187,7 +213,8 @@ def _hypothesis(item: pytest.Item) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("scenario") and RECORD not in item.stash:
         run = item.config.stash[RUN]
-        record = ScenarioRecord(item.name.removeprefix("test_"), item.nodeid, hypothesis=_hypothesis(item))
+        record = ScenarioRecord(item.name.removeprefix("test_"), item.nodeid, hypothesis=_hypothesis(item),
+                                progress=item.config.stash.get(PROGRESS, quiet()))
         item.stash[RECORD] = record
         run.scenarios.append(record)
         for writer in item.config.stash[WRITERS]:
@@ -281,12 +308,15 @@ class _StackFailure:
 
 
 @pytest.fixture(scope="session")
-def _chaos_stack(chaos_settings: settings_module.Settings, chaos_run: RunRecord) -> Iterator[Stack | _StackFailure]:
+def _chaos_stack(request: pytest.FixtureRequest, chaos_settings: settings_module.Settings,
+                 chaos_run: RunRecord) -> Iterator[Stack | _StackFailure]:
     """The one stack of the session, or why it did not start (said once, not per test)."""
     the_stack: Stack | None = None
     try:
         the_stack = Stack(chaos_settings, chaos_run.provider, logs_to=chaos_run.dir / "logs")
-        the_stack.start()
+        progress = request.config.stash.get(PROGRESS, quiet())
+        progress.phase(f"stack starting ({chaos_run.provider})")
+        progress.phase(f"stack ready in {the_stack.start():.1f} s")
     except Exception as exc:  # noqa: BLE001 - whatever it was, no test can use the stack
         chaos_run.error = f"the stack did not start: {exc}"
         if the_stack is not None:
@@ -338,8 +368,10 @@ def stack(request: pytest.FixtureRequest, chaos_settings: settings_module.Settin
     except TypeError as exc:
         pytest.fail(f"@pytest.mark.stack: {exc}", pytrace=False)
     dedicated = Stack(settings, chaos_run.provider, logs_to=chaos_run.dir / "logs" / request.node.name)
+    progress = request.config.stash.get(PROGRESS, quiet())
     try:
-        dedicated.start()
+        progress.phase(f"{request.node.name}: a stack of its own starting ({own})")
+        progress.phase(f"{request.node.name}: its stack ready in {dedicated.start():.1f} s")
     except Exception as exc:  # noqa: BLE001 - said as the test's failure, after removing what started
         dedicated.stop()
         pytest.fail(f"the test's own stack ({own}) did not start: {exc}", pytrace=False)

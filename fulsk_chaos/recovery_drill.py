@@ -168,6 +168,7 @@ class RecoveryDrill:
 
     def backup(self, *flags: str, env: dict[str, str] | None = None) -> Backup:
         """backup.sh, then what it wrote verified as the restore will (-v)."""
+        self.record.note(f"backing up: backup.sh {' '.join(flags)}".rstrip())
         run = self.script("backup.sh", *flags, env=env)
         self.record.expect([ran_ok(run)])
         if run.returncode != 0:
@@ -179,6 +180,7 @@ class RecoveryDrill:
         return Backup(run, path, checked.manifest)
 
     def restore(self, *args: str) -> ScriptRun:
+        self.record.note(f"restoring: disaster-recovery.sh {' '.join(args)}")
         run = self.script("disaster-recovery.sh", *args)
         self.record.expect([ran_ok(run)])
         self.record.measure(restore_s=round(run.seconds, 2))

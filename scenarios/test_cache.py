@@ -6,7 +6,8 @@ emptied, evicting, gone or hung, every read is answered within the API baseline 
 keeps its 50 ms, and /health says the cache is degraded rather than the service down (answers
 stay 2xx); the database is not stampeded while the cache refills (PostgreSQL's own statement
 counts: at most ``steady_state.max_db_reads_per_read`` per user read). The steady state is back
-within ``recovery.target_s`` once Redis is.
+within ``recovery.target_s`` once Redis is. Monitoring (with ``--monitoring``): a hung Redis
+fires RedisDown; no alert about users' requests or the database fires for any cache fault.
 
 Method: FLUSHALL; maxmemory shrunk to 2 MB and filled (allkeys-lru evicts real keys); SIGKILL
 and a restart without its snapshot; SIGSTOP - each for ``scenarios.fault_s``; rollback: filler
@@ -17,6 +18,8 @@ from __future__ import annotations
 import pytest
 
 from fulsk_chaos.verdict import none_of
+
+USERS_ALERTS = ["FulskHighErrorRate", "FulskSlowResponses", "FulskDatabaseErrors", "FulskBackendDown"]
 
 
 @pytest.mark.scenario
@@ -40,4 +43,7 @@ def test_cache_fault(kind, experiment, chaos_settings):
     experiment.record.expect([none_of("during: /health said the service is down (only its cache was faulted)",
                                       len(health.where(lambda s: s.status is not None and s.status >= 500)),
                                       evidence={"health_samples": len(health)})])
+    # A hung Redis is paged; users see nothing of any cache fault, so nothing of theirs may page.
+    experiment.alerts(fault, fire=["RedisDown"] if kind == "pause" else [],
+                      silent=[*([] if gone else ["RedisDown"]), *USERS_ALERTS])
     experiment.verdict()

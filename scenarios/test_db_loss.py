@@ -10,7 +10,9 @@ it again, or thaw it (also when the scenario fails).
 
 Verdict: while it is down the API answers in time (p99 under the 2 s alert threshold, nothing
 hanging) and /health reports postgres down; the hypothesis holds again within
-``recovery.target_s`` of the database being back; the ledger is whole.
+``recovery.target_s`` of the database being back; the ledger is whole. Monitoring (with
+``--monitoring``): the backend's database-error and HTTP error-rate alerts and PostgreSQL's own
+fire during the fault and resolve after it; the backend's, Redis's and the ingest's stay silent.
 """
 from __future__ import annotations
 
@@ -30,4 +32,6 @@ def test_db_loss(kind, experiment, chaos_settings):
         experiment.recover(fault)
         experiment.steady_state("after")
     experiment.fault_window(fault, dependency="postgres")
+    experiment.alerts(fault, fire=["FulskDatabaseErrors", "FulskHighErrorRate", "PostgresDown"],
+                      silent=["FulskBackendDown", "RedisDown", "FulskIngestDisconnected"])
     experiment.verdict()

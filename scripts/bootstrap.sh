@@ -12,7 +12,9 @@ TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@${TOXIPROXY_VERSION
 TOXIPROXY_CLI_MODULE="github.com/Shopify/toxiproxy/v2/cmd/cli@${TOXIPROXY_VERSION}"
 # the servers, and the clients an engineer points at `fulsk-chaos up` (psql comes with postgresql-15);
 # curl, jq and procps: what the runbooks' commands use
-LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps curl jq)
+LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps curl jq
+                prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter
+                prometheus-node-exporter chromium)
 DOCKER_PACKAGES=(docker.io debootstrap)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -41,6 +43,11 @@ command -v redis-server >/dev/null || missing+="redis-server "
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+="nginx "
 command -v mosquitto_pub >/dev/null || missing+="mosquitto-clients "
 for tool in curl jq top; do command -v "$tool" >/dev/null || missing+="$tool "; done
+for tool in prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter \
+            prometheus-node-exporter; do  # monitoring (stack.monitoring)
+  [ -x "/usr/bin/$tool" ] || missing+="$tool "
+done
+command -v chromium >/dev/null || missing+="chromium "  # the HTML report's test opens it headless
 [ -z "$missing" ] || apt_install "$missing" "${LOCAL_PACKAGES[@]}"
 
 find_binary() {  # find_binary NAME: on PATH, or where go_install puts it

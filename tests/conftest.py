@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def run_scenario(tmp_path: Path):
     def run(select: str, config: str = "", plugin: str | None = None, timeout_s: float = 300) -> ScenarioRun:
         (tmp_path / "drill.toml").write_text(config)
         reports = tmp_path / f"reports-{len(list(tmp_path.glob('reports-*')))}"  # one per run of the test
-        args = [sys.executable, "-m", "pytest", *select.split(), "-p", "no:cacheprovider", "--stack", "local",
+        args = [sys.executable, "-m", "pytest", *shlex.split(select), "-p", "no:cacheprovider", "--stack", "local",
                 "--chaos-config", str(tmp_path / "drill.toml"), "--report-dir", str(reports)]
         env = dict(os.environ)
         if plugin is not None:

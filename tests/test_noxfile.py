@@ -36,20 +36,20 @@ def test_drill_on_docker_installs_and_starts_the_engine_first(noxfile, posargs):
     session = RecordingSession(posargs)
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh", "--docker")
-    assert session.commands[-1] == ("pytest", "scenarios", "--schedule-profile", "drill", *posargs)
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill", *posargs)
 
 
 def test_drill_on_the_local_stack_needs_no_engine(noxfile):
     session = RecordingSession(["--stack", "local"])
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh")
-    assert session.commands[-1] == ("pytest", "scenarios", "--schedule-profile", "drill", "--stack", "local")
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill", "--stack", "local")
 
 
 def test_the_drill_profile_can_be_overridden(noxfile):
     session = RecordingSession(["--stack", "local", "--schedule-profile", "quick"])
     noxfile.drill(session)
-    assert session.commands[-1] == ("pytest", "scenarios", "--stack", "local", "--schedule-profile", "quick")
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--stack", "local", "--schedule-profile", "quick")
 
 
 def test_ci_runs_the_quick_subset_and_the_provider_tests_on_docker(noxfile):
@@ -70,9 +70,9 @@ def test_the_load_cadence_sessions_run_their_load_scenario_with_the_given_parame
 def test_the_quarterly_chaos_session_runs_every_scenario_under_load(noxfile):
     session = RecordingSession(["--stack", "local"])
     noxfile.chaos(session)
-    assert session.commands[-1] == ("pytest", "scenarios", "--under-load", "--schedule-profile", "drill",
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--under-load", "--schedule-profile", "drill",
                                     "--stack", "local")
     session = RecordingSession(["--stack", "local", "--under-load=weekly"])
     noxfile.chaos(session)
-    assert session.commands[-1] == ("pytest", "scenarios", "--schedule-profile", "drill", "--stack", "local",
-                                    "--under-load=weekly")
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill", "--stack",
+                                    "local", "--under-load=weekly")

@@ -3,6 +3,10 @@ fails the test from it; nothing is read back from assertion text."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
 from xml.etree import ElementTree
 
 import pytest
@@ -182,3 +186,131 @@ def test_plain(stack):
     assert "no Docker engine answers" not in second["reason"] and "shown once" in second["reason"]
     output = run.stdout.str()
     assert "Traceback" not in output and "def _chaos_stack" not in output
+
+
+# --- the HTML report, in a browser ----------------------------------------------------------------
+class _Sections(HTMLParser):
+    """Per scenario section of index.html: its verdict attribute, badge text, and SVG elements drawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[dict] = []
+        self.summary_rows = 0
+        self._in_summary = self._in_badge = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table" and a.get("class") == "summary":
+            self._in_summary = True
+        elif tag == "tr" and self._in_summary:
+            self.summary_rows += 1
+        elif tag == "section" and "scenario" in (a.get("class") or ""):
+            self.sections.append({"verdict": a.get("data-verdict"), "badge": "", "svg": 0, "lines": 0})
+        elif self.sections and tag == "svg":
+            self.sections[-1]["svg"] += 1
+        elif self.sections and tag == "path":
+            self.sections[-1]["lines"] += 1
+        elif tag == "span" and "verdict" in (a.get("class") or "") and self.sections:
+            self._in_badge = True
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_summary = False
+        if tag == "span":
+            self._in_badge = False
+
+    def handle_data(self, data):
+        if self._in_badge and self.sections and not self.sections[-1]["badge"]:
+            self.sections[-1]["badge"] = data.strip()
+
+
+def test_a_monitored_drills_report_alerts_and_journals(run_scenario):
+    """db_loss, both kinds, on a monitored stack: the database and error-rate alerts fire and
+    resolve, their times in results.json; index.html, opened from disk by headless Chromium (what
+    a browser builds of it, not the file's text), has each scenario's section, verdict and
+    timeline chart; each journal is one Chaos Toolkit's own code accepts."""
+    run = run_scenario("scenarios/test_db_loss.py --monitoring", timeout_s=300)
+    for scenario in run.results["scenarios"]:
+        alerts = scenario["measurements"]["alerts"]
+        assert set(alerts) == {"FulskDatabaseErrors", "FulskHighErrorRate", "PostgresDown"}, run.output[-2000:]
+        for name, times in alerts.items():
+            assert times["fired_after_s"] is not None and times["resolved_after_recovery_s"] is not None, (name, times)
+            assert times["fired_at"] < times["resolved_at"]
+        held = {e["name"]: e["held"] for e in scenario["expectations"] if e["name"].startswith("alert ")}
+        assert len(held) == 3 * 3 + 3 and all(held.values()), held
+    index = run.report / "index.html"
+    assert index.is_file(), run.output[-2000:]
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium not found: bash scripts/bootstrap.sh installs Debian's chromium"
+    dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          index.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    parsed = _Sections()
+    parsed.feed(dom)
+    scenarios = run.results["scenarios"]
+    assert len(scenarios) == 2 and len(parsed.sections) == 2 and parsed.summary_rows == 1 + 2, dom[:500]
+    for scenario, section in zip(scenarios, parsed.sections):
+        assert section["verdict"] == scenario["verdict"] and section["badge"].lower() == scenario["verdict"]
+        assert section["svg"] >= 1 and section["lines"] > 20, section  # a drawn chart: axes, series, shading
+    # each scenario as a Chaos Toolkit journal: its experiment valid for chaoslib, and `chaos report`'s
+    # own renderer reads the whole journal
+    from chaoslib.experiment import ensure_experiment_is_valid
+    from chaosreport import generate_report
+    journals = sorted((run.report / "journals").glob("*.json"))
+    assert len(journals) == 2
+    for path, scenario in zip(journals, sorted(scenarios, key=lambda s: s["name"])):
+        journal = json.loads(path.read_text())
+        ensure_experiment_is_valid(journal["experiment"])
+        assert journal["status"] == {"pass": "completed", "fail": "failed"}.get(scenario["verdict"], "aborted")
+        assert journal["deviated"] is (scenario["verdict"] == "fail")
+        assert [a["name"] for a in journal["experiment"]["method"]] == [
+            f"{f['kind']} {f['target']}" for f in scenario["faults"]]
+        assert len(journal["steady_states"]["before"]["probes"]) == sum(
+            e["name"].startswith("before") for e in scenario["expectations"])
+        report = generate_report(journal, "markdown")
+        assert scenario["name"] in report and "Steady State Hypothesis" in report
+    # drawn again from results.json alone, the same report
+    again = subprocess.run([sys.executable, "-m", "fulsk_chaos.cli", "report", str(run.report / "results.json")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and index.read_text().count("<section class=scenario") == 2
+
+
+def test_trends_follow_each_scenario_across_the_runs_kept(tmp_path):
+    """trends.html from the runs in a report directory: one section per scenario, its figures over
+    time, its verdicts in order; a run still being written (unreadable) is left out."""
+    from fulsk_chaos.report import trends
+    for i, (recovery, verdict) in enumerate([(2.0, "pass"), (9.5, "fail"), (1.5, "pass")]):
+        run = tmp_path / f"2026112{i}T000000Z-{i:04x}"
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({
+            "run_id": run.name, "started_at": f"2026-11-2{i}T00:00:00+00:00", "scenarios": [
+                {"name": "db_loss[kill]", "verdict": verdict,
+                 "measurements": {"recovery_s": recovery, "lost": i, "p95_ms": 900 + i}}]}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{")
+    kept = trends.history(tmp_path)
+    assert [(e["recovery"], e["verdict"], e["lost"]) for e in kept["db_loss[kill]"]] == [
+        (2.0, "pass", 0), (9.5, "fail", 1), (1.5, "pass", 2)]
+    page = trends.write(tmp_path).read_text()
+    assert page.count("<section class=scenario>") == 1 and page.count("<svg") == 1
+    assert "recovery (s)" in page and "readings lost" in page and "capacity" not in page
+
+
+def test_progress_is_a_line_per_phase_in_a_log_and_one_rewritten_line_on_a_terminal():
+    from fulsk_chaos.report.progress import Progress
+    now = [0.0]
+    logged: list[str] = []
+    log = Progress(logged.append, live=False, every_s=10, clock=lambda: now[0])
+    log.phase("db_loss[kill]: fault injected: kill postgres")
+    log.step("1/30 s")
+    now[0] = 11
+    log.step("11/30 s")
+    log.phase("db_loss[kill]: steady state after (3 s)")
+    assert logged == ["fulsk-chaos ▸ db_loss[kill]: fault injected: kill postgres\n",
+                      "fulsk-chaos ▸ db_loss[kill]: fault injected: kill postgres: 11/30 s\n",
+                      "fulsk-chaos ▸ db_loss[kill]: steady state after (3 s)\n"]
+    shown: list[str] = []
+    live = Progress(shown.append, live=True)
+    live.phase("stack starting (local)")
+    live.step("postgres")
+    live.end()
+    assert shown == ["\r\x1b[2K▸ stack starting (local)", "\r\x1b[2K▸ stack starting (local): postgres", "\n"]

@@ -108,3 +108,18 @@ def test_instances_that_share_the_telemetry_without_sharing_the_feed_fail_the_sc
     failed = run.expectations(held=False)
     assert any(name.startswith("live feed of fulsk-backend") for name in failed), sorted(failed)
     assert run.scenario["measurements"]["lost"] == 0
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+def test_metrics_that_hide_the_database_failure_fail_on_the_alert_that_never_fired(run_scenario):
+    """The backend counts its failed queries as successes: users get the same errors, PostgreSQL's
+    exporter sees the same outage, but the backend's database alert cannot fire."""
+    run = run_scenario(DB_LOSS_KILL + " --monitoring", '[backend.env]\nFULSK_BUGS = "metrics-hide-db-failure"\n')
+    assert run.scenario["verdict"] == "fail", run.output[-2000:]
+    failed = run.expectations(held=False)
+    missing = failed["alert FulskDatabaseErrors: fired, after the fault began"]
+    assert missing["detail"].startswith("never notified"), missing
+    assert run.scenario["measurements"]["alerts"]["FulskDatabaseErrors"]["fired_after_s"] is None
+    held = run.expectations(held=True)
+    assert {"alert PostgresDown: fired, after the fault began", "alert FulskHighErrorRate: fired, after the fault began",
+            "lost (acknowledged, not stored)"} <= set(held)

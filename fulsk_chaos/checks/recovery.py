@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Settings
 from ..probes import Fleet, FleetRecord, Probe, Sample
@@ -44,7 +44,7 @@ def _s(seconds: float | None) -> str:
 
 
 def wait_for_recovery(probe: Probe, fleet: Fleet, dsn: str, since: float, settings: Settings,
-                      poll_s: float = 0.2) -> Recovery:
+                      poll_s: float = 0.2, waiting: Callable[[float], None] = lambda s: None) -> Recovery:
     """Poll until both paths have recovered or the target (plus the streak and the hang threshold,
     needed to judge the last samples) has passed."""
     target_s, streak_s = settings.recovery.target_s, settings.steady_state.streak_s
@@ -62,6 +62,7 @@ def wait_for_recovery(probe: Probe, fleet: Fleet, dsn: str, since: float, settin
             users_at = users_recovered_at(probe, fleet.record(), since, settings)
         if (users_at is not None and ingest_at is not None) or time.monotonic() > deadline:
             break
+        waiting(time.monotonic() - since)
         time.sleep(poll_s)
     return Recovery(target_s, None if users_at is None else users_at - since,
                     None if ingest_at is None else ingest_at - since, len(backlog))

@@ -23,7 +23,7 @@ from docker.errors import BuildError, ImageNotFound
 
 from ..errors import FulskChaosError
 from ..host.engine import LABEL, engine
-from ..services import CATALOGUE, Catalogue, ServiceSpec
+from ..services import CATALOGUE, MONITORING, Catalogue, ServiceSpec
 
 BASE_IMAGE = "fulsk-chaos/base:bookworm"
 
@@ -174,6 +174,9 @@ def build_images(fixtures: Path, log: Callable[[str], None] = print,
     client = client or engine()
     base = build_base(client, log)
     results = [base]
-    for spec in catalogue.specs:
-        results.append(build_service(client, spec, fixtures, base.id, log))
+    built: set[str] = set()
+    for spec in (*catalogue.specs, *(MONITORING if catalogue is CATALOGUE else ())):
+        if spec.offline_image not in built:  # monitoring's servers share one image
+            built.add(spec.offline_image)
+            results.append(build_service(client, spec, fixtures, base.id, log))
     return results

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..faults import FaultRecord
 from ..verdict import Evidence, Expectation, Verdict
+from .progress import Progress, quiet
 
 NOT_CONCLUDED = "the run ended before this scenario reached its verdict"
 
@@ -51,6 +52,11 @@ class ScenarioRecord:
     timeline: list[dict[str, Any]] = field(default_factory=list)  # what happened when (a runbook's steps)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
+    progress: Progress = field(default_factory=quiet, repr=False, compare=False)  # where the run is, live
+
+    def note(self, phase: str) -> None:
+        """A new phase of the scenario, for the run's progress line."""
+        self.progress.phase(f"{self.name}: {phase}")
 
     def measure(self, **values: Any) -> None:
         self.measurements.update(values)

@@ -53,6 +53,24 @@ class FileWriter:
         self._write(run)
 
 
+class FromResults:
+    """A writer that makes its files from results.json once the run is over (written before it)."""
+
+    def from_results(self, results: Path) -> None:
+        raise NotImplementedError
+
+    def scenario_started(self, run: RunRecord, scenario: ScenarioRecord) -> None:
+        pass
+
+    def scenario_finished(self, run: RunRecord, scenario: ScenarioRecord) -> None:
+        pass
+
+    def run_finished(self, run: RunRecord) -> None:
+        results = run.dir / "results.json"
+        if results.is_file():
+            self.from_results(results)
+
+
 class ResultsJson(FileWriter):
     """results.json; ``update`` may add fields before each write (the plugin's hook does)."""
 

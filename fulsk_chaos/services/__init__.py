@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import ConfigError, StackError
 from .spec import FIXTURES, Edge, ServiceContext, ServiceSpec, Topology
 
-__all__ = ["CATALOGUE", "Catalogue", "Edge", "EdgeSpec", "FIXTURES", "ServiceContext", "ServiceSpec", "Topology",
+__all__ = ["CATALOGUE", "MONITORING", "Catalogue", "Edge", "EdgeSpec", "FIXTURES", "ServiceContext", "ServiceSpec", "Topology",
            "discover"]
 
 
@@ -103,3 +103,14 @@ def discover(package: str = __name__) -> Catalogue:
 
 
 CATALOGUE = discover()
+
+
+def _monitoring() -> tuple[ServiceSpec, ...]:
+    from .alertmanager import ALERTMANAGER
+    from .exporters import EXPORTERS
+    from .prometheus import PROMETHEUS
+    return (PROMETHEUS, ALERTMANAGER, *EXPORTERS)
+
+
+# Not in every stack: stack.monitoring = true adds them (their images are built with the others).
+MONITORING = _monitoring()

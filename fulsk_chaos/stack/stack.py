@@ -22,9 +22,13 @@ from ..host.procs import listening_ports, service_processes
 from ..wait import wait_until
 from ..lifecycle import StartStop
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
+from ..services import MONITORING
+from ..services.alertmanager import RECEIVER
 from ..services.postgres_standby import STANDBY
+from ..services.prometheus import NAME as PROMETHEUS
 from ..services.toxiproxy import ToxiproxyClient
 from ..recovery import conf as backup_conf
+from .alerts import AlertReceiver
 from .control import ControlServer
 from .reaper import Reaper
 from .running import Provider, Service
@@ -72,6 +76,8 @@ class Stack(StartStop):
         self.settings = settings or Settings()
         if self.settings.stack.standby and STANDBY.name not in catalogue.names:
             catalogue = catalogue.with_specs(STANDBY)
+        if self.settings.stack.monitoring and PROMETHEUS not in catalogue.names:
+            catalogue = catalogue.with_specs(*MONITORING)
         catalogue.check_settings(self.settings)
         self.provider = provider
         self.fixtures = fixtures
@@ -88,6 +94,7 @@ class Stack(StartStop):
         self._control: ControlServer | None = None
         self.backup_conf_path: Path | None = None
         self.database = "postgres"  # the primary: where the truth is (a failover promotes another)
+        self.alerts: AlertReceiver | None = None  # Alertmanager's webhook, when the stack has monitoring
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> float:
@@ -102,11 +109,14 @@ class Stack(StartStop):
         self._provider.prepare()
         t0 = time.monotonic()
         names, edges = self.catalogue.names, self.catalogue.edges
-        ports = free_ports(len(names) + len(edges))
+        monitored = PROMETHEUS in names
+        ports = free_ports(len(names) + len(edges) + monitored)
         self.topology = Topology(
-            ports=dict(zip(names, ports)),
+            ports=dict(zip(names, ports)) | ({RECEIVER: ports[-1]} if monitored else {}),
             edges={e.name: Edge(e.name, e.client, e.upstream, port) for e, port in zip(edges, ports[len(names):])},
             db_password=secrets.token_urlsafe(12))
+        if monitored:
+            self.alerts = AlertReceiver(self.topology.ports[RECEIVER]).start()
         for spec in self.catalogue.specs:
             workdir = self.dir / spec.name
             workdir.mkdir()
@@ -152,6 +162,9 @@ class Stack(StartStop):
                 errors.append(f"{name}: {exc}")
         if self.toxiproxy:
             self.toxiproxy.close()
+        if self.alerts:
+            self.alerts.close()
+            self.alerts = None
         if self._provider:
             self._provider.close()
             self._provider = None

@@ -1,0 +1,133 @@
+"""Alerts as expectations: each alert a fault must fire fires within what its rule allows (its
+``for:``, the scrape and evaluation intervals, Alertmanager's wait) and resolves within what it
+allows after the stack recovered; none fires before the fault (a rule that fires on a healthy
+stack is noise); the alerts that must stay silent send nothing. A rule that cannot fire and a
+notification that never arrives fail alike: the engineer's phone stayed quiet."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import requests
+
+from ..config import MonitoringSettings
+from ..errors import FulskChaosError
+from ..verdict import Evidence, Expectation, none_of
+from ..stack.alerts import AlertReceiver, Notification
+
+SEND_MARGIN_S = 1.0  # Prometheus to Alertmanager to the webhook, over loopback
+
+
+class MonitoringError(FulskChaosError):
+    pass
+
+
+def fire_within_s(m: MonitoringSettings) -> float:
+    """The latest an alert may be notified after its condition starts: seen at the next scrape,
+    pending at the next evaluation, firing after ``for:`` at the one after, then Alertmanager's wait."""
+    return m.for_s + 2 * m.scrape_interval_s + 2 * m.evaluation_interval_s + m.group_wait_s + SEND_MARGIN_S
+
+
+def resolve_within_s(m: MonitoringSettings) -> float:
+    """The latest a resolved notification may arrive after the condition ends: a rate() window
+    still holds the fault's errors for ``window``; then a scrape, an evaluation, a group interval."""
+    return m.window_s + 2 * m.scrape_interval_s + 2 * m.evaluation_interval_s + m.group_interval_s + SEND_MARGIN_S
+
+
+@dataclass
+class Prometheus:
+    url: str
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr, **({"time": f"{at:.3f}"} if at is not None else {})}
+        response = requests.get(self.url + "/api/v1/query", params=params, timeout=5)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def rule_names(self) -> set[str]:
+        response = requests.get(self.url + "/api/v1/rules", timeout=5)
+        response.raise_for_status()
+        return {r["name"] for g in response.json()["data"]["groups"] for r in g["rules"] if r.get("type") == "alerting"}
+
+
+@dataclass(frozen=True)
+class AlertWindow:
+    """What a scenario declared of its fault's alerts, and its times (time.monotonic())."""
+    fire: tuple[str, ...]
+    silent: tuple[str, ...]
+    observed_from: float   # the scenario's first steady window: nothing declared may fire from here
+    began: float           # the fault
+    ended: float           # its rollback
+    recovered: float       # the stack steady again
+
+
+def first(notifications: Sequence[Notification], alert: str, status: str, after: float) -> Notification | None:
+    return next((n for n in notifications if n.alert == alert and n.status == status and n.received >= after), None)
+
+
+def wait_resolved(receiver: AlertReceiver, window: AlertWindow, m: MonitoringSettings) -> None:
+    """Until every alert that fired has resolved, or the longest a resolution may take has passed."""
+    deadline = window.recovered + resolve_within_s(m)
+    while time.monotonic() < deadline:
+        seen = receiver.notifications(window.began)
+        fired = {n.alert for n in seen if n.status == "firing" and n.alert in window.fire}
+        if all(first(seen, a, "resolved", window.began) for a in fired) and len(fired) == len(window.fire):
+            return
+        time.sleep(0.2)
+
+
+def judge(notifications: Sequence[Notification], window: AlertWindow, m: MonitoringSettings,
+          rules: set[str]) -> tuple[list[Expectation], dict[str, Any]]:
+    unknown = sorted(set(window.fire + window.silent) - rules)
+    if unknown:
+        raise MonitoringError(f"no alerting rule named {', '.join(unknown)} in fixtures/monitoring/alerts.yml.template "
+                              f"(its rules: {', '.join(sorted(rules))})")
+    fire_s, resolve_s = fire_within_s(m), resolve_within_s(m)
+    found: list[Expectation] = []
+    times: dict[str, Any] = {}
+    for alert in window.fire:
+        early = first(notifications, alert, "firing", window.observed_from)
+        before = early if early is not None and early.received < window.began else None
+        found.append(none_of(f"alert {alert}: notifications before the fault (noise on a healthy stack)",
+                             int(before is not None), detail=f"fired {window.began - before.received:.1f} s before it"
+                             if before else ""))
+        fired = first(notifications, alert, "firing", window.began)
+        resolved = first(notifications, alert, "resolved", fired.received) if fired else None
+        fired_s = fired.received - window.began if fired else None
+        resolved_s = max(0.0, resolved.received - window.recovered) if resolved else None  # before it: in time
+        found.append(Expectation(f"alert {alert}: fired, after the fault began", _or_never(fired_s), "<=",
+                                 round(fire_s, 2), "s", detail="" if fired else "never notified: the rule cannot fire, "
+                                 "or its metric hides the failure"))
+        found.append(Expectation(f"alert {alert}: resolved, after the stack recovered", _or_never(resolved_s), "<=",
+                                 round(resolve_s, 2), "s", detail="" if resolved else
+                                 ("still firing" if fired else "never fired")))
+        times[alert] = {"fired_after_s": _round(fired_s), "resolved_after_recovery_s": _round(resolved_s),
+                        "fired_at": fired.received_at if fired else None,
+                        "resolved_at": resolved.received_at if resolved else None}
+    for alert in window.silent:
+        noisy = [n for n in notifications if n.alert == alert and n.status == "firing" and n.received >= window.observed_from]
+        found.append(none_of(f"alert {alert}: notifications (must stay silent)", len(noisy),
+                             detail=f"fired {noisy[0].received - window.began:+.1f} s from the fault" if noisy else ""))
+    return found, {"alerts": times, "alert_bounds_s": {"fire": round(fire_s, 2), "resolve": round(resolve_s, 2)},
+                   "alert_notifications": [n.to_json() for n in notifications if n.received >= window.observed_from]}
+
+
+def evidence(prometheus: Prometheus, window: AlertWindow, minimum: int) -> list[Evidence]:
+    """Prometheus saw the stack before the fault: its scrapes of the backend that succeeded."""
+    span = max(1, int(window.began - window.observed_from))
+    at = time.time() - (time.monotonic() - window.began)
+    try:
+        result = prometheus.query(f'sum_over_time(up{{job="backend"}}[{span}s])', at)
+        scrapes = int(float(result[0]["value"][1])) if result else 0
+    except (requests.RequestException, KeyError, IndexError, ValueError):
+        scrapes = 0
+    return [Evidence("monitoring: successful scrapes of the backend before the fault", scrapes, minimum)]
+
+
+def _or_never(value: float | None) -> float:
+    return round(value, 2) if value is not None else float("inf")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

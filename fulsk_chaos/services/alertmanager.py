@@ -1,0 +1,32 @@
+"""Alertmanager: routes every alert Prometheus fires to the webhook the framework runs (the
+stack's AlertReceiver), resolved ones included, so each notification is recorded with its time."""
+from __future__ import annotations
+
+from string import Template
+
+from .prometheus import HttpService, seconds
+from .spec import ServiceContext
+
+RECEIVER = "alert-receiver"  # the topology's name for the framework's webhook
+
+
+class Alertmanager(HttpService):
+    name = "alertmanager"
+    registry_image = "prom/alertmanager:v0.25.0"
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        m = ctx.settings.monitoring
+        config = Template((ctx.fixtures / "monitoring" / "alertmanager.yml.template").read_text()).substitute(
+            group_wait=seconds(m.group_wait_s), group_interval=seconds(m.group_interval_s),
+            webhook=f"http://127.0.0.1:{ctx.topology.ports[RECEIVER]}/alerts")
+        (ctx.workdir / "alertmanager.yml").write_text(config)
+        (ctx.workdir / "data").mkdir(exist_ok=True)
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [ctx.exe("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager"),
+                f"--config.file={ctx.workdir / 'alertmanager.yml'}", f"--storage.path={ctx.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{ctx.port}",
+                "--cluster.listen-address=", "--log.level=warn"]  # no gossip port: one instance, loopback only
+
+
+ALERTMANAGER = Alertmanager()

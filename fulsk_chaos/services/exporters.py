@@ -1,0 +1,50 @@
+"""The Prometheus exporters Debian packages for the stack's servers: PostgreSQL, Redis and the
+host. Each runs beside its server as a sidecar does (connecting to it directly, not through an
+edge's proxy: what it reports is the server's own state)."""
+from __future__ import annotations
+
+from .postgres import dsn
+from .prometheus import HttpService
+from .spec import ServiceContext
+
+
+class Exporter(HttpService):
+    health_path = "/metrics"
+
+    def listen(self, ctx: ServiceContext) -> str:
+        return f"--web.listen-address=127.0.0.1:{ctx.port}"
+
+
+class PostgresExporter(Exporter):
+    name = "postgres-exporter"
+    registry_image = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1"
+
+    def env(self, ctx: ServiceContext) -> dict[str, str]:
+        return {"DATA_SOURCE_NAME": dsn(ctx.topology, ctx.topology.ports["postgres"]) + "?sslmode=disable"}
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [ctx.exe("prometheus-postgres-exporter", "/usr/bin/prometheus-postgres-exporter"), self.listen(ctx),
+                "--log.level=warn"]
+
+
+class RedisExporter(Exporter):
+    name = "redis-exporter"
+    registry_image = "oliver006/redis_exporter:v1.45.0"
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [ctx.exe("prometheus-redis-exporter", "/usr/bin/prometheus-redis-exporter"),
+                f"--redis.addr=redis://127.0.0.1:{ctx.topology.ports['redis']}",
+                self.listen(ctx)]
+
+
+class NodeExporter(Exporter):
+    name = "node-exporter"
+    registry_image = "prom/node-exporter:v1.5.0"
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [ctx.exe("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"), self.listen(ctx),
+                "--collector.disable-defaults", "--collector.cpu", "--collector.meminfo",
+                "--collector.filesystem", "--collector.loadavg", "--log.level=warn"]
+
+
+EXPORTERS = (PostgresExporter(), RedisExporter(), NodeExporter())

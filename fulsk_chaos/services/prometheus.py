@@ -1,0 +1,91 @@
+"""Prometheus, with the ops guide's alert rules (fixtures/monitoring): scrapes the backend's
+/metrics and the exporters, and sends what fires to Alertmanager. Not in every stack:
+``stack.monitoring = true`` adds it, Alertmanager and the exporters."""
+from __future__ import annotations
+
+from string import Template
+
+from .spec import HttpClient, ServiceContext, ServiceSpec
+
+NAME = "prometheus"
+
+
+def seconds(value: float) -> str:
+    """A Prometheus duration: whole milliseconds."""
+    return f"{round(value * 1000)}ms"
+
+
+def render_rules(ctx: ServiceContext) -> str:
+    m = ctx.settings.monitoring
+    return Template((ctx.fixtures / "monitoring" / "alerts.yml.template").read_text()).substitute(
+        window=seconds(m.window_s), **{"for": seconds(m.for_s)}, for_sustained=seconds(m.for_sustained_s))
+
+
+def check_ready(client: HttpClient, path: str = "/-/ready") -> None:
+    try:
+        response = client.get(path, timeout=3)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} answered {response.status_code} {response.text[:200]}")
+    finally:
+        client.close()
+
+
+# One offline image for all of monitoring (Debian's packages): one build, not five.
+MONITORING_IMAGE = "fulsk-chaos/monitoring:bookworm"
+MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-postgres-exporter",
+                       "prometheus-redis-exporter", "prometheus-node-exporter")
+
+
+class HttpService(ServiceSpec):
+    """A monitoring server: reached over HTTP, healthy when ``health_path`` answers 200."""
+    health_path = "/-/ready"
+    offline_image = MONITORING_IMAGE
+    packages = MONITORING_PACKAGES
+
+    def address(self, ctx: ServiceContext) -> str:
+        return f"http://127.0.0.1:{ctx.port}"
+
+    def client(self, ctx: ServiceContext) -> HttpClient:
+        return HttpClient(self.address(ctx))
+
+    def check(self, ctx: ServiceContext) -> None:
+        check_ready(self.client(ctx), self.health_path)
+
+
+class Prometheus(HttpService):
+    name = NAME
+    registry_image = "prom/prometheus:v2.42.0"
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        m, ports = ctx.settings.monitoring, ctx.topology.ports
+        config = Template((ctx.fixtures / "monitoring" / "prometheus.yml.template").read_text()).substitute(
+            scrape_interval=seconds(m.scrape_interval_s), scrape_timeout=seconds(m.scrape_interval_s),
+            evaluation_interval=seconds(m.evaluation_interval_s), rules=ctx.workdir / "alerts.yml",
+            alertmanager=f"127.0.0.1:{ports['alertmanager']}", backend=f"127.0.0.1:{ports['backend']}",
+            **{f"{name.replace('-', '_')}": f"127.0.0.1:{ports[name]}"
+               for name in ("postgres-exporter", "redis-exporter", "node-exporter")})
+        (ctx.workdir / "prometheus.yml").write_text(config)
+        (ctx.workdir / "alerts.yml").write_text(render_rules(ctx))
+        (ctx.workdir / "data").mkdir(exist_ok=True)
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [ctx.exe("prometheus", "/usr/bin/prometheus"), f"--config.file={ctx.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={ctx.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{ctx.port}",
+                "--storage.tsdb.retention.time=1d", "--log.level=warn"]
+
+    def ready(self, ctx: ServiceContext) -> None:
+        """Every target scraped, and up: a monitored stack is not ready before its monitoring sees
+        it (Prometheus takes its first targets some seconds after it starts)."""
+        self.check(ctx)
+        client = self.client(ctx)
+        try:
+            targets = client.get("/api/v1/targets", timeout=3).json()["data"]["activeTargets"]
+        finally:
+            client.close()
+        down = [f"{t['labels']['job']}: {t['health']} {t.get('lastError', '')}".rstrip()
+                for t in targets if t.get("health") != "up"]
+        if not targets or down:
+            raise RuntimeError(f"targets not scraped yet: {'; '.join(down) or 'none known'}")
+
+
+PROMETHEUS = Prometheus()

@@ -76,7 +76,7 @@ def drill(session: nox.Session) -> None:
 def load(session: nox.Session) -> None:
     """The weekly load test: the steady profile for its duration, judged against the ops guide's
     baselines and the stored baseline, e.g. `nox -s load -- --duration 60s [--update-baseline]`."""
-    _on_a_stack(session, ["loadtests/test_load.py"], {})
+    _on_a_stack(session, ["loadtests/test_load.py"], {"--monitoring": None})
 
 
 @nox.session
@@ -145,7 +145,7 @@ def tests(session: nox.Session) -> None:
     providers (and needs Docker) on the Docker stack."""
     _prepare(session, docker=True)
     session.run("fulsk-chaos", "images", "build", "--offline")
-    session.run("pytest", "tests", "scenarios", "--stack", "local", *session.posargs)
+    session.run("pytest", "tests", "scenarios", "--stack", "local", "--durations", "12", *session.posargs)
     # On Docker: the provider tests and a representative quick subset of the catalogue (the whole
     # catalogue runs on Docker in the drill).
     session.run("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick",

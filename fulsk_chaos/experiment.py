@@ -449,6 +449,18 @@ class LoadScenario:
         self.record.measure(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
                                                        passed=passed))
 
+    def quiet(self, silent: Sequence[str], began: float) -> None:
+        """Under load on a healthy stack, none of ``silent`` may page (since ``began``,
+        time.monotonic()); not judged on a stack without monitoring (``alerts_not_judged``)."""
+        receiver = self.stack.alerts
+        if receiver is None:
+            self.record.measure(alerts_not_judged=f"the stack has no monitoring (run with --monitoring, or set "
+                                                  f"stack.monitoring): silent {list(silent)}")
+            return
+        notifications = receiver.notifications(began)
+        self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"))
+        self.record.measure(alert_notifications=[n.to_json() for n in notifications])
+
     def verdict(self) -> Verdict:
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
         self.record.conclude(verdict)

@@ -90,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default when no profile is named: [tool.fulsk-chaos.load] chaos_profile)")
     group.addoption("--runbook", default=None,
                     help="run only this runbook's scenarios (a name of fixtures/runbooks/, e.g. service-restart)")
+    group.addoption("--no-html", action="store_true", default=False,
+                    help="write results.json and junit.xml only: no index.html, trends.html or journals "
+                         "(a run whose report nobody reads)")
     group.addoption("--monitoring", action="store_true", default=False,
                     help="every stack of the run with Prometheus, Alertmanager and the exporters (stack.monitoring): "
                          "each scenario's declared alerts are judged")
@@ -119,7 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = settings
     config.stash[RUN] = run
     config.stash[WRITERS] = [ResultsJson(lambda data: config.hook.pytest_fulsk_chaos_update_json(
-        config=config, output_json=data)), JUnitXml(), HtmlReport(), ChaosToolkitJournals()]  # from results.json
+        config=config, output_json=data)), JUnitXml(),
+        *([] if config.getoption("--no-html") else [HtmlReport(), ChaosToolkitJournals()])]  # from results.json
 
 
 def _progress(config: pytest.Config) -> Progress:

@@ -41,11 +41,13 @@ class ScenarioRun:
 def run_scenario(tmp_path: Path):
     """Run one scenario in a pytest of its own on the local stack, with a configuration (TOML
     text) and optionally a plugin (Python source) of the test's."""
-    def run(select: str, config: str = "", plugin: str | None = None, timeout_s: float = 300) -> ScenarioRun:
+    def run(select: str, config: str = "", plugin: str | None = None, timeout_s: float = 300,
+            html: bool = False) -> ScenarioRun:
         (tmp_path / "drill.toml").write_text(config)
         reports = tmp_path / f"reports-{len(list(tmp_path.glob('reports-*')))}"  # one per run of the test
         args = [sys.executable, "-m", "pytest", *shlex.split(select), "-p", "no:cacheprovider", "--stack", "local",
-                "--chaos-config", str(tmp_path / "drill.toml"), "--report-dir", str(reports)]
+                "--chaos-config", str(tmp_path / "drill.toml"), "--report-dir", str(reports),
+                *([] if html else ["--no-html"])]  # charts cost a second or two a run
         env = dict(os.environ)
         if plugin is not None:
             (tmp_path / "drill_plugin.py").write_text(plugin)

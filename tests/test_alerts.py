@@ -85,11 +85,11 @@ def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_c
     assert f"http://127.0.0.1:{topology.ports['alert-receiver']}/alerts" in (alertmanager / "alertmanager.yml").read_text()
 
 
-@pytest.mark.provider
+@pytest.mark.docker  # locally, db_loss --monitoring pages the same way (tests/test_reporting.py)
 @pytest.mark.stack(monitoring=True)
-def test_a_monitored_stack_pages_through_its_own_webhook_on_either_provider(stack):
-    """Prometheus scrapes every target; a hung Redis is notified firing, then resolved, to the
-    stack's webhook - the whole path an engineer's page takes, on local processes and on Docker."""
+def test_a_monitored_stack_on_docker_pages_through_its_own_webhook(stack):
+    """Prometheus, in its container, scrapes every target; a hung Redis is notified firing, then
+    resolved, to the stack's webhook - the whole path an engineer's page takes."""
     from fulsk_chaos.checks.alerts import Prometheus
     from fulsk_chaos.faults import process
     from fulsk_chaos.wait import wait_until

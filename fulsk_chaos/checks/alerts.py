@@ -105,12 +105,20 @@ def judge(notifications: Sequence[Notification], window: AlertWindow, m: Monitor
         times[alert] = {"fired_after_s": _round(fired_s), "resolved_after_recovery_s": _round(resolved_s),
                         "fired_at": fired.received_at if fired else None,
                         "resolved_at": resolved.received_at if resolved else None}
-    for alert in window.silent:
-        noisy = [n for n in notifications if n.alert == alert and n.status == "firing" and n.received >= window.observed_from]
-        found.append(none_of(f"alert {alert}: notifications (must stay silent)", len(noisy),
-                             detail=f"fired {noisy[0].received - window.began:+.1f} s from the fault" if noisy else ""))
+    found += silence(notifications, window.silent, window.observed_from, window.began, "the fault")
     return found, {"alerts": times, "alert_bounds_s": {"fire": round(fire_s, 2), "resolve": round(resolve_s, 2)},
                    "alert_notifications": [n.to_json() for n in notifications if n.received >= window.observed_from]}
+
+
+def silence(notifications: Sequence[Notification], alerts: Sequence[str], since: float, mark: float,
+            what: str) -> list[Expectation]:
+    """Each of ``alerts`` sent no firing notification from ``since`` (times told from ``mark``)."""
+    found = []
+    for alert in alerts:
+        noisy = [n for n in notifications if n.alert == alert and n.status == "firing" and n.received >= since]
+        found.append(none_of(f"alert {alert}: notifications (must stay silent)", len(noisy),
+                             detail=f"fired {noisy[0].received - mark:+.1f} s from {what}" if noisy else ""))
+    return found
 
 
 def evidence(prometheus: Prometheus, window: AlertWindow, minimum: int) -> list[Evidence]:

@@ -311,7 +311,7 @@ class Experiment:
         alert_judge.wait_resolved(receiver, window, m)
         client = alert_judge.Prometheus(prometheus.address)
         expectations, measurements = alert_judge.judge(receiver.notifications(), window, m, client.rule_names())
-        self.record.expect(expectations, alert_judge.evidence(client, window, scrapes))
+        self.record.expect(expectations, alert_judge.evidence(client, window.observed_from, window.began, scrapes))
         self.record.measure(**measurements)
 
     def verdict(self) -> Verdict:
@@ -457,12 +457,14 @@ class LoadScenario:
     def quiet(self, silent: Sequence[str], began: float) -> None:
         """Under load on a healthy stack, none of ``silent`` may page (since ``began``,
         time.monotonic()); not judged on a stack without monitoring (``alerts_not_judged``)."""
-        receiver = self.stack.alerts
-        if receiver is None:
+        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
+        if receiver is None or prometheus is None:
             _not_judged(self.record, silent=list(silent))
             return
         notifications = receiver.notifications(began)
-        self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"))
+        self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"),
+                           alert_judge.evidence(alert_judge.Prometheus(prometheus.address), began, time.monotonic(),
+                                                3, "under the load"))
         self.record.measure(alert_notifications=[n.to_json() for n in notifications])
 
     def verdict(self) -> Verdict:

@@ -129,9 +129,9 @@ class Experiment:
             # Wrong data is never acceptable, not during a fault nor while recovering from it.
             fleet = self.fleet_record()
             samples = self.probe.snapshot(self.settings.hang_s).window(self._started)
-            served = (judge_answer(s, fleet) for s in samples)
-            self.record.expect([no_wrong_answers("at any time: ", [s for s in served if s is not None])])
-            self._record_timeline(samples, fleet)
+            judged = [(s, judge_answer(s, fleet)) for s in samples]  # once: the wrong answers and the timeline
+            self.record.expect([no_wrong_answers("at any time: ", [a for _, a in judged if a is not None])])
+            self._record_timeline(judged, fleet)
             dsn = self.stack.endpoints.database_dsn
             senders = [self.fleet, *self._tracked, *([result.ledger] if result is not None else [])]
             if result is not None:
@@ -147,10 +147,10 @@ class Experiment:
                 self.record.measure(load_acked=len(load_acked), load_lost=len(load_acked & set(ledger.lost)))
             self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self._never_stored])
 
-    def _record_timeline(self, samples, fleet: FleetRecord) -> None:
+    def _record_timeline(self, judged, fleet: FleetRecord) -> None:
         """The run second by second, with the moments that matter on it (for the report's chart)."""
         assert self._started is not None
-        series = timeline(samples, fleet, self.feed.arrivals(), self._started, time.monotonic())
+        series = timeline(judged, fleet, self.feed.arrivals(), self._started, time.monotonic())
         if self._recovered_at is not None:
             series["recovered_s"] = round(self._recovered_at - self._started, 2)
         self.record.measure(series=series)
@@ -302,9 +302,8 @@ class Experiment:
         results.json says so (``alerts_not_judged``); a scenario whose hypothesis needs them asks
         for a monitored stack (``@pytest.mark.stack(monitoring=True)``)."""
         receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
-        if receiver is None or prometheus is None:  # said in the results, not judged
-            self.record.measure(alerts_not_judged=f"the stack has no monitoring (run with --monitoring, or set "
-                                                  f"stack.monitoring): fire {list(fire)}, silent {list(silent)}")
+        if receiver is None or prometheus is None:
+            _not_judged(self.record, fire=list(fire), silent=list(silent))
             return
         m = self.settings.monitoring
         window = AlertWindow(tuple(fire), tuple(silent), self._started or fault.started, fault.started, fault.ended,
@@ -312,7 +311,7 @@ class Experiment:
         alert_judge.wait_resolved(receiver, window, m)
         client = alert_judge.Prometheus(prometheus.address)
         expectations, measurements = alert_judge.judge(receiver.notifications(), window, m, client.rule_names())
-        self.record.expect(expectations, alert_judge.evidence(client, window, scrapes))
+        self.record.expect(expectations, alert_judge.evidence(client, window.observed_from, window.began, scrapes))
         self.record.measure(**measurements)
 
     def verdict(self) -> Verdict:
@@ -320,6 +319,12 @@ class Experiment:
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
         self.record.conclude(verdict)
         return verdict
+
+
+def _not_judged(record: ScenarioRecord, **declared: list[str]) -> None:
+    """Alerts declared on a stack without monitoring: said in the results, not judged."""
+    record.measure(alerts_not_judged="the stack has no monitoring (run with --monitoring, or set stack.monitoring): "
+                                     + ", ".join(f"{k} {v}" for k, v in declared.items()))
 
 
 class LoadScenario:
@@ -452,13 +457,14 @@ class LoadScenario:
     def quiet(self, silent: Sequence[str], began: float) -> None:
         """Under load on a healthy stack, none of ``silent`` may page (since ``began``,
         time.monotonic()); not judged on a stack without monitoring (``alerts_not_judged``)."""
-        receiver = self.stack.alerts
-        if receiver is None:
-            self.record.measure(alerts_not_judged=f"the stack has no monitoring (run with --monitoring, or set "
-                                                  f"stack.monitoring): silent {list(silent)}")
+        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
+        if receiver is None or prometheus is None:
+            _not_judged(self.record, silent=list(silent))
             return
         notifications = receiver.notifications(began)
-        self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"))
+        self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"),
+                           alert_judge.evidence(alert_judge.Prometheus(prometheus.address), began, time.monotonic(),
+                                                3, "under the load"))
         self.record.measure(alert_notifications=[n.to_json() for n in notifications])
 
     def verdict(self) -> Verdict:

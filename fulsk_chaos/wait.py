@@ -9,6 +9,11 @@ from .errors import StackError
 T = TypeVar("T")
 
 
+def epoch_of(monotonic: float) -> float:
+    """A time.monotonic() instant as epoch seconds (what reports and Prometheus speak)."""
+    return time.time() - (time.monotonic() - monotonic)
+
+
 def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05,
                abort: Callable[[], str | None] = lambda: None) -> T:
     """Return ``check()``'s first result that does not raise; ``abort()`` may end the wait early."""

@@ -15,6 +15,7 @@ from ..config import MonitoringSettings
 from ..errors import FulskChaosError
 from ..verdict import Evidence, Expectation, none_of
 from ..stack.alerts import AlertReceiver, Notification
+from ..wait import epoch_of
 
 SEND_MARGIN_S = 1.0  # Prometheus to Alertmanager to the webhook, over loopback
 
@@ -121,16 +122,17 @@ def silence(notifications: Sequence[Notification], alerts: Sequence[str], since:
     return found
 
 
-def evidence(prometheus: Prometheus, window: AlertWindow, minimum: int) -> list[Evidence]:
-    """Prometheus saw the stack before the fault: its scrapes of the backend that succeeded."""
-    span = max(1, int(window.began - window.observed_from))
-    at = time.time() - (time.monotonic() - window.began)
+def evidence(prometheus: Prometheus, since: float, until: float, minimum: int,
+             what: str = "before the fault") -> list[Evidence]:
+    """Prometheus saw the stack from ``since`` to ``until`` (time.monotonic()): its scrapes of the
+    backend that succeeded. Silence from a monitoring that saw nothing proves nothing."""
+    span = max(1, int(until - since))
     try:
-        result = prometheus.query(f'sum_over_time(up{{job="backend"}}[{span}s])', at)
+        result = prometheus.query(f'sum_over_time(up{{job="backend"}}[{span}s])', epoch_of(until))
         scrapes = int(float(result[0]["value"][1])) if result else 0
     except (requests.RequestException, KeyError, IndexError, ValueError):
         scrapes = 0
-    return [Evidence("monitoring: successful scrapes of the backend before the fault", scrapes, minimum)]
+    return [Evidence(f"monitoring: successful scrapes of the backend {what}", scrapes, minimum)]
 
 
 def _or_never(value: float | None) -> float:

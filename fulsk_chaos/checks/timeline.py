@@ -5,20 +5,21 @@ from it alone."""
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
-from ..probes import FleetRecord, Samples
+from ..probes import FleetRecord, Sample
 from ..probes.fleet import Key
 from ..probes.http import quantile
-from .users import answered_ok, judge_answer
+from ..wait import epoch_of
+from .users import Served, answered_ok
 
 
-def timeline(samples: Samples, fleet: FleetRecord, arrivals: dict[Key, float], start: float, end: float,
-             bucket_s: float = 1.0) -> dict[str, Any]:
-    """Per bucket of ``bucket_s`` from ``start`` to ``end`` (time.monotonic()); ``t0`` is ``start``
-    as epoch seconds, ``t`` each bucket's start in seconds from it."""
+def timeline(judged: Sequence[tuple[Sample, Served | None]], fleet: FleetRecord, arrivals: dict[Key, float],
+             start: float, end: float, bucket_s: float = 1.0) -> dict[str, Any]:
+    """Per bucket of ``bucket_s`` from ``start`` to ``end`` (time.monotonic()), from the probe's
+    samples each with its judged answer (``judge_answer``); ``t0`` is ``start`` as epoch seconds,
+    ``t`` each bucket's start in seconds from it."""
     n = max(1, math.ceil((end - start) / bucket_s))
 
     def bucket(at: float) -> int | None:
@@ -27,7 +28,7 @@ def timeline(samples: Samples, fleet: FleetRecord, arrivals: dict[Key, float], s
     api: list[list[float]] = [[] for _ in range(n)]
     reads, failed = Counter(), Counter()
     stale: list[list[float]] = [[] for _ in range(n)]
-    for s in samples:
+    for s, served in judged:
         i = bucket(s.started)
         if i is None:
             continue
@@ -36,7 +37,6 @@ def timeline(samples: Samples, fleet: FleetRecord, arrivals: dict[Key, float], s
         if s.target in ("api", "latest", "history"):
             reads[i] += 1
             failed[i] += not answered_ok(s)
-        served = judge_answer(s, fleet)
         if served is not None and served.staleness_s is not None:
             stale[i].append(served.staleness_s)
     acked = Counter(bucket(m.acked_at) for m in fleet.by_key.values() if m.acked_at is not None)
@@ -45,7 +45,7 @@ def timeline(samples: Samples, fleet: FleetRecord, arrivals: dict[Key, float], s
     def r(value: float, digits: int = 1) -> float | None:
         return None if value is None or math.isnan(value) else round(value, digits)
     return {
-        "t0": round(time.time() - (time.monotonic() - start), 3), "bucket_s": bucket_s,
+        "t0": round(epoch_of(start), 3), "bucket_s": bucket_s,
         "t": [round(i * bucket_s, 3) for i in range(n)],
         "api_p50_ms": [r(quantile(v, 0.5)) if v else None for v in api],
         "api_p95_ms": [r(quantile(v, 0.95)) if v else None for v in api],

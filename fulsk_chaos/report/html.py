@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from . import trends
 from .svg import STYLE, inline, pyplot
 from .writers import FromResults
 
@@ -134,14 +135,16 @@ def _value(value: Any, unit: str) -> str:
 
 
 def _logs(s: dict[str, Any], report_dir: Path | None) -> str:
+    """Links to the scenario's service logs: its own stack's, else the shared stack's."""
     if report_dir is None:
         return ""
     name = str(s.get("nodeid", "")).rpartition("::")[2]
-    found = [p for p in ((report_dir / "logs" / name), (report_dir / "logs")) if name and p.is_dir()]
-    if not found:
+    folder = next((p for p in (report_dir / "logs" / name, report_dir / "logs") if name and p.is_dir()), None)
+    if folder is None:
         return ""
-    return " ".join(f"<a href='{escape(str(f.relative_to(report_dir)))}/{escape(p.name)}'>{escape(p.name)}</a>"
-                    for f in found[:1] for p in sorted(f.iterdir()) if p.is_file())
+    where = escape(str(folder.relative_to(report_dir)))
+    return " ".join(f"<a href='{where}/{escape(p.name)}'>{escape(p.name)}</a>" for p in sorted(folder.iterdir())
+                    if p.is_file())
 
 
 def _epoch(stamp: Any) -> float | None:
@@ -214,5 +217,4 @@ class HtmlReport(FromResults):
 
     def from_results(self, results: Path) -> None:
         render_file(results)
-        from . import trends
         trends.write(results.parent.parent)  # the runs kept beside this one are the history

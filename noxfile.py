@@ -145,7 +145,7 @@ def tests(session: nox.Session) -> None:
     providers (and needs Docker) on the Docker stack."""
     _prepare(session, docker=True)
     session.run("fulsk-chaos", "images", "build", "--offline")
-    session.run("pytest", "tests", "scenarios", "--stack", "local", "--durations", "12", *session.posargs)
+    session.run("pytest", "tests", "scenarios", "--stack", "local", "--durations", "40", *session.posargs)
     # On Docker: the provider tests and a representative quick subset of the catalogue (the whole
     # catalogue runs on Docker in the drill).
     session.run("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick",

@@ -14,7 +14,7 @@ TOXIPROXY_CLI_MODULE="github.com/Shopify/toxiproxy/v2/cmd/cli@${TOXIPROXY_VERSIO
 # curl, jq and procps: what the runbooks' commands use
 LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps curl jq
                 prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter
-                prometheus-node-exporter chromium)
+                prometheus-node-exporter prometheus-blackbox-exporter chromium)
 DOCKER_PACKAGES=(docker.io debootstrap)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -44,7 +44,7 @@ command -v redis-server >/dev/null || missing+="redis-server "
 command -v mosquitto_pub >/dev/null || missing+="mosquitto-clients "
 for tool in curl jq top; do command -v "$tool" >/dev/null || missing+="$tool "; done
 for tool in prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter \
-            prometheus-node-exporter; do  # monitoring (stack.monitoring)
+            prometheus-node-exporter prometheus-blackbox-exporter; do  # monitoring (stack.monitoring)
   [ -x "/usr/bin/$tool" ] || missing+="$tool "
 done
 command -v chromium >/dev/null || missing+="chromium "  # the HTML report's test opens it headless

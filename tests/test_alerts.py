@@ -65,9 +65,9 @@ def test_a_declared_alert_without_a_rule_is_refused_by_name():
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool comes with Debian's prometheus package")
 def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_checks(tmp_path: Path):
     """What the stack renders is what promtool and amtool accept (and the rules name the guide's thresholds)."""
-    names = [s.name for s in MONITORING] + ["backend", "postgres", "redis", "alert-receiver"]
+    names = [s.name for s in MONITORING] + ["backend", "frontend", "postgres", "redis", "alert-receiver"]
     topology = Topology(ports={n: 20000 + i for i, n in enumerate(names)}, edges={}, db_password="x")
-    for spec in MONITORING[:2]:
+    for spec in MONITORING:
         workdir = tmp_path / spec.name
         workdir.mkdir()
         spec.prepare(ServiceContext(spec.name, topology, Settings(), workdir, FIXTURES))
@@ -75,7 +75,7 @@ def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_c
     checked = subprocess.run(["promtool", "check", "config", str(prometheus / "prometheus.yml")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 11 rules found" in checked.stdout + checked.stderr
+    assert "SUCCESS: 13 rules found" in checked.stdout + checked.stderr
     rules = (prometheus / "alerts.yml").read_text()
     assert "> 0.05" in rules and "> 2" in rules and "> 80" in rules and "> 85" in rules and "< 0.10" in rules
     assert "> 0.8" in rules and "for: 1000ms" in rules and "[5000ms]" in rules
@@ -83,6 +83,10 @@ def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_c
                             capture_output=True, text=True)
     assert amtool.returncode == 0, amtool.stdout + amtool.stderr
     assert f"http://127.0.0.1:{topology.ports['alert-receiver']}/alerts" in (alertmanager / "alertmanager.yml").read_text()
+    blackbox = subprocess.run(["prometheus-blackbox-exporter", "--config.check",
+                               f"--config.file={tmp_path / 'blackbox-exporter' / 'blackbox.yml'}"],
+                              capture_output=True, text=True)
+    assert blackbox.returncode == 0, blackbox.stdout + blackbox.stderr
 
 
 @pytest.mark.docker  # locally, db_loss --monitoring pages the same way (tests/test_reporting.py)
@@ -94,7 +98,10 @@ def test_a_monitored_stack_on_docker_pages_through_its_own_webhook(stack):
     from fulsk_chaos.faults import process
     from fulsk_chaos.wait import wait_until
     prometheus = Prometheus(stack.service("prometheus").address)
-    assert {r["metric"]["job"] for r in prometheus.query("up == 1")} == {"backend", "postgres", "redis", "node"}
+    assert {r["metric"]["job"] for r in prometheus.query("up == 1")} == {"backend", "postgres", "redis", "node",
+                                                                         "frontend"}
+    # the blackbox exporter, in its container, reaches the frontend as users do: page and API
+    assert {r["metric"]["probe"] for r in prometheus.query('probe_success{job="frontend"} == 1')} == {"page", "api"}
     assert {"FulskDatabaseErrors", "RedisDown", "HostDiskLow"} <= prometheus.rule_names()
     rollback = process.pause(stack, "redis")
     try:

@@ -1,7 +1,10 @@
 """The Prometheus exporters Debian packages for the stack's servers: PostgreSQL, Redis and the
 host. Each runs beside its server as a sidecar does (connecting to it directly, not through an
-edge's proxy: what it reports is the server's own state)."""
+edge's proxy: what it reports is the server's own state). nginx exports nothing: the blackbox
+exporter probes the frontend from outside, as users reach it."""
 from __future__ import annotations
+
+import shutil
 
 from .postgres import dsn
 from .prometheus import HttpService
@@ -47,4 +50,20 @@ class NodeExporter(Exporter):
                 "--collector.filesystem", "--collector.loadavg", "--log.level=warn"]
 
 
-EXPORTERS = (PostgresExporter(), RedisExporter(), NodeExporter())
+class BlackboxExporter(Exporter):
+    name = "blackbox-exporter"
+    registry_image = "prom/blackbox-exporter:v0.23.0"
+    # A probe's timeout is the scrape's less this offset (the exporter's default, 0.5 s, would leave
+    # nothing of a drill's 0.5 s scrapes).
+    timeout_offset_s = 0.05
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        shutil.copyfile(ctx.fixtures / "monitoring" / "blackbox.yml", ctx.workdir / "blackbox.yml")
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        return [ctx.exe("prometheus-blackbox-exporter", "/usr/bin/prometheus-blackbox-exporter"),
+                f"--config.file={ctx.workdir / 'blackbox.yml'}", f"--timeout-offset={self.timeout_offset_s}",
+                self.listen(ctx), "--log.level=warn"]
+
+
+EXPORTERS = (PostgresExporter(), RedisExporter(), NodeExporter(), BlackboxExporter())

@@ -33,7 +33,7 @@ def check_ready(client: HttpClient, path: str = "/-/ready") -> None:
 # One offline image for all of monitoring (Debian's packages): one build, not five.
 MONITORING_IMAGE = "fulsk-chaos/monitoring:bookworm"
 MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-postgres-exporter",
-                       "prometheus-redis-exporter", "prometheus-node-exporter")
+                       "prometheus-redis-exporter", "prometheus-node-exporter", "prometheus-blackbox-exporter")
 
 
 class HttpService(ServiceSpec):
@@ -62,8 +62,9 @@ class Prometheus(HttpService):
             scrape_interval=seconds(m.scrape_interval_s), scrape_timeout=seconds(m.scrape_interval_s),
             evaluation_interval=seconds(m.evaluation_interval_s), rules=ctx.workdir / "alerts.yml",
             alertmanager=f"127.0.0.1:{ports['alertmanager']}", backend=f"127.0.0.1:{ports['backend']}",
+            frontend=f"http://127.0.0.1:{ports['frontend']}",
             **{f"{name.replace('-', '_')}": f"127.0.0.1:{ports[name]}"
-               for name in ("postgres-exporter", "redis-exporter", "node-exporter")})
+               for name in ("postgres-exporter", "redis-exporter", "node-exporter", "blackbox-exporter")})
         (ctx.workdir / "prometheus.yml").write_text(config)
         (ctx.workdir / "alerts.yml").write_text(render_rules(ctx))
         (ctx.workdir / "data").mkdir(exist_ok=True)

@@ -5,6 +5,7 @@ Two stacks share nothing: each has its own ports, directory, reaper and clients.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -34,6 +35,8 @@ from .reaper import Reaper
 from .running import Provider, Service
 
 PROVIDERS = ("local", "docker")
+
+log = logging.getLogger("fulsk_chaos.stack")
 
 
 def _provider_class(name: str) -> type[Provider]:
@@ -278,6 +281,16 @@ class Stack(StartStop):
             if service.spec.drift(service.ctx):  # a setting changed at runtime: start it as configured
                 service.restart()
                 actions.append(f"restarted {name} (settings had drifted)")
+        # A service a fault left broken for good (it never reconnects, say) has failed its scenario
+        # already; the next test needs it working, not another minute's wait: it is restarted.
+        for name, service in self.services.items():
+            try:
+                wait_until(lambda: service.spec.ready(service.ctx), self.settings.recovery.target_s,
+                           f"{name} to be ready", abort=service.exit_reason)
+            except StackError as exc:
+                log.warning("healing: %s; restarting it", exc)
+                service.restart()
+                actions.append(f"restarted {name} (not ready {self.settings.recovery.target_s:g} s after healing)")
         self.wait_ready()
         return actions
 

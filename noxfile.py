@@ -83,7 +83,7 @@ def load(session: nox.Session) -> None:
 def stress(session: nox.Session) -> None:
     """The monthly stress test: a step ramp of API arrivals until a baseline breaks; reports the
     capacity and the first broken baseline, e.g. `nox -s stress -- --step-duration 10s`."""
-    _on_a_stack(session, ["loadtests/test_stress.py"], {})
+    _on_a_stack(session, ["loadtests/test_stress.py"], {"--monitoring": None})
 
 
 @nox.session

@@ -347,6 +347,7 @@ class LoadScenario:
         self.accept_baseline = accept_baseline
         self.min_samples = min_samples
         self.run_id = run_id or record.name
+        self.windows: list[alert_judge.UsersWindow] = []  # the ramp's steps as users measured them
 
     def steady(self) -> LoadResult:
         """Run the profile to its end and judge the whole run as one window."""
@@ -378,6 +379,8 @@ class LoadScenario:
                 time.sleep(max(0.0, end - time.time() + FLUSH_S))
                 step = self._judge_step(k, rate, start + min(1.0, profile.api.step_s / 5), end)  # the change settles
                 steps.append(step)
+                self.windows.append(alert_judge.UsersWindow(f"step {k + 1}, {rate:g} req/s", start, end,
+                                                            step["api_p95_ms"], step["answered_error_rate"]))
                 if step["broken"] or step["invalid"]:
                     break
         result = self.load.result
@@ -387,8 +390,9 @@ class LoadScenario:
         return result
 
     def _judge_step(self, k: int, rate: float, start: float, end: float) -> dict[str, Any]:
-        partial = LoadResult(self.load.profile, self.load.out_dir, LoadSamples.read(self.load.out_dir), start, end,
-                             self.load.sampler, None, None)
+        samples = LoadSamples.read(self.load.out_dir)
+        partial = LoadResult(self.load.profile, self.load.out_dir, samples, start, end, self.load.sampler, None, None)
+        api_sent = [s for s in samples.window(start, end).group("api") if s.sent]
         judged = load_judge.window(partial, self.settings, start, end, f"step {k + 1}", minimum=self.min_samples)
         api = judged.measurements[f"step {k + 1}_load"].get("api", {})
         broken = [e for e in judged.expectations if e.held is False and e.kind != "validity"]
@@ -397,6 +401,10 @@ class LoadScenario:
         return {"step": k + 1, "rate_rps": rate, "achieved_api_rps": api.get("throughput_rps"),
                 "generator_cpu_demand_pct": demand,
                 "api_p95_ms": api.get("p95_ms"), "api_p99_ms": api.get("p99_ms"), "error_rate": api.get("error_rate"),
+                # what the stack answered (the requests held back, too many in flight, never reached it)
+                "answered_error_rate": (round(sum(not s.ok for s in api_sent) / len(api_sent), 5) if api_sent
+                                        else None),
+                "held_back": api.get("count", 0) - len(api_sent) if api else 0,
                 "broken": [e.describe() for e in broken], "invalid": [e.describe() for e in invalid],
                 "short": [e.describe() for e in judged.evidence if not e.enough], "judged": judged}
 
@@ -457,15 +465,35 @@ class LoadScenario:
     def quiet(self, silent: Sequence[str], began: float) -> None:
         """Under load on a healthy stack, none of ``silent`` may page (since ``began``,
         time.monotonic()); not judged on a stack without monitoring (``alerts_not_judged``)."""
-        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
-        if receiver is None or prometheus is None:
-            _not_judged(self.record, silent=list(silent))
+        if (monitoring := self._monitoring(silent=list(silent))) is None:
             return
+        receiver, prometheus = monitoring
         notifications = receiver.notifications(began)
         self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"),
-                           alert_judge.evidence(alert_judge.Prometheus(prometheus.address), began, time.monotonic(),
-                                                3, "under the load"))
+                           alert_judge.evidence(prometheus, began, time.monotonic(), 3, "under the load"))
         self.record.measure(alert_notifications=[n.to_json() for n in notifications])
+
+    def alerts_follow_users(self, silent: Sequence[str], began: float) -> None:
+        """After ``ramp()``: pages agree with what the ramp's users measured. While the steps stayed
+        under the alert thresholds none of ``silent`` paged; the first step whose users were past
+        one (p95 over the HTTP threshold, errors over the rate) paged (checks.alerts.follow_users)."""
+        if (monitoring := self._monitoring(follow_users=list(silent))) is None:
+            return
+        receiver, prometheus = monitoring
+        m = self.settings.monitoring
+        if self.windows:  # a late page is still a page: wait as long as one may take
+            time.sleep(max(0.0, self.windows[-1].end + alert_judge.fire_within_s(m) + m.window_s - time.time()))
+        notifications = receiver.notifications(began)
+        found, measured = alert_judge.follow_users(notifications, self.windows, self.settings.alerts, m, silent)
+        self.record.expect(found, alert_judge.evidence(prometheus, began, time.monotonic(), 3, "under the ramp"))
+        self.record.measure(**measured, alert_notifications=[n.to_json() for n in notifications])
+
+    def _monitoring(self, **declared: list[str]) -> tuple[Any, alert_judge.Prometheus] | None:
+        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
+        if receiver is None or prometheus is None:
+            _not_judged(self.record, **declared)
+            return None
+        return receiver, alert_judge.Prometheus(prometheus.address)
 
     def verdict(self) -> Verdict:
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)

@@ -32,7 +32,14 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner
 
 from fulsk_chaos.load.profile import from_env
+from fulsk_chaos.load.samples import UNSENT
 from fulsk_chaos.probes.fleet import TOPIC, paho_client, reading
+
+
+
+class NotSent(RuntimeError):
+    """A request due while the open model's limit of requests in flight was reached: the
+    generator held it back. A failure of the stack to keep up, but not an answer it gave."""
 
 PROFILE = from_env()
 OUT = Path(os.environ.get("FULSK_LOAD_OUT", "."))
@@ -58,7 +65,7 @@ class Recorder:
         due = (context or {}).get("due")
         start = due if due is not None else time.time() - (response_time or 0) / 1000
         self.samples.append((round(start, 4), request_type, name, round(response_time or 0, 2),
-                             0 if exception else 1))
+                             UNSENT if isinstance(exception, NotSent) else 0 if exception else 1))
 
     def flush(self) -> None:
         samples, self.samples = self.samples, []
@@ -249,7 +256,7 @@ class ApiUser(FastHttpUser):
             if pool.full():
                 self.environment.events.request.fire(
                     request_type="GET", name=name, response_time=(time.time() - due) * 1000, response_length=0,
-                    exception=RuntimeError(f"not sent: {self.concurrency} requests already unanswered"),
+                    exception=NotSent(f"not sent: {self.concurrency} requests already unanswered"),
                     context={"due": due})
                 due += 1 / rate
                 continue

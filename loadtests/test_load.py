@@ -12,15 +12,13 @@ import time
 
 import pytest
 
+from fulsk_chaos.checks.alerts import QUIET_UNDER_LOAD
+
 pytestmark = [pytest.mark.scenario, pytest.mark.load(kind="steady")]
-
-
-USERS_ALERTS = ["FulskHighErrorRate", "FulskSlowResponses", "FulskDatabaseErrors", "FulskBackendDown",
-                "FulskIngestDisconnected", "PostgresDown", "RedisDown", "PostgresConnectionsHigh"]
 
 
 def test_load(load_scenario):
     began = time.monotonic()
     load_scenario.steady()
-    load_scenario.quiet(USERS_ALERTS, began)
+    load_scenario.quiet(QUIET_UNDER_LOAD, began)
     load_scenario.verdict()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fulsk_chaos.checks.alerts import AlertWindow, MonitoringError, fire_within_s, judge, resolve_within_s
-from fulsk_chaos.config import MonitoringSettings, Settings
+from fulsk_chaos.checks.alerts import (AlertWindow, MonitoringError, UsersWindow, fire_within_s, follow_users, judge,
+                                       resolve_within_s)
+from fulsk_chaos.config import AlertSettings, MonitoringSettings, Settings
 from fulsk_chaos.stack.alerts import Notification
 from fulsk_chaos.services import FIXTURES, MONITORING, ServiceContext, Topology
 
@@ -55,6 +56,39 @@ def test_an_alert_firing_before_the_fault_is_noise_and_a_silent_one_that_fires_f
     judged = verdicts([note("FulskDatabaseErrors", "firing", 105.0), note("RedisDown", "firing", 112.0)])
     assert judged["alert FulskDatabaseErrors: notifications before the fault (noise on a healthy stack)"][0] is False
     assert judged["alert RedisDown: notifications (must stay silent)"] == (False, "fired +2.0 s from the fault")
+
+
+# A stress ramp's steps as users measured them (epoch seconds, as note() gives them).
+HELD = UsersWindow("step 1", 1.8e9 + 100, 1.8e9 + 110, p95_ms=40.0, error_rate=0.0)
+SLOW = UsersWindow("step 2", 1.8e9 + 110, 1.8e9 + 120, p95_ms=2600.0, error_rate=0.01)
+FAILING = UsersWindow("step 2", 1.8e9 + 110, 1.8e9 + 120, p95_ms=300.0, error_rate=0.2)
+
+
+def followed(notes: list[Notification], windows: list[UsersWindow]) -> dict[str, tuple[bool | None, str]]:
+    found, _ = follow_users(notes, windows, AlertSettings(), M, ["FulskSlowResponses", "RedisDown"])
+    return {e.name: (e.held, e.detail) for e in found}
+
+
+def test_pages_under_a_ramp_follow_what_its_users_measured():
+    # users past the HTTP threshold at step 2, paged 4 s into it: held; nothing while they were fine
+    judged = followed([note("FulskSlowResponses", "firing", 114.0)], [HELD, SLOW])
+    assert all(held for held, _ in judged.values()), judged
+    assert "alert FulskSlowResponses: fired, after users measured it slow (step 2)" in judged
+    # users past the error threshold: either the backend's error rate or the frontend's probe may page
+    assert all(held for held, _ in followed([note("FulskFrontendErrors", "firing", 113.0)], [HELD, FAILING]).values())
+
+
+def test_users_past_a_threshold_and_nobody_paged_fails_and_a_page_while_they_were_fine_fails():
+    never = followed([], [HELD, SLOW])["alert FulskSlowResponses: fired, after users measured it slow (step 2)"]
+    assert never[0] is False and never[1].startswith("never notified")
+    noise = followed([note("RedisDown", "firing", 105.0)], [HELD])
+    assert noise["alert RedisDown: notifications while users' figures were under the alert thresholds"] == (
+        False, "fired 5.0 s into the load")
+    # a ramp that never reached a threshold judges silence only, up to its end and a page's delay
+    late = followed([note("FulskSlowResponses", "firing", 111.0)], [HELD])
+    assert list(late) == [f"alert {a}: notifications while users' figures were under the alert thresholds"
+                          for a in ("FulskSlowResponses", "RedisDown")]
+    assert late["alert FulskSlowResponses: notifications while users' figures were under the alert thresholds"][0] is False
 
 
 def test_a_declared_alert_without_a_rule_is_refused_by_name():

@@ -44,7 +44,8 @@ RECOVERY_CASES = {
                                           "lost though acknowledged before the last WAL archived"),
     "frozen-reads-after-outage->point_in_time": (
         "scenarios/test_backup_recovery.py::test_point_in_time",
-        '[backend.env]\nFULSK_BUGS = "frozen-reads-after-outage"\n', {}, "answers the database contradicts"),
+        '[recovery]\ntarget_s = 10\n[backend.env]\nFULSK_BUGS = "frozen-reads-after-outage"\n', {},
+        "answers the database contradicts"),
     "restore-keeps-the-cache->point_in_time": ("scenarios/test_backup_recovery.py::test_point_in_time", "",
                                                {"CACHE_KEYS": "nothing-matches:*"}, "answers the database contradicts"),
 }
@@ -63,7 +64,7 @@ def test_recovery_drill_fails_on_a_broken_stack(run_scenario, monkeypatch, scena
 def test_a_schedule_search_finds_shrinks_and_replays_a_failure(run_scenario):
     """Under clean-session a killed backend loses what is published while it is away: the search
     finds it, shrinks it to one step, confirms it by replaying, and prints a command that reproduces it."""
-    config = ('[recovery]\ntarget_s = 8\n[backend.env]\nFULSK_BUGS = "clean-session"\n'
+    config = ('[recovery]\ntarget_s = 5\n[backend.env]\nFULSK_BUGS = "clean-session"\n'
               '[schedules.quick]\nkinds = ["kill"]\ntargets = ["backend", "redis"]\nmax_examples = 3\nreplays = 2\n')
     run = run_scenario("scenarios/test_schedules.py -s --schedule-seed 7", config, timeout_s=900)
     scenario = run.scenario

@@ -90,6 +90,15 @@ def test_failures_count_in_the_error_rate_not_in_latency():
     assert api.error_rate == 0.1 and api.p95_ms == 5.0 and api.throughput_rps == 10.0
 
 
+def test_a_request_held_back_by_the_generator_is_a_failure_the_stack_never_saw(tmp_path):
+    (tmp_path / "samples-1.csv").write_text("10.0,GET,/api/generation,5.0,1\n10.1,GET,/api/generation,900.0,0\n"
+                                            "10.2,GET,/api/generation,1200.0,u\n")
+    answered, failed, held_back = LoadSamples.read(tmp_path).samples
+    assert (answered.ok, answered.sent) == (True, True) and (failed.ok, failed.sent) == (False, True)
+    assert (held_back.ok, held_back.sent) == (False, False)
+    assert LoadSamples([answered, failed, held_back]).figures(1.0)["api"].failures == 2  # users' error rate
+
+
 def test_windows_select_by_when_a_request_was_due():
     samples = LoadSamples(_samples(100, 5.0, start=0) + _samples(100, 900.0, start=10))
     assert samples.window(0, 5).figures(5)["api"].p99_ms == 5.0

@@ -56,7 +56,7 @@ def test_ci_runs_the_quick_subset_and_the_provider_tests_on_docker(noxfile):
     session = RecordingSession([])
     noxfile.tests(session)
     local, docker = [c for c in session.commands if c[0] == "pytest"]
-    assert local == ("pytest", "tests", "scenarios", "--stack", "local", "--durations", "12")
+    assert local == ("pytest", "tests", "scenarios", "--stack", "local", "--durations", "40")
     assert docker == ("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick")
 
 

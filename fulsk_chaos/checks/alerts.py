@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import requests
 
-from ..config import MonitoringSettings
+from ..config import AlertSettings, MonitoringSettings
 from ..errors import FulskChaosError
 from ..verdict import Evidence, Expectation, none_of
 from ..stack.alerts import AlertReceiver, Notification
@@ -133,6 +133,73 @@ def evidence(prometheus: Prometheus, since: float, until: float, minimum: int,
     except (requests.RequestException, KeyError, IndexError, ValueError):
         scrapes = 0
     return [Evidence(f"monitoring: successful scrapes of the backend {what}", scrapes, minimum)]
+
+
+@dataclass(frozen=True)
+class UsersWindow:
+    """A stretch of load as its users measured it (epoch seconds): a stress step. Its figures are
+    of the answers the stack gave: monitoring cannot be asked to see requests never sent to it."""
+    name: str
+    start: float
+    end: float
+    p95_ms: float | None
+    error_rate: float | None
+
+
+# The alerts a healthy stack under its load must not send: about users, the services and the
+# database (the host's pressure alerts are sustained ones; a load test may rightly press the host).
+QUIET_UNDER_LOAD = ("FulskHighErrorRate", "FulskSlowResponses", "FulskDatabaseErrors", "FulskBackendDown",
+                    "FulskIngestDisconnected", "FulskFrontendDown", "FulskFrontendErrors", "PostgresDown", "RedisDown",
+                    "PostgresConnectionsHigh")
+
+# What users can measure past an alert threshold, and the alerts any of which must then page.
+USERS_PAST = {"slow": ("FulskSlowResponses",), "errors": ("FulskHighErrorRate", "FulskFrontendErrors")}
+
+
+def users_past(window: UsersWindow, thresholds: AlertSettings) -> list[str]:
+    past = []
+    if window.p95_ms is not None and window.p95_ms > thresholds.http_response_ms:
+        past.append("slow")
+    if window.error_rate is not None and window.error_rate > thresholds.error_rate:
+        past.append("errors")
+    return past
+
+
+def follow_users(notifications: Sequence[Notification], windows: Sequence[UsersWindow], thresholds: AlertSettings,
+                 m: MonitoringSettings, silent: Sequence[str]) -> tuple[list[Expectation], dict[str, Any]]:
+    """Pages agree with what users measured: while every window stayed under the alert thresholds,
+    ``silent`` sent nothing; the first window whose users waited past the HTTP threshold (p95) or
+    saw more errors than it is paged within what the rule allows (its rate window filled, then
+    ``for:``, scrapes, evaluations, Alertmanager's wait). Windows need not reach a threshold: then
+    only silence is judged."""
+    fire_s = fire_within_s(m)
+    first_past = {kind: next((w for w in windows if kind in users_past(w, thresholds)), None) for kind in USERS_PAST}
+    crossed = [w for w in first_past.values() if w is not None]
+    quiet_until = min((w.start for w in crossed), default=windows[-1].end + fire_s if windows else 0.0)
+    since = windows[0].start if windows else 0.0
+    found: list[Expectation] = []
+    for alert in silent:
+        noisy = [n for n in notifications if n.alert == alert and n.status == "firing"
+                 and since <= n.received_at < quiet_until]
+        found.append(none_of(f"alert {alert}: notifications while users' figures were under the alert thresholds",
+                             len(noisy), detail=f"fired {noisy[0].received_at - since:.1f} s into the load"
+                             if noisy else ""))
+    paged: dict[str, Any] = {}
+    for kind, window in first_past.items():
+        if window is None:
+            continue
+        alerts = USERS_PAST[kind]
+        allowed = max(window.end - window.start, m.window_s) + fire_s  # the rule's window filled first
+        fired = next((n for n in notifications if n.alert in alerts and n.status == "firing"
+                      and n.received_at >= window.start), None)
+        after = fired.received_at - window.start if fired else None
+        found.append(Expectation(f"alert {' or '.join(alerts)}: fired, after users measured it {kind} ({window.name})",
+                                 _or_never(after), "<=", round(allowed, 2), "s",
+                                 detail="" if fired else "never notified: users were past the threshold and "
+                                 "nobody was paged"))
+        paged[kind] = {"window": window.name, "alert": fired.alert if fired else None, "fired_after_s": _round(after)}
+    return found, {"alerts_vs_users": {"past_thresholds": paged or "no window reached an alert threshold",
+                                       "quiet_until_s": round(quiet_until - since, 2) if windows else None}}
 
 
 def _or_never(value: float | None) -> float:

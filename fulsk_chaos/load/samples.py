@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable
 
 # The locustfile's request names that the baselines read.
 PAGE_LOAD = "dashboard page load"
+# The ok column of a request the open model held back (too many in flight): a failure, never answered.
+UNSENT = "u"
 READING_DELAY = "reading publish to arrival"
 
 
@@ -25,6 +27,7 @@ class LoadSample:
     name: str
     ms: float
     ok: bool
+    sent: bool = True  # False: held back by the generator (a failure the stack never saw)
 
     @property
     def end(self) -> float:
@@ -94,7 +97,8 @@ class LoadSamples:
             with open(path, newline="") as f:
                 for row in csv.reader(f):
                     if len(row) == 5:
-                        samples.append(LoadSample(float(row[0]), row[1], row[2], float(row[3]), row[4] == "1"))
+                        samples.append(LoadSample(float(row[0]), row[1], row[2], float(row[3]), row[4] == "1",
+                                                  row[4] != UNSENT))
         return cls(samples)
 
     def __len__(self) -> int:

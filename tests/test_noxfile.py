@@ -60,13 +60,12 @@ def test_ci_runs_the_quick_subset_and_the_provider_tests_on_docker(noxfile):
     assert docker == ("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick")
 
 
-@pytest.mark.parametrize("name, path, monitored", [("load", "loadtests/test_load.py", ("--monitoring",)),
-                                                   ("stress", "loadtests/test_stress.py", ())])
-def test_the_load_cadence_sessions_run_their_load_scenario_with_the_given_parameters(noxfile, name, path, monitored):
+@pytest.mark.parametrize("name, path", [("load", "loadtests/test_load.py"), ("stress", "loadtests/test_stress.py")])
+def test_the_load_cadence_sessions_run_their_load_scenario_with_the_given_parameters(noxfile, name, path):
     session = RecordingSession(["--stack", "local", "--duration", "60s", "--workers", "2"])
     getattr(noxfile, name)(session)
-    assert session.commands[-1] == ("pytest", path, *monitored, "--stack", "local", "--duration", "60s", "--workers",
-                                    "2")
+    assert session.commands[-1] == ("pytest", path, "--monitoring", "--stack", "local", "--duration", "60s",
+                                    "--workers", "2")
 
 
 def test_the_quarterly_chaos_session_runs_every_scenario_under_load(noxfile):

@@ -51,6 +51,9 @@ class SteadyStateSettings:
     # Statements the database runs per user read (pg_stat_statements): one each is a cache miss;
     # more is amplification - a stampede, or a refill that reads far more than was asked.
     max_db_reads_per_read: float = 1.5
+    # Windows tried before the fault until one holds: a stack still settling from what ran before
+    # (a blip on a shared stack) is measured once more; one that stays unsteady is not faulted.
+    before_attempts: int = 2
 
 
 @dataclass(frozen=True)

@@ -189,23 +189,28 @@ class Experiment:
         does not hold ends the scenario with its verdict: a fault proves nothing about a stack
         that was not steady to begin with. During a fault users may be held to it too, without
         /health (``health=False``), which should then report the faulted dependency."""
-        self.record.note(f"steady state {phase} ({self.settings.steady_state.window_s:g} s)")
-        obs = self.observe(phase)
-        self._steady.append(obs.start)
         needs = self.needs
-        expectations = steady_state(obs, self.settings, judge_health=health)
-        evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
-                                   judged=needs.judged_per_window)
+        attempts = 1 if self._method_started else max(1, self.settings.steady_state.before_attempts)
+        unsettled: list[str] = []
+        for attempt in range(1, attempts + 1):
+            self.record.note(f"steady state {phase} ({self.settings.steady_state.window_s:g} s)")
+            obs = self.observe(phase)
+            expectations = steady_state(obs, self.settings, judge_health=health)
+            evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
+                                       judged=needs.judged_per_window)
+            before = None if self._method_started else judge(self.record.hypothesis, expectations, evidence)
+            if before is None or before.status == "pass" or attempt == attempts:
+                break
+            unsettled.append(before.reason)  # not steady yet: measured once more before any fault
+        self._steady.append(obs.start)
         self.record.expect(expectations, evidence)
-        self.record.measure(**steady_measurements(obs))
-        if not self._method_started:
-            before = judge(self.record.hypothesis, expectations, evidence)
-            if before.status != "pass":
-                verdict = Verdict(before.status, f"steady state did not hold before the fault, so none was "
-                                                 f"injected: {before.reason}", before.hypothesis,
-                                  before.expectations, before.evidence)
-                self.record.conclude(verdict)
-                raise VerdictReached(verdict)
+        self.record.measure(**steady_measurements(obs), **({f"{phase}_unsettled": unsettled} if unsettled else {}))
+        if before is not None and before.status != "pass":
+            verdict = Verdict(before.status, f"steady state did not hold before the fault, so none was "
+                                             f"injected: {before.reason}", before.hypothesis,
+                              before.expectations, before.evidence)
+            self.record.conclude(verdict)
+            raise VerdictReached(verdict)
         return expectations
 
     def begin_method(self) -> None:

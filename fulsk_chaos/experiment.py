@@ -306,15 +306,13 @@ class Experiment:
         stack without monitoring (``stack.monitoring``, ``--monitoring``) they are not judged, and
         results.json says so (``alerts_not_judged``); a scenario whose hypothesis needs them asks
         for a monitored stack (``@pytest.mark.stack(monitoring=True)``)."""
-        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
-        if receiver is None or prometheus is None:
-            _not_judged(self.record, fire=list(fire), silent=list(silent))
+        if (monitoring := _monitoring(self.stack, self.record, fire=list(fire), silent=list(silent))) is None:
             return
+        receiver, client = monitoring
         m = self.settings.monitoring
         window = AlertWindow(tuple(fire), tuple(silent), self._started or fault.started, fault.started, fault.ended,
                              self._recovered_at or fault.ended)
         alert_judge.wait_resolved(receiver, window, m)
-        client = alert_judge.Prometheus(prometheus.address)
         expectations, measurements = alert_judge.judge(receiver.notifications(), window, m, client.rule_names())
         self.record.expect(expectations, alert_judge.evidence(client, window.observed_from, window.began, scrapes))
         self.record.measure(**measurements)
@@ -326,10 +324,15 @@ class Experiment:
         return verdict
 
 
-def _not_judged(record: ScenarioRecord, **declared: list[str]) -> None:
-    """Alerts declared on a stack without monitoring: said in the results, not judged."""
-    record.measure(alerts_not_judged="the stack has no monitoring (run with --monitoring, or set stack.monitoring): "
-                                     + ", ".join(f"{k} {v}" for k, v in declared.items()))
+def _monitoring(stack: Any, record: ScenarioRecord, **declared: list[str]) -> tuple[Any, alert_judge.Prometheus] | None:
+    """The stack's alert receiver and Prometheus; None, said in the results, on a stack without
+    monitoring: the alerts ``declared`` are then not judged."""
+    receiver, prometheus = stack.alerts, stack.services.get("prometheus")
+    if receiver is None or prometheus is None:
+        why = "the stack has no monitoring (run with --monitoring, or set stack.monitoring): "
+        record.measure(alerts_not_judged=why + ", ".join(f"{k} {v}" for k, v in declared.items()))
+        return None
+    return receiver, alert_judge.Prometheus(prometheus.address)
 
 
 class LoadScenario:
@@ -470,7 +473,7 @@ class LoadScenario:
     def quiet(self, silent: Sequence[str], began: float) -> None:
         """Under load on a healthy stack, none of ``silent`` may page (since ``began``,
         time.monotonic()); not judged on a stack without monitoring (``alerts_not_judged``)."""
-        if (monitoring := self._monitoring(silent=list(silent))) is None:
+        if (monitoring := _monitoring(self.stack, self.record, silent=list(silent))) is None:
             return
         receiver, prometheus = monitoring
         notifications = receiver.notifications(began)
@@ -482,7 +485,7 @@ class LoadScenario:
         """After ``ramp()``: pages agree with what the ramp's users measured. While the steps stayed
         under the alert thresholds none of ``silent`` paged; the first step whose users were past
         one (p95 over the HTTP threshold, errors over the rate) paged (checks.alerts.follow_users)."""
-        if (monitoring := self._monitoring(follow_users=list(silent))) is None:
+        if (monitoring := _monitoring(self.stack, self.record, follow_users=list(silent))) is None:
             return
         receiver, prometheus = monitoring
         m = self.settings.monitoring
@@ -492,13 +495,6 @@ class LoadScenario:
         found, measured = alert_judge.follow_users(notifications, self.windows, self.settings.alerts, m, silent)
         self.record.expect(found, alert_judge.evidence(prometheus, began, time.monotonic(), 3, "under the ramp"))
         self.record.measure(**measured, alert_notifications=[n.to_json() for n in notifications])
-
-    def _monitoring(self, **declared: list[str]) -> tuple[Any, alert_judge.Prometheus] | None:
-        receiver, prometheus = self.stack.alerts, self.stack.services.get("prometheus")
-        if receiver is None or prometheus is None:
-            _not_judged(self.record, **declared)
-            return None
-        return receiver, alert_judge.Prometheus(prometheus.address)
 
     def verdict(self) -> Verdict:
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)

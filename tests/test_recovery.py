@@ -162,6 +162,28 @@ def test_scripts_fail_with_one_line_and_log_it(tmp_path):
     assert usage.returncode == 2 and "not allowed with argument" in usage.stderr
 
 
+@pytest.mark.parametrize("start_fails", [False, True])
+def test_a_dump_restore_stops_the_writers_first_and_starts_them_last_even_when_it_fails(tmp_path, start_fails):
+    """The restore must have the database to itself: a backend let in creates its schema under it,
+    or has readings stored, acknowledged and then dropped by --clean. The control command is a
+    script that records what it is asked; the database does not answer, so the restore fails."""
+    from fulsk_chaos.recovery import parts
+    asked = tmp_path / "asked"
+    control = tmp_path / "control"
+    control.write_text(f'#!/bin/sh\necho "$*" >> {asked}\n'
+                       + ('[ "$*" = "start backend" ] && { echo "backend does not start" >&2; exit 1; }\n'
+                          if start_fails else "") + "exit 0\n")
+    control.chmod(0o755)
+    conf = load(_conf(tmp_path, CONTROL=str(control), WRITERS="backend worker", CONNECT_TIMEOUT="1"), environ={})
+    assert conf.writers == ("backend", "worker")
+    said: list[str] = []
+    with pytest.raises(BackupError, match="the database is unreachable at 127.0.0.1:1/fulsk"):
+        parts.restore_dump(conf, tmp_path / "fulsk.dump", {}, said.append)
+    assert asked.read_text().splitlines() == [
+        "stop backend", "stop worker", "start postgres", "start backend", "start worker"]
+    assert any("backend does not start" in line for line in said) == start_fails  # said, not instead
+
+
 def test_a_point_in_time_restore_from_a_daily_backup_is_refused_before_anything_is_touched(stack, tmp_path):
     env = {"FULSK_BACKUP_CONF": str(stack.backup_conf_path), "BACKUP_DIR": str(tmp_path)}
     made = _script("backup.sh", env=env)

@@ -155,6 +155,11 @@ def test_a_scaled_service_shares_its_port_and_each_backend_has_its_own_mqtt_sess
                       .json() for _ in range(30)]
             assert all(h["dependencies"]["mqtt"]["status"] == "ok" for h in health), health
         wait_until(every_instance_holds_its_session, 30, "every backend instance connected to the broker")
+        # as docker-compose's, stop and start act on every instance (a restore stops all writers)
+        stopped = request(stack.control_path, "stop", "backend")["instances"]
+        assert len(stopped) == 3 and "running" not in stopped, stopped
+        assert request(stack.control_path, "start", "backend")["instances"] == ["running"] * 3
+        wait_until(each_answers_under_its_own_id, 30, "each backend instance answering again after a start")
         assert request(stack.control_path, "scale", "backend", count=1)["instances"] == ["running"]
         def the_one_left_holds_the_configured_id() -> None:
             # it may have held another slot (its lease relocked while a replica moved down): it moves

@@ -37,6 +37,7 @@ class BackupConf:
     retention_days: int = 30         # RETENTION_DAYS
     archive_retention_days: int = 365  # ARCHIVE_RETENTION_DAYS
     cache_keys: tuple[str, ...] = ("fulsk:*",)  # CACHE_KEYS: derived from the database, dropped after a restore
+    writers: tuple[str, ...] = ("backend",)  # WRITERS: services writing to the database, stopped while a dump restores
     connect_timeout_s: int = 5       # CONNECT_TIMEOUT
     restore_timeout_s: float = 900.0  # RESTORE_TIMEOUT
 
@@ -69,7 +70,8 @@ _KEYS = {"backup_dir": "BACKUP_DIR", "database_url": "DATABASE_URL", "redis_url"
          "wal_archive": "WAL_ARCHIVE", "restore_staging": "PG_RESTORE_STAGING", "redis_snapshot": "REDIS_SNAPSHOT",
          "control": "CONTROL", "config_paths": "CONFIG_PATHS", "archive_dir": "ARCHIVE_DIR",
          "retention_days": "RETENTION_DAYS", "archive_retention_days": "ARCHIVE_RETENTION_DAYS",
-         "cache_keys": "CACHE_KEYS", "connect_timeout_s": "CONNECT_TIMEOUT", "restore_timeout_s": "RESTORE_TIMEOUT"}
+         "cache_keys": "CACHE_KEYS", "writers": "WRITERS", "connect_timeout_s": "CONNECT_TIMEOUT",
+         "restore_timeout_s": "RESTORE_TIMEOUT"}
 _REQUIRED = ("backup_dir", "database_url", "redis_url", "wal_archive", "restore_staging", "redis_snapshot", "control")
 
 
@@ -122,7 +124,7 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Bac
             continue
         if name in ("config_paths",):
             kwargs[name] = tuple(Path(p) for p in value.split())
-        elif name == "cache_keys":
+        elif name in ("cache_keys", "writers"):
             kwargs[name] = tuple(value.split())
         elif name in ("retention_days", "archive_retention_days", "connect_timeout_s"):
             kwargs[name] = _number(int, value, _KEYS[name], path)

@@ -163,7 +163,29 @@ def restore_physical(conf: BackupConf, base: Path, system: str, target: datetime
 def restore_dump(conf: BackupConf, dump_file: Path, manifest: dict[str, Any], log: Log) -> None:
     """pg_restore in one transaction: the database holds the dump, or (on any error) what it held.
 
-    A server that does not answer is started (after a total loss it starts on an empty data
+    The writers (``WRITERS``) are stopped first and started again last, whatever happened: the
+    restore must have the database to itself. A backend that reaches it meanwhile creates its
+    schema under the restore (which then fails on the duplicate), or stores and acknowledges
+    readings that ``--clean`` then drops; stopped, it leaves them to the broker, which keeps them
+    for its session until it is back."""
+    for writer in conf.writers:
+        control(conf, "stop", writer, log)
+    failed = True
+    try:
+        _restore_dump(conf, dump_file, manifest, log)
+        failed = False
+    finally:
+        for writer in conf.writers:
+            try:
+                control(conf, "start", writer, log)
+            except BackupError as exc:
+                if not failed:
+                    raise
+                log(f"{exc} (after the restore failed)")  # the restore's own error is the one to see
+
+
+def _restore_dump(conf: BackupConf, dump_file: Path, manifest: dict[str, Any], log: Log) -> None:
+    """A server that does not answer is started (after a total loss it starts on an empty data
     directory); one that cannot start is not wiped: that is the operator's call, said in the error."""
     try:
         connect(conf, "postgres").close()

@@ -72,18 +72,22 @@ class ControlServer:
                 self.stack.scale(name, count)
                 self.log.append((time.monotonic(), f"scale {count}", name))
                 return {"service": name, "state": service.state(), "instances": self.stack.instances(name)}
+            # stop and start, as docker-compose's, act on every instance of a scaled service
+            instances = [service, *self.stack.replicas.get(name, [])]
             if action == "stop":
-                service.stop()
+                for instance in instances:
+                    instance.stop()
             elif action == "start":
-                if not service.running:
-                    service.start_healthy()
+                for instance in instances:
+                    if not instance.running:
+                        instance.start_healthy()
             elif action == "restart":
                 service.restart()
             elif action == "kill":
                 if service.running:
                     service.kill(signal.SIGKILL)
             elif action == "reload":
-                for instance in [service, *self.stack.replicas.get(name, [])]:
+                for instance in instances:
                     if instance.running:
                         instance.kill(signal.SIGHUP)
             elif action == "wipe":

@@ -185,6 +185,9 @@ class LoadSettings:
     # A generator process busier than this fraction of its core measured the generator, not the
     # stack: the run is invalid.
     generator_max_cpu: float = 0.9
+    # A host busier than this fraction of all its cores had none to spare for what the stack added
+    # (the scale-up runbook's instances): the figures measured the host.
+    host_max_cpu: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -292,7 +295,7 @@ def _convert(hint: Any, value: Any, path: str, zero_ok: bool = False) -> Any:
 
 def from_mapping(data: dict[str, Any]) -> Settings:
     settings = build(Settings, data, "")
-    for name in ("load.generator_max_cpu",):
+    for name in ("load.generator_max_cpu", "load.host_max_cpu"):
         section, key = name.split(".")
         if getattr(getattr(settings, section), key) > 1:
             raise ConfigError(f"{name}: a fraction between 0 and 1, got {getattr(getattr(settings, section), key)!r}")

@@ -47,7 +47,7 @@ def test_a_bad_profile_is_refused_with_what_is_wrong(data, message):
 
 
 def test_an_unknown_profile_names_the_profiles_there_are():
-    with pytest.raises(ConfigError, match="no file .*nope.toml.*profiles here: chaos, stress, weekly"):
+    with pytest.raises(ConfigError, match="no file .*nope.toml.*profiles here: chaos, scale-up, stress, weekly"):
         load_profile("nope")
 
 
@@ -424,3 +424,14 @@ def test_readings_the_load_had_acknowledged_and_the_stack_lost_are_caught(run_sc
     run = run_scenario("scenarios/test_db_loss.py -k kill --under-load", BUGS.format("ack-on-receipt"))
     assert run.scenario["verdict"] == "fail", run.output[-3000:]
     assert run.scenario["measurements"]["load_lost"] > 0
+
+
+def test_host_busy_is_the_busy_share_of_all_cores_between_two_readings():
+    """The scale-up runbook's validity: idle and iowait are not busy; guest time is already in user."""
+    from collections import namedtuple
+    from fulsk_chaos.runbooks.scaling import host_busy
+    Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
+    before = Times(10, 0, 5, 100, 1, 0, 0, 0, 0, 0)
+    after = Times(16, 0, 7, 110, 3, 0, 0, 0, 4, 0)  # 8 busy, 12 idle or waiting on disk: 40 %
+    assert host_busy(before, after) == pytest.approx(0.4)
+    assert host_busy(before, before) == 0.0  # no time passed: nothing to judge, not a division by zero

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import aiohttp
+import psutil
 import requests
 
 from ..checks import Served, judge_answer
@@ -221,8 +222,9 @@ def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
     if load is None or drill.load_before is None:
         return []
     after_s = float(trigger.params.get("after_s", 6))
-    after_start = time.time()
+    after_start, host_before = time.time(), psutil.cpu_times()
     time.sleep(after_s)
+    busy = host_busy(host_before, psutil.cpu_times())
     result = load.stop()
     if result is None:
         return [Expectation("the load ran through the runbook", 0, "==", 1, detail="Locust had stopped")]
@@ -243,6 +245,23 @@ def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
     exp.record.measure(load_profile=result.profile.name, scaling_before_after=side_by_side,
                        **{k: v for j in judged.values() for k, v in j.measurements.items()})
     scaling, after = figures["while scaling"].get("http", {}), figures["after scaling"].get("http", {})
+    limit = 100 * settings.load.host_max_cpu
     return [none_of("requests that failed while scaling out", scaling.get("failures"),
                     evidence={"requests": scaling.get("count", 0)},
-                    detail=f"{after.get('failures')} failed after scaling")]
+                    detail=f"{after.get('failures')} failed after scaling"),
+            # the instances added share the host with the rest of the stack and the generator:
+            # on a host with no core to spare, the figures after scaling are the host's
+            Expectation("host CPU busy after scaling", round(100 * busy, 1), "<=", limit,
+                        f"% of its {psutil.cpu_count()} cores", kind="validity",
+                        detail="the host had no core to spare for the instances added: the figures after "
+                               "scaling measure the host; run the drill on a larger host or under a lighter "
+                               "load (params.profile)")]
+
+
+def host_busy(before: Any, after: Any) -> float:
+    """The share of the host's CPU time that was busy between two psutil.cpu_times()."""
+    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0))
+    guest = ("guest", "guest_nice")  # already counted in user and nice
+    total = sum(v for k, v in after._asdict().items() if k not in guest) \
+        - sum(v for k, v in before._asdict().items() if k not in guest)
+    return max(0.0, 1.0 - idle / total) if total > 0 else 0.0

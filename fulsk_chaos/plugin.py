@@ -47,7 +47,7 @@ MARKERS = {
     "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
     "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",
     "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
-    "quick": "a scenario of the representative quick subset CI runs on every provider",
+    "quick": "a scenario of the representative quick subset CI runs on every provider (--catalogue quick)",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
 }
@@ -88,6 +88,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--under-load", default=None, nargs="?", const="",
                     help="chaos under load: run every scenario with background Locust load of this profile "
                          "(default when no profile is named: [tool.fulsk-chaos.load] chaos_profile)")
+    group.addoption("--catalogue", default="all", choices=["all", "quick"],
+                    help="which scenarios of the catalogue run: all (default, the drill) or the quick subset "
+                         "(marked quick: what CI runs); the framework's own tests run either way")
     group.addoption("--runbook", default=None,
                     help="run only this runbook's scenarios (a name of fixtures/runbooks/, e.g. service-restart)")
     group.addoption("--no-html", action="store_true", default=False,
@@ -156,6 +159,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if wanted:
             config.hook.pytest_deselected(items=[i for i in items if i not in wanted])
             items[:] = wanted
+    if config.getoption("--catalogue") == "quick":
+        beyond = [i for i in items if i.get_closest_marker("scenario") and not i.get_closest_marker("quick")]
+        if beyond:
+            config.hook.pytest_deselected(items=beyond)
+            items[:] = [i for i in items if i not in beyond]
     if config.getoption("--stack") == "docker":
         return
     skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")

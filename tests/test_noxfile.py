@@ -1,6 +1,8 @@
 """The nox sessions do what the README says of them."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,12 +54,31 @@ def test_the_drill_profile_can_be_overridden(noxfile):
     assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--stack", "local", "--schedule-profile", "quick")
 
 
-def test_ci_runs_the_quick_subset_and_the_provider_tests_on_docker(noxfile):
+def _collected(command: tuple[str, ...]) -> list[str]:
+    """The test ids a session's pytest command selects, as pytest itself collects them."""
+    done = subprocess.run([sys.executable, "-m", "pytest", *command[1:], "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
+def test_ci_runs_every_test_and_the_quick_subset_of_the_catalogue_on_each_provider(noxfile):
     session = RecordingSession([])
     noxfile.tests(session)
-    local, docker = [c for c in session.commands if c[0] == "pytest"]
-    assert local == ("pytest", "tests", "scenarios", "--stack", "local", "--durations", "40")
-    assert docker == ("pytest", "tests", "scenarios", "--stack", "docker", "-m", "docker or provider or quick")
+    local, docker = (_collected(c) for c in session.commands if c[0] == "pytest")
+    every_test = _collected(("pytest", "tests"))
+    assert set(every_test) <= set(local)
+    scenarios = [t for t in local if t.startswith("scenarios/")]
+    # exactly the scenarios marked quick: one of each scenario module, a runbook of each kind of trigger
+    assert scenarios and {t.split("::")[0] for t in scenarios} == {str(p.relative_to(ROOT)) for p in
+                                                                     (ROOT / "scenarios").glob("test_*.py")}
+    assert "scenarios/test_db_loss.py::test_db_loss[kill]" in scenarios
+    assert "scenarios/test_db_loss.py::test_db_loss[pause]" not in scenarios
+    # Docker: the quick scenarios but the search, and only the tests that exercise a provider
+    assert {t for t in docker if t.startswith("scenarios/")} == set(scenarios) - {
+        "scenarios/test_schedules.py::test_fault_schedules"}
+    assert "tests/test_docker.py::test_volume_loss_deletes_the_data_and_the_stack_recovers_on_an_empty_database" in docker
+    assert "tests/test_verdict.py::test_pass_needs_every_expectation_held_on_enough_evidence" not in docker
 
 
 @pytest.mark.parametrize("name, path", [("load", "loadtests/test_load.py"), ("stress", "loadtests/test_stress.py")])

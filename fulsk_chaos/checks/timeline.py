@@ -1,6 +1,6 @@
 """What users and inverters experienced, second by second, for the report's timeline chart:
 API latency (p50, p95) and error rate, readings acknowledged by the broker and delivered on the
-live feed, and how stale the answers were. Kept in results.json, so a report can be drawn again
+live feed (and the feed's delay p95), and how stale the answers were. Kept in results.json, so a report can be drawn again
 from it alone."""
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ def timeline(judged: Sequence[tuple[Sample, Served | None]], fleet: FleetRecord,
             stale[i].append(served.staleness_s)
     acked = Counter(bucket(m.acked_at) for m in fleet.by_key.values() if m.acked_at is not None)
     delivered = Counter(bucket(at) for at in arrivals.values())
+    live: list[list[float]] = [[] for _ in range(n)]  # feed delays, by when the reading was sent
+    for key, at in arrivals.items():
+        m = fleet.by_key.get(key)
+        if m is not None and (i := bucket(m.sent_at)) is not None:
+            live[i].append((at - m.sent_at) * 1000)
 
     def r(value: float, digits: int = 1) -> float | None:
         return None if value is None or math.isnan(value) else round(value, digits)
@@ -52,5 +57,6 @@ def timeline(judged: Sequence[tuple[Sample, Served | None]], fleet: FleetRecord,
         "error_rate": [r(failed[i] / reads[i], 3) if reads[i] else None for i in range(n)],
         "acked_per_s": [acked[i] / bucket_s for i in range(n)],
         "delivered_per_s": [delivered[i] / bucket_s for i in range(n)],
+        "live_delay_p95_ms": [r(quantile(v, 0.95)) if v else None for v in live],
         "staleness_p95_s": [r(quantile(v, 0.95), 2) if v else None for v in stale],
     }

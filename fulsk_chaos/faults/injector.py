@@ -126,6 +126,11 @@ class FaultInjector:
         self.catalogue = catalogue if catalogue is not None else CATALOGUE
         self._active: list[Fault] = []
 
+    @property
+    def active(self) -> list[Fault]:
+        """The faults injected and not rolled back yet."""
+        return [f for f in self._active if f.active]
+
     def supported(self, kind: str, target: str) -> bool:
         fault_kind = self.catalogue[kind]
         return fault_kind.portable or not fault_kind.on_service or kind in self.stack.service(target).fault_kinds

@@ -163,6 +163,8 @@ def chart(s: dict[str, Any]) -> str:
                                          gridspec_kw={"height_ratios": [1.4, 1, 1.2]})
     lat.plot(t, _nan(series["api_p50_ms"]), label="API p50", color="#0969da")
     lat.plot(t, _nan(series["api_p95_ms"]), label="API p95", color="#8250df")
+    if "live_delay_p95_ms" in series:  # results.json written before it was recorded have none
+        lat.plot(t, _nan(series["live_delay_p95_ms"]), label="live feed p95", color="#2da44e", linestyle=":")
     lat.set_ylabel("ms")
     err.plot(t, [v * 100 if v is not None else math.nan for v in series["error_rate"]], color="#cf222e",
              label="read errors")

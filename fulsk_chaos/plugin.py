@@ -42,7 +42,8 @@ PROGRESS = pytest.StashKey[Progress]()
 MARKERS = {
     "scenario": "a chaos scenario: judged from its expectations, journaled into results.json",
     "docker": "needs the Docker stack (--stack docker); skipped on the local one",
-    "provider": "exercises the stack provider itself: worth running on every provider",
+    "provider": "exercises the stack provider itself (a scenario: its faults or commands act through it): "
+                "worth running on every provider; CI runs these on Docker",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
     "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
     "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",

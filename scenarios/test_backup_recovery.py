@@ -29,7 +29,7 @@ from fulsk_chaos.recovery_drill import SmallFilesystem, damage
 pytestmark = [pytest.mark.scenario, pytest.mark.recovery]
 
 
-@pytest.mark.parametrize("kind", [pytest.param("daily", marks=pytest.mark.quick), "full"])
+@pytest.mark.parametrize("kind", [pytest.param("daily", marks=[pytest.mark.quick, pytest.mark.provider]), "full"])
 def test_total_loss(kind, experiment, recovery_drill, chaos_settings):
     """daily: the dump restored (what was acknowledged after the backup may be lost); full: the
     base backup and the WAL archive replayed to its end (only what was acknowledged after the last
@@ -54,7 +54,6 @@ def test_total_loss(kind, experiment, recovery_drill, chaos_settings):
     experiment.verdict()
 
 
-@pytest.mark.quick
 def test_point_in_time(experiment, recovery_drill, chaos_settings):
     """An accidental DELETE, undone by recovering the database to a moment before it. Some
     inverters go quiet after the target: what a cache remembers of them the database no longer has."""

@@ -23,7 +23,7 @@ import pytest
 
 @pytest.mark.scenario
 @pytest.mark.evidence(samples_per_window=10, acked_per_window=10, judged_per_window=5, acked_during_fault=10)
-@pytest.mark.parametrize("kind", [pytest.param("kill", marks=pytest.mark.quick), "pause"])
+@pytest.mark.parametrize("kind", [pytest.param("kill", marks=[pytest.mark.quick, pytest.mark.provider]), "pause"])
 def test_db_loss(kind, experiment, chaos_settings):
     with experiment:
         experiment.steady_state("before")

@@ -35,7 +35,7 @@ ALERTS = {
 @pytest.mark.scenario
 @pytest.mark.evidence(acked_during_fault=10)
 @pytest.mark.parametrize(("kind", "target"), [
-    pytest.param("kill", "backend", marks=pytest.mark.quick),
+    pytest.param("kill", "backend", marks=[pytest.mark.quick, pytest.mark.provider]),
     pytest.param("kill", "mqtt", marks=BROKER_DOWN),
     pytest.param("restart", "mqtt", marks=RESTART),
     ("kill", "frontend"),

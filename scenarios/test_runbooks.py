@@ -20,7 +20,7 @@ from fulsk_chaos import runbooks
 QUICK = {("service-restart", "unresponsive"), ("security-incident-response", "path-probe"),
          ("database-failover", "primary-lost")}
 CASES = [pytest.param(r.name, t.case, id=f"{r.name}:{t.case}",
-                      marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick] if (r.name, t.case) in QUICK else []),
+                      marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick, pytest.mark.provider] if (r.name, t.case) in QUICK else []),
                              *([pytest.mark.stack(**r.stack)] if r.stack is not None else [])])
          for r in runbooks.load_all() for t in r.triggers]
 

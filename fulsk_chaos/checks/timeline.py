@@ -1,7 +1,7 @@
 """What users and inverters experienced, second by second, for the report's timeline chart:
 API latency (p50, p95) and error rate, readings acknowledged by the broker and delivered on the
-live feed (and the feed's delay p95), and how stale the answers were. Kept in results.json, so a report can be drawn again
-from it alone."""
+live feed (and the feed's delay p95), and how stale the answers were. Kept in results.json, so
+a report can be drawn again from it alone."""
 from __future__ import annotations
 
 import math

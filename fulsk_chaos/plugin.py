@@ -101,8 +101,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="every stack of the run with Prometheus, Alertmanager and the exporters (stack.monitoring): "
                          "each scenario's declared alerts are judged")
     group.addoption("--schedule-replay", default=None,
-                    help="replay one schedule instead of searching: KIND:TARGET,KIND:TARGET,... (as a failed "
-                         "search prints it)")
+                    help="replay one schedule instead of searching: KIND:TARGET or heal, comma-separated, in order "
+                         "(as a failed search prints it)")
 
 
 @pytest.hookimpl(tryfirst=True)

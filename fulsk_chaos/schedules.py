@@ -35,22 +35,34 @@ NOT_SEARCHED = {"volume-loss", "stuck-websockets"}
 
 @dataclass(frozen=True)
 class Step:
+    """One action of a schedule: inject ``kind`` on ``target``, or heal (``heal``: undo the fault
+    injected last). Heals are steps too: overlapping faults fail differently from the same
+    faults one after another, and a replay must repeat what the search did."""
     kind: str
-    target: str
+    target: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.target}"
+        return HEAL if self.is_heal else f"{self.kind}:{self.target}"
+
+    @property
+    def is_heal(self) -> bool:
+        return self.kind == HEAL
 
     @classmethod
     def parse(cls, text: str) -> "Step":
+        if text.strip() == HEAL:
+            return cls(HEAL)
         kind, sep, target = text.strip().partition(":")
         if not sep or not kind or not target:
-            raise FulskChaosError(f"a schedule step is KIND:TARGET (e.g. kill:backend), got {text!r}")
+            raise FulskChaosError(f"a schedule step is KIND:TARGET (e.g. kill:backend) or {HEAL}, got {text!r}")
         return cls(kind, target)
 
     @property
     def params(self) -> dict[str, Any]:
         return {**CLIENT_PARAMS.get(self.kind, {}), **NETWORK_PARAMS.get(self.kind, {})}
+
+
+HEAL = "heal"
 
 
 def menu(injector: FaultInjector, kinds: list[str] | tuple[str, ...] = (),
@@ -98,6 +110,11 @@ class Runner:
         self.active: list[Fault] = []
         self.steps_run = 0
 
+    def applicable(self, steps: list[Step]) -> list[Step]:
+        """The steps that can act on the stack as the active faults left it (no pause of a
+        service another fault stopped: that is a mistake, not a fault)."""
+        return [s for s in steps if self.injector.applicable(s.kind, s.target)]
+
     def inject(self, step: Step) -> None:
         self.active.append(self.injector.inject(step.kind, step.target, **step.params))
         self.steps_run += 1
@@ -126,12 +143,16 @@ class Runner:
         self.stack.heal()
 
     def run(self, steps: list[Step]) -> Trial:
-        """Replay ``steps`` in order (each injected, then healed; the last heal is judged)."""
+        """Replay ``steps`` in order, as the search ran them; whatever is still active at the end
+        is healed, newest first, and judged."""
         trial = Trial(list(steps))
         try:
             for step in steps:
-                self.inject(step)
-                self.heal()
+                if not step.is_heal:
+                    self.inject(step)
+                elif self.active:
+                    self.heal()
+            self.heal_all()
         except (ScheduleFailed, FulskChaosError) as exc:
             trial.failure = str(exc)
         finally:
@@ -156,15 +177,17 @@ def machine_for(runner: Runner, steps: list[Step], max_active: int, trials: list
             self.trial.steps.append(step)
             runner.inject(step)
 
-        @precondition(lambda self: len(runner.active) < max_active)
-        @rule(step=st.sampled_from(steps))
-        def inject(self, step: Step) -> None:
+        @precondition(lambda self: len(runner.active) < max_active and bool(runner.applicable(steps)))
+        @rule(data=st.data())
+        def inject(self, data: st.DataObject) -> None:
+            step = data.draw(st.sampled_from(runner.applicable(steps)), label="step")
             self.trial.steps.append(step)
             runner.inject(step)
 
         @precondition(lambda self: bool(runner.active))
         @rule()
         def heal(self) -> None:
+            self.trial.steps.append(Step(HEAL))
             try:
                 runner.heal()
             except (ScheduleFailed, FulskChaosError) as exc:

@@ -71,6 +71,13 @@ def test_what_another_active_fault_holds_is_not_a_leftover(stack):
         pass
     assert slow.record.details["rollback_verified"]["clean"] is True
     assert slow.record.details["rollback_verified"]["other_faults_active"] == ["redis"]
+    # what needs redis answering is refused while it is frozen: the failure would be ours, not the stack's
+    assert not injector.applicable("flushall", "redis") and not injector.applicable("pause", "redis")
+    assert injector.applicable("kill", "redis") and injector.applicable("pause", "mqtt")
+    with pytest.raises(FaultError, match="flushall of redis refused: redis is paused.* acts only on a service that "
+                                         "is running; heal"):
+        injector.inject("flushall", "redis")
+    assert [f.record.kind for f in injector.active] == ["pause"]
     paused.rollback()
     assert paused.record.details["rollback_verified"]["clean"] is True
     assert stack.leftovers() == []

@@ -14,7 +14,8 @@ def test_a_step_reads_as_it_prints():
     step = Step.parse(" latency:backend-postgres ")
     assert step == Step("latency", "backend-postgres") and str(step) == "latency:backend-postgres"
     assert step.params == {"latency_ms": 300, "jitter_ms": 50}
-    with pytest.raises(FulskChaosError, match="KIND:TARGET"):
+    assert Step.parse(" heal ").is_heal and str(Step.parse("heal")) == "heal"
+    with pytest.raises(FulskChaosError, match="KIND:TARGET .* or heal"):
         Step.parse("kill")
 
 

@@ -42,6 +42,10 @@ class FaultKind:
     # Portable: built on what every provider's services offer (kill, stop, pause, start...). A kind
     # that is not needs a provider that lists it in its services' ``fault_kinds`` (volume loss).
     portable: bool = True
+    # The states of its service a service fault acts on (``Service.state()``); None: any. As
+    # ``docker pause`` refuses a stopped container, pausing a service another fault stopped is
+    # not a fault but a mistake, whose "failure" would be the framework's.
+    acts_on: tuple[str, ...] | None = ("running",)
 
     def __call__(self, stack: "Stack", target: str, **params: Any) -> Rollback:
         return self.inject(stack, target, **params)
@@ -70,6 +74,16 @@ class FaultKind:
                 raise FaultError(f"{self.name} on {target} refused: {address} is not on loopback "
                                  f"(set faults.allow_non_loopback = true to allow it)")
 
+    def refusal(self, stack: "Stack", target: str) -> str | None:
+        """Why the fault cannot act on ``target`` as it is now (None: it can)."""
+        if not self.on_service or self.acts_on is None:
+            return None
+        state = stack.service(target).state()
+        if state in self.acts_on:
+            return None
+        return (f"{self.name} of {target} refused: {target} is {state}, and {self.name} acts only on a service "
+                f"that is {' or '.join(self.acts_on)}; heal whatever left it {state} first")
+
 
 class Family:
     """One family of faults (process, network, cache, ...): a module's worth of fault kinds."""
@@ -78,12 +92,13 @@ class Family:
         self.name = name
         self._kinds: dict[str, FaultKind] = {}
 
-    def kind(self, name: str, *, on_service: bool = True, portable: bool = True) -> Callable[[Inject], Inject]:
+    def kind(self, name: str, *, on_service: bool = True, portable: bool = True,
+             acts_on: tuple[str, ...] | None = ("running",)) -> Callable[[Inject], Inject]:
         def register(inject: Inject) -> Inject:
             if name in self._kinds:
                 raise FaultError(f"fault kind {name!r} is defined twice in the {self.name} family")
             summary = (inject.__doc__ or "").strip().splitlines()[0] if inject.__doc__ else ""
-            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable)
+            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable, acts_on)
             return inject
         return register
 

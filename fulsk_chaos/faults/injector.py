@@ -135,6 +135,10 @@ class FaultInjector:
         fault_kind = self.catalogue[kind]
         return fault_kind.portable or not fault_kind.on_service or kind in self.stack.service(target).fault_kinds
 
+    def applicable(self, kind: str, target: str) -> bool:
+        """Whether ``kind`` can act on ``target`` now: supported, and the target in a state it acts on."""
+        return self.supported(kind, target) and self.catalogue[kind].refusal(self.stack, target) is None
+
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
         """Inflict ``kind`` on ``target``; the returned Fault rolls it back (as a context manager too)."""
         fault_kind = self.catalogue[kind]
@@ -145,6 +149,8 @@ class FaultInjector:
                 portable = sorted(k for k, v in self.catalogue.items() if v.on_service and v.portable)
                 raise FaultError(f"{kind} is not supported on the {service.provider} provider (it supports: "
                                  f"{', '.join(portable + sorted(service.fault_kinds))})")
+            if refusal := fault_kind.refusal(self.stack, target):
+                raise FaultError(refusal)
         record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=_effective(fault_kind, params))
         self.journal.append(record)  # journaled first: a fault that half-happened is on record
         try:

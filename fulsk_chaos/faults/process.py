@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 family = Family("process")
 
 
-@family.kind("kill")
+@family.kind("kill", acts_on=("running", "paused"))  # a hung process killed
 def kill(stack: "Stack", target: str, sig: int = signal.SIGKILL) -> Rollback:
     """Signal every process of the service (SIGKILL: it is gone at once); rollback: start it again."""
     service = stack.service(target)
@@ -31,7 +31,7 @@ def kill(stack: "Stack", target: str, sig: int = signal.SIGKILL) -> Rollback:
     return rollback
 
 
-@family.kind("stop")
+@family.kind("stop", acts_on=("running", "paused"))
 def stop(stack: "Stack", target: str, grace_s: float | None = None) -> Rollback:
     """Stop the service gracefully (its own stop signal, SIGKILL after the grace); rollback: start it."""
     service = stack.service(target)
@@ -58,7 +58,7 @@ def pause(stack: "Stack", target: str) -> Rollback:
     return rollback
 
 
-@family.kind("restart")
+@family.kind("restart", acts_on=None)  # an operator restarts what is down, too
 def restart(stack: "Stack", target: str) -> Rollback:
     """Restart the service as an operator would (stop, start, healthy); rollback: make sure it is healthy."""
     service = stack.service(target)
@@ -66,7 +66,7 @@ def restart(stack: "Stack", target: str) -> Rollback:
     return service.wait_healthy
 
 
-@family.kind("volume-loss", portable=False)
+@family.kind("volume-loss", portable=False, acts_on=None)
 def volume_loss(stack: "Stack", target: str) -> Rollback:
     """Remove the container and delete its data volume: the data is gone, as with a lost disk.
 

@@ -229,7 +229,7 @@ class Experiment:
         what the first window broke (empty when it was not extended)."""
         extended: list[str] = []
         for _ in range(1, self.settings.steady_state.percentile_windows):
-            broken = percentiles_only(obs, expectations)
+            broken = percentiles_only(obs.phase, expectations)
             if not broken:
                 break
             extended = extended or [e.describe() for e in broken]

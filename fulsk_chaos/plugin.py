@@ -164,7 +164,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         beyond = [i for i in items if i.get_closest_marker("scenario") and not i.get_closest_marker("quick")]
         if beyond:
             config.hook.pytest_deselected(items=beyond)
-            items[:] = [i for i in items if i not in beyond]
+            dropped = set(beyond)
+            items[:] = [i for i in items if i not in dropped]
     if config.getoption("--stack") == "docker":
         return
     skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")

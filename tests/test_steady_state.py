@@ -3,9 +3,9 @@ breaks a latency percentile alone is extended and judged over both windows, and 
 slow still fails; anything else a window breaks is never judged again."""
 from __future__ import annotations
 
-from fulsk_chaos.checks.steady import Observation, percentiles_only
+from fulsk_chaos.checks.steady import percentiles_only
 from fulsk_chaos.checks.timeline import timeline
-from fulsk_chaos.probes import FleetRecord, Samples
+from fulsk_chaos.probes import FleetRecord
 from fulsk_chaos.probes.fleet import Message
 from fulsk_chaos.verdict import at_most, none_of
 
@@ -32,22 +32,17 @@ def test_a_live_feed_that_stays_slow_after_the_method_fails_over_the_extended_wi
     assert acked > 1.5 * per_window
 
 
-def _observation(phase: str = "after") -> Observation:
-    return Observation(phase, 0.0, 3.0, Samples([]), None, {})  # type: ignore[arg-type]
-
-
 def test_only_a_window_that_broke_nothing_but_latency_percentiles_is_extended():
-    obs = _observation()
     slow_feed = at_most("after: live feed delay p95", 57.2, 50, "ms")
     slow_api = at_most("after: api p95", 612, 500, "ms")
     stale = at_most("after: stale answers (newest reading > 1 s behind the broker)", 0.2, 0.05)
     fine = none_of("after: wrong answers (not the reading that was sent)", 0)
-    assert percentiles_only(obs, [slow_feed, fine]) == [slow_feed]
-    assert percentiles_only(obs, [slow_api, slow_feed, fine]) == [slow_api, slow_feed]
-    assert percentiles_only(obs, [slow_feed, stale, fine]) == []  # stale data is never judged again
-    assert percentiles_only(obs, [fine]) == []
+    assert percentiles_only("after", [slow_feed, fine]) == [slow_feed]
+    assert percentiles_only("after", [slow_api, slow_feed, fine]) == [slow_api, slow_feed]
+    assert percentiles_only("after", [slow_feed, stale, fine]) == []  # stale data is never judged again
+    assert percentiles_only("after", [fine]) == []
     # another phase's percentile is not this window's
-    assert percentiles_only(_observation("during"), [slow_feed]) == []
+    assert percentiles_only("during", [slow_feed]) == []
 
 
 def test_the_timeline_shows_the_live_feeds_delay_second_by_second():

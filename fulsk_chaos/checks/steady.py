@@ -80,10 +80,10 @@ def steady_state(obs: Observation, settings: Settings, *, judge_health: bool = T
     ]
 
 
-def percentiles_only(obs: Observation, expectations: list[Expectation]) -> list[Expectation]:
-    """The latency percentiles that failed, when nothing else of the window did; else none."""
+def percentiles_only(phase: str, expectations: list[Expectation]) -> list[Expectation]:
+    """The latency percentiles of ``phase`` that failed, when nothing else of the window did; else none."""
     failed = [e for e in expectations if e.held is False]
-    percentiles = [e for e in failed if e.name in (f"{obs.phase}: {API_P95}", f"{obs.phase}: {LIVE_P95}")]
+    percentiles = [e for e in failed if e.name in (f"{phase}: {API_P95}", f"{phase}: {LIVE_P95}")]
     return percentiles if percentiles and len(percentiles) == len(failed) else []
 
 

@@ -33,6 +33,9 @@ NETWORK_PARAMS = {"latency": {"latency_ms": 300, "jitter_ms": 50}}
 NOT_SEARCHED = {"volume-loss", "stuck-websockets"}
 
 
+HEAL = "heal"
+
+
 @dataclass(frozen=True)
 class Step:
     """One action of a schedule: inject ``kind`` on ``target``, or heal (``heal``: undo the fault
@@ -60,9 +63,6 @@ class Step:
     @property
     def params(self) -> dict[str, Any]:
         return {**CLIENT_PARAMS.get(self.kind, {}), **NETWORK_PARAMS.get(self.kind, {})}
-
-
-HEAL = "heal"
 
 
 def menu(injector: FaultInjector, kinds: list[str] | tuple[str, ...] = (),
@@ -113,7 +113,8 @@ class Runner:
     def applicable(self, steps: list[Step]) -> list[Step]:
         """The steps that can act on the stack as the active faults left it (no pause of a
         service another fault stopped: that is a mistake, not a fault)."""
-        return [s for s in steps if self.injector.applicable(s.kind, s.target)]
+        states: dict[str, str] = {}  # each service's state asked once
+        return [s for s in steps if self.injector.applicable(s.kind, s.target, states)]
 
     def inject(self, step: Step) -> None:
         self.active.append(self.injector.inject(step.kind, step.target, **step.params))

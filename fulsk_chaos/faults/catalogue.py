@@ -74,12 +74,9 @@ class FaultKind:
                 raise FaultError(f"{self.name} on {target} refused: {address} is not on loopback "
                                  f"(set faults.allow_non_loopback = true to allow it)")
 
-    def refusal(self, stack: "Stack", target: str) -> str | None:
-        """Why the fault cannot act on ``target`` as it is now (None: it can)."""
-        if not self.on_service or self.acts_on is None:
-            return None
-        state = stack.service(target).state()
-        if state in self.acts_on:
+    def refusal(self, target: str, state: str) -> str | None:
+        """Why the fault cannot act on ``target`` in ``state`` (``Service.state()``); None: it can."""
+        if self.acts_on is None or state in self.acts_on:
             return None
         return (f"{self.name} of {target} refused: {target} is {state}, and {self.name} acts only on a service "
                 f"that is {' or '.join(self.acts_on)}; heal whatever left it {state} first")

@@ -135,9 +135,20 @@ class FaultInjector:
         fault_kind = self.catalogue[kind]
         return fault_kind.portable or not fault_kind.on_service or kind in self.stack.service(target).fault_kinds
 
-    def applicable(self, kind: str, target: str) -> bool:
+    def refusal(self, kind: str, target: str, states: dict[str, str] | None = None) -> str | None:
+        """Why ``kind`` cannot act on ``target`` as it is now (None: it can). ``states`` keeps the
+        services' states already asked for across calls: on Docker each ask is a call to the engine."""
+        fault_kind = self.catalogue[kind]
+        if not fault_kind.on_service or fault_kind.acts_on is None:
+            return None
+        states = {} if states is None else states
+        if target not in states:
+            states[target] = self.stack.service(target).state()
+        return fault_kind.refusal(target, states[target])
+
+    def applicable(self, kind: str, target: str, states: dict[str, str] | None = None) -> bool:
         """Whether ``kind`` can act on ``target`` now: supported, and the target in a state it acts on."""
-        return self.supported(kind, target) and self.catalogue[kind].refusal(self.stack, target) is None
+        return self.supported(kind, target) and self.refusal(kind, target, states) is None
 
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
         """Inflict ``kind`` on ``target``; the returned Fault rolls it back (as a context manager too)."""
@@ -149,7 +160,7 @@ class FaultInjector:
                 portable = sorted(k for k, v in self.catalogue.items() if v.on_service and v.portable)
                 raise FaultError(f"{kind} is not supported on the {service.provider} provider (it supports: "
                                  f"{', '.join(portable + sorted(service.fault_kinds))})")
-            if refusal := fault_kind.refusal(self.stack, target):
+            if refusal := self.refusal(kind, target):
                 raise FaultError(refusal)
         record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=_effective(fault_kind, params))
         self.journal.append(record)  # journaled first: a fault that half-happened is on record

@@ -10,12 +10,30 @@ set -euo pipefail
 TOXIPROXY_VERSION="v2.12.0"
 TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@${TOXIPROXY_VERSION}"
 TOXIPROXY_CLI_MODULE="github.com/Shopify/toxiproxy/v2/cmd/cli@${TOXIPROXY_VERSION}"
-# the servers, and the clients an engineer points at `fulsk-chaos up` (psql comes with postgresql-15);
-# curl, jq and procps: what the runbooks' commands use
-LOCAL_PACKAGES=(postgresql-15 redis-server mosquitto mosquitto-clients nginx-light procps curl jq
-                prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter
-                prometheus-node-exporter prometheus-blackbox-exporter chromium)
-DOCKER_PACKAGES=(docker.io debootstrap)
+# Every program the local stack, the runbooks (fixtures/runbooks), the backup tools and the framework
+# run, as COMMAND:PACKAGE (Debian's); Debian's Essential packages (coreutils, grep, sed, tar, ...) are
+# on every machine and not listed. tests/test_bootstrap.py derives the commands from those files and
+# fails on one that is not here. A guide command a runbook corrects (htop, netstat, iostat) is the
+# guide's drift, recorded as such: it need not be installed.
+LOCAL_COMMANDS=(
+  # the servers, and their own tools (the backup tools, the standby's clone, the runbooks' psql)
+  postgres:postgresql-15 initdb:postgresql-15 pg_ctl:postgresql-15 pg_basebackup:postgresql-15
+  pg_dump:postgresql-15 pg_restore:postgresql-15 pg_isready:postgresql-client-15 psql:postgresql-client-15
+  redis-server:redis-server redis-cli:redis-tools
+  mosquitto:mosquitto mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients
+  nginx:nginx-light
+  # monitoring (stack.monitoring)
+  prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
+  amtool:prometheus-alertmanager
+  prometheus-postgres-exporter:prometheus-postgres-exporter prometheus-redis-exporter:prometheus-redis-exporter
+  prometheus-node-exporter:prometheus-node-exporter prometheus-blackbox-exporter:prometheus-blackbox-exporter
+  # the runbooks' commands, and the framework's view of the host
+  curl:curl jq:jq top:procps ps:procps pgrep:procps ss:iproute2 iptables:iptables mount:mount umount:mount
+  # the HTML report's test opens it headless; `nox -s bench -- --against COMMIT` checks out a worktree
+  chromium:chromium git:git
+)
+# With --docker: the engine, the offline images' base, and the guide's docker-compose.
+DOCKER_COMMANDS=(dockerd:docker.io docker:docker.io debootstrap:debootstrap docker-compose:docker-compose)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -35,20 +53,23 @@ apt_install() {
   [ "$created" = 0 ] || rm -f "$policy_rc"
 }
 
-# --- the local stack's servers ---------------------------------------------------------------
-missing=""
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || missing+="postgresql-15 "
-command -v redis-server >/dev/null || missing+="redis-server "
-[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+="mosquitto "
-[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+="nginx "
-command -v mosquitto_pub >/dev/null || missing+="mosquitto-clients "
-for tool in curl jq top; do command -v "$tool" >/dev/null || missing+="$tool "; done
-for tool in prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter \
-            prometheus-node-exporter prometheus-blackbox-exporter; do  # monitoring (stack.monitoring)
-  [ -x "/usr/bin/$tool" ] || missing+="$tool "
-done
-command -v chromium >/dev/null || missing+="chromium "  # the HTML report's test opens it headless
-[ -z "$missing" ] || apt_install "$missing" "${LOCAL_PACKAGES[@]}"
+have() {  # have COMMAND: on PATH, or where Debian keeps servers off PATH
+  command -v "$1" >/dev/null 2>&1 && return
+  for dir in /usr/sbin /sbin /usr/lib/postgresql/*/bin; do [ -x "$dir/$1" ] && return; done
+  return 1
+}
+missing_packages() {  # missing_packages COMMAND:PACKAGE ...: the packages of the commands not installed
+  local entry seen=" "
+  for entry in "$@"; do
+    have "${entry%%:*}" || case "$seen" in *" ${entry#*:} "*) ;; *) seen+="${entry#*:} " ;; esac
+  done
+  printf '%s' "${seen# }"
+}
+
+# --- the local stack's servers and every program its scenarios, runbooks and tools run -------
+missing=$(missing_packages "${LOCAL_COMMANDS[@]}")
+# shellcheck disable=SC2086 - one word per package
+[ -z "$missing" ] || apt_install "$missing" $missing
 
 find_binary() {  # find_binary NAME: on PATH, or where go_install puts it
   command -v "$1" 2>/dev/null && return
@@ -79,12 +100,11 @@ fi
 [ "${1:-}" = "--docker" ] || exit 0
 
 # --- the Docker engine -----------------------------------------------------------------------
-missing=""
-command -v dockerd >/dev/null || missing+="docker.io "
-command -v debootstrap >/dev/null || missing+="debootstrap "
+missing=$(missing_packages "${DOCKER_COMMANDS[@]}")
 # runbooks run `docker-compose -f docker-compose.prod.yml ...`: Compose v2 where it exists, else Debian's v1
-docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+="docker-compose "
-[ -z "$missing" ] || apt_install "$missing" "${DOCKER_PACKAGES[@]}" docker-compose
+if docker compose version >/dev/null 2>&1; then missing=${missing/docker-compose/}; fi
+# shellcheck disable=SC2086
+[ -z "${missing// /}" ] || apt_install "$missing" $missing
 
 if ! docker info >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || die "no Docker engine answers and only root can start one: start dockerd (e.g. systemctl start docker)"

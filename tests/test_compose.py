@@ -47,6 +47,15 @@ def compose(stack):
         run("down", "-v", "--remove-orphans", check=False)
 
 
+def test_every_service_of_the_compose_file_runs_without_a_pager():
+    """What `docker-compose exec` inherits: no pager may wait for a key in a runbook's command."""
+    import yaml
+    from fulsk_chaos.stack.docker import NO_PAGER
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name, service in services.items():
+        assert {k: service["environment"].get(k) for k in NO_PAGER} == NO_PAGER, name
+
+
 def wait_healthy(url: str, timeout_s: float = 90) -> dict:
     deadline = time.monotonic() + timeout_s
     last = None

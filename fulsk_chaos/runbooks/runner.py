@@ -118,11 +118,14 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
-def run_in_terminal(command: str, env: dict[str, str], timeout_s: float, cwd: Path | None = None) -> Executed:
-    """``bash -c command`` on a pseudo-terminal (a huge one: no pager ever waits, not even in a
-    container), killed with everything it started at the timeout."""
+def run_in_terminal(command: str, env: dict[str, str], timeout_s: float, cwd: Path | None = None,
+                    size: tuple[int, int] = (10000, 10000)) -> Executed:
+    """``bash -c command`` on a pseudo-terminal of ``size`` (rows, columns; a huge one: a pager
+    sees no reason to start), killed with everything it started at the timeout. A container's
+    terminal gets its size only after its command started (``docker-compose exec``): its
+    environment keeps pagers away (PAGER=cat, see stack.docker.NO_PAGER)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 10000, 10000, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     started = time.monotonic()
     proc = subprocess.Popen(["bash", "-c", command], stdin=slave, stdout=slave, stderr=slave, env=env,
                             cwd=cwd, start_new_session=True, close_fds=True)

@@ -204,3 +204,21 @@ def test_the_guides_compose_commands_act_on_the_stacks_own_containers_and_leave_
         stack.stop()
     assert not client.api.containers(all=True, filters=project)
     assert not client.api.volumes(filters=project).get("Volumes")
+
+
+def test_no_pager_waits_in_a_container(docker_stack, client):
+    """The guide's `docker-compose exec postgres psql -c ...` with more rows than an 80x24
+    terminal holds returns: every container's environment sets PAGER=cat (before, psql's pager
+    waited for a key until the runbook step timed out, whenever Compose sized the terminal late)."""
+    from fulsk_chaos.runbooks import run_in_terminal
+    from fulsk_chaos.stack.docker import NO_PAGER
+    for name in docker_stack.services:
+        env = dict(e.split("=", 1) for e in client.containers.get(
+            docker_stack.service(name).container_id).attrs["Config"]["Env"])
+        assert {k: env.get(k) for k in NO_PAGER} == NO_PAGER, name
+    compose = docker_stack.compose
+    command = " ".join([*compose.argv, "exec", "postgres", "psql", "-U", "fulsk_user", "-c",
+                        "'SELECT generate_series(1, 300) AS n'"])
+    done = run_in_terminal(command, {**os.environ, **compose.env, "TERM": "xterm"}, timeout_s=60, size=(24, 80))
+    assert done.exit_code == 0, done.output[-500:]
+    assert "(300 rows)" in done.output

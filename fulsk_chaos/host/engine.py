@@ -42,17 +42,18 @@ def stack_labels(stack_id: str) -> dict[str, str]:
     return {LABEL: "true", STACK_LABEL: stack_id, OWNER_LABEL: owner_label()}
 
 
-def remove_volume(client: "docker.DockerClient", name: str) -> None:
-    """Delete a volume, waiting briefly for a container being removed to let go of it."""
+def remove_volume(client: "docker.DockerClient", name: str) -> bool:
+    """Delete a volume, waiting briefly for a container being removed to let go of it; whether it is gone."""
     from docker.errors import APIError, NotFound
     for _ in range(50):
         try:
             client.volumes.get(name).remove(force=True)
-            return
+            return True
         except NotFound:
-            return
+            return True
         except APIError:
             time.sleep(0.1)
+    return False
 
 
 def _owner_gone(container_labels: dict[str, str]) -> bool:

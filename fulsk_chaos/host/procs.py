@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import select
+import subprocess
 from pathlib import Path
 
 
@@ -100,3 +102,22 @@ def state(pid: int) -> str | None:
     """The process state letter (R, S, D, T, ...), None if it is gone."""
     fields = _stat(pid)
     return fields[0] if fields else None
+
+
+def wait_exited(proc: subprocess.Popen, timeout_s: float) -> int:
+    """``proc.wait(timeout_s)``, returning the moment the child exits: Popen.wait polls, up to
+    50 ms late each time, and a teardown waits for a dozen processes. Raises TimeoutExpired."""
+    if proc.poll() is None:
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:  # no pidfd on this kernel: Popen's own polling
+            return proc.wait(timeout=timeout_s)
+        try:
+            poller = select.poll()  # not select(): a busy test process may hold fds past 1024
+            poller.register(pidfd, select.POLLIN)  # readable once the process has exited
+            poller.poll(max(timeout_s, 0) * 1000)
+        finally:
+            os.close(pidfd)
+        if proc.poll() is None:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+    return proc.wait()

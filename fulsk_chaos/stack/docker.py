@@ -9,6 +9,7 @@ a run that died are found and removed (Ryuk needs an image that cannot be pulled
 from __future__ import annotations
 
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from .compose import SERVICES as COMPOSE_SERVICES, ComposeProject
 from ..wait import wait_until
 from .reaper import Reaper
 from .running import Provider, Service
+from .timings import timed
+
+
+# In every container's environment, as in fixtures/docker-compose.prod.yml: `docker exec` inherits
+# it, so no pager waits for a key in a runbook's `docker-compose exec postgres psql ...` (Compose sets
+# the terminal's size only after the command started: psql saw 80 columns and paged).
+NO_PAGER = {"PAGER": "cat", "PSQL_PAGER": "cat", "MANPAGER": "cat", "SYSTEMD_PAGER": "", "LESS": "-FRX"}
 
 
 class DockerProvider(Provider):
@@ -54,7 +62,9 @@ class DockerProvider(Provider):
         try:
             project = ComposeProject.for_stack(self.stack_id, topology.ports, topology.db_password, images,
                                                self.labels[OWNER_LABEL])
-            hashes, version = project.hashes(), project.version()
+            with ThreadPoolExecutor(2) as pool:  # docker-compose takes a second or more to say anything
+                asked = pool.submit(project.hashes), pool.submit(project.version)
+                hashes, version = (answer.result() for answer in asked)
         except StackError:
             return  # no Compose here: the stack runs, the guide's commands will say why they cannot
         self.compose = project
@@ -160,10 +170,15 @@ class DockerService(Service):
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start the container again if it exists (as ``docker start``), else create it."""
-        self.spec.prepare(self.ctx)
+        with timed(self.phases, "prepare"):
+            self.spec.prepare(self.ctx)
+        with timed(self.phases, "spawn"):
+            self._spawn()
+        self.paused = False
+
+    def _spawn(self) -> None:
         if self._container is not None and self._state():
             self._container.get_wrapped_container().start()
-            self.paused = False
             return
         if self.volume:
             self.engine.volumes.create(self.volume, labels={k: v for k, v in self.labels.items()
@@ -171,7 +186,7 @@ class DockerService(Service):
             self._reaper.watch_volume(self.volume)
         command = self.spec.argv(self.ctx) or None
         container = DockerContainer(
-            self.image, command=command, env=self.spec.env(self.ctx),
+            self.image, command=command, env={**NO_PAGER, **self.spec.env(self.ctx)},
             name=f"fulsk-chaos-{self.labels[STACK_LABEL]}-{self.spec.name}", network_mode="host",
             labels=self.labels, stop_signal=signal.Signals(self.spec.stop_signal).name)
         container.with_volume_mapping(str(self._stack_dir), str(self._stack_dir), "rw")
@@ -180,7 +195,6 @@ class DockerService(Service):
         container.start()
         self._container = container
         self._reaper.watch_container(container.get_wrapped_container().id)
-        self.paused = False
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """``docker kill -s``; for SIGKILL, wait until the container has exited."""
@@ -238,7 +252,8 @@ class DockerService(Service):
                 wrapped.remove(force=True, v=True)
             except NotFound:
                 pass
+            self._reaper.forget_container(wrapped.id)
             self._container = None
-        if self.volume:
-            remove_volume(self.engine, self.volume)
+        if self.volume and remove_volume(self.engine, self.volume):
+            self._reaper.forget_volume(self.volume)
         self.paused = False

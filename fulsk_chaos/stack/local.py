@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import StackError
-from ..host.procs import identity, service_processes, signal_service, state, survivors
+from ..host.procs import identity, service_processes, signal_service, state, survivors, wait_exited
 from ..services import ServiceContext, ServiceSpec, Topology
 from ..services.spec import unprivileged_user
 from ..wait import wait_until
 from .reaper import Reaper
 from .running import Provider, Service
+from .timings import timed
 
 
 class LocalProvider(Provider):
@@ -37,6 +38,7 @@ class LocalProvider(Provider):
 
 class LocalService(Service):
     provider = "local"
+    poll_s = 0.02  # a check is a connection attempt on the loopback, and the exit check a waitpid
 
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, reaper: Reaper, log_path: Path,
                  start_timeout_s: float, stop_grace_s: float) -> None:
@@ -73,9 +75,10 @@ class LocalService(Service):
     def start(self) -> None:
         if self.running:
             raise StackError(f"{self.name} is already running (pid {self.pid})")
-        self.spec.prepare(self.ctx)
+        with timed(self.phases, "prepare"):
+            self.spec.prepare(self.ctx)
         env = {**os.environ, **self.spec.env(self.ctx)}
-        with open(self.log_path, "ab") as log:
+        with timed(self.phases, "spawn"), open(self.log_path, "ab") as log:
             log.write(f"\n--- fulsk-chaos: starting {self.name} at {time.strftime('%H:%M:%S')} ---\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
@@ -138,7 +141,7 @@ class LocalService(Service):
             except ProcessLookupError:
                 pass
             try:
-                self._proc.wait(timeout=self.stop_grace_s if grace_s is None else grace_s)
+                wait_exited(self._proc, self.stop_grace_s if grace_s is None else grace_s)
             except subprocess.TimeoutExpired:
                 pass
         self._reap(self.stop_grace_s)
@@ -165,6 +168,6 @@ class LocalService(Service):
                 raise RuntimeError(f"pids {left} still running")
 
         wait_until(all_gone, timeout_s, f"{self.name}'s processes to exit")
-        self._proc.wait(timeout=timeout_s)
+        wait_exited(self._proc, timeout_s)
         self._reaper.forget(pid)
         self.paused = False

@@ -11,6 +11,7 @@ from ..errors import StackError
 from ..services import ServiceContext, ServiceSpec, Topology
 from ..wait import wait_until
 from .reaper import Reaper
+from .timings import timed
 
 
 class Service(ABC):
@@ -20,6 +21,9 @@ class Service(ABC):
     # The provider-specific fault kinds (names in fulsk_chaos.faults' catalogue) it supports beyond
     # the portable ones, which need only the methods below.
     fault_kinds: ClassVar[frozenset[str]] = frozenset()
+    # How often a wait polls its check: a start waits for its groups one after another, and each
+    # wait ends up to one interval after the service is there.
+    poll_s: ClassVar[float] = 0.05
 
     def __init__(self, spec: ServiceSpec, ctx: ServiceContext, log_path: Path, start_timeout_s: float,
                  stop_grace_s: float) -> None:
@@ -30,6 +34,7 @@ class Service(ABC):
         self.start_timeout_s = start_timeout_s
         self.stop_grace_s = stop_grace_s
         self.paused = False
+        self.phases: dict[str, float] = {}  # seconds of its last prepare, spawn, healthy... (see Timings)
 
     @property
     @abstractmethod
@@ -93,9 +98,11 @@ class Service(ABC):
     def wait_healthy(self, timeout_s: float | None = None) -> float:
         """Block until the service passes its own check; return how long that took."""
         start = time.monotonic()
-        wait_until(lambda: self.spec.check(self.ctx), timeout_s or self.start_timeout_s,
-                   f"{self.name} on 127.0.0.1:{self.ctx.port}", abort=self.exit_reason)
-        self.spec.after_start(self.ctx)
+        with timed(self.phases, "healthy"):
+            wait_until(lambda: self.spec.check(self.ctx), timeout_s or self.start_timeout_s,
+                       f"{self.name} on 127.0.0.1:{self.ctx.port}", self.poll_s, abort=self.exit_reason)
+        with timed(self.phases, "after_start"):
+            self.spec.after_start(self.ctx)
         return time.monotonic() - start
 
     def start_healthy(self) -> float:

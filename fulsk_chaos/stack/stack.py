@@ -33,6 +33,7 @@ from .alerts import AlertReceiver
 from .control import ControlServer
 from .reaper import Reaper
 from .running import Provider, Service
+from .timings import Timings, timed
 
 PROVIDERS = ("local", "docker")
 
@@ -91,7 +92,7 @@ class Stack(StartStop):
         self.replicas: dict[str, list[Service]] = {}  # instances 2..n of a scaled service (local provider)
         self.dir: Path | None = None
         self.toxiproxy: ToxiproxyClient | None = None
-        self.timings: dict[str, float] = {}
+        self.timings = Timings()
         self._reaper: Reaper | None = None
         self._provider: Provider | None = None
         self._control: ControlServer | None = None
@@ -102,85 +103,120 @@ class Stack(StartStop):
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> float:
         """Start every service and wait until the whole stack is healthy; return the seconds taken
-        (not counting what the provider prepares first: an engine check, image builds)."""
-        self._reaper = Reaper()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"fulsk-chaos-{self.id}-"))
-        self._reaper.watch_path(self.dir)
-        os.chmod(self.dir, 0o755)  # unprivileged servers (postgres, nginx workers) traverse it
-        (self.dir / "logs").mkdir()
-        self._provider = self._provider_class(self.settings, self._reaper, self.dir, self.id, self.fixtures)
-        self._provider.prepare()
+        (not counting what the provider prepares first: an engine check, image builds). Where the
+        time went is in ``timings``."""
+        self.timings = Timings()
+        step = self.timings.start
+        with timed(step, "reaper"):
+            self._reaper = Reaper()
+            self.dir = Path(tempfile.mkdtemp(prefix=f"fulsk-chaos-{self.id}-"))
+            self._reaper.watch_path(self.dir)
+            os.chmod(self.dir, 0o755)  # unprivileged servers (postgres, nginx workers) traverse it
+            (self.dir / "logs").mkdir()
+        with timed(step, "provider"):
+            self._provider = self._provider_class(self.settings, self._reaper, self.dir, self.id, self.fixtures)
+            self._provider.prepare()
         t0 = time.monotonic()
         names, edges = self.catalogue.names, self.catalogue.edges
         monitored = PROMETHEUS in names
-        ports = free_ports(len(names) + len(edges) + monitored)
+        with timed(step, "ports"):
+            ports = free_ports(len(names) + len(edges) + monitored)
         self.topology = Topology(
             ports=dict(zip(names, ports)) | ({RECEIVER: ports[-1]} if monitored else {}),
             edges={e.name: Edge(e.name, e.client, e.upstream, port) for e, port in zip(edges, ports[len(names):])},
             db_password=secrets.token_urlsafe(12))
         if monitored:
-            self.alerts = AlertReceiver(self.topology.ports[RECEIVER]).start()
-        for spec in self.catalogue.specs:
-            workdir = self.dir / spec.name
-            workdir.mkdir()
-            self.services[spec.name] = self._provider.service(spec, self.topology, workdir)
-        proxy = next((s.name for s in self.catalogue.specs if s.carries_edges), None)
-        if proxy is not None:
-            self.toxiproxy = self.services[proxy].client()
+            with timed(step, "alert_receiver"):
+                self.alerts = AlertReceiver(self.topology.ports[RECEIVER]).start()
+        with timed(step, "services"):  # on Docker, the Compose project's labels too
+            for spec in self.catalogue.specs:
+                workdir = self.dir / spec.name
+                workdir.mkdir()
+                self.services[spec.name] = self._provider.service(spec, self.topology, workdir)
+            proxy = next((s.name for s in self.catalogue.specs if s.carries_edges), None)
+            if proxy is not None:
+                self.toxiproxy = self.services[proxy].client()
         for group in self.catalogue.start_groups:
-            self._start_together(group)
-        self.wait_ready()
-        self.timings["start_to_healthy_s"] = time.monotonic() - t0
+            with timed(step, "group " + "+".join(group)):
+                self._start_together(group)
+        with timed(step, "ready"):
+            self.wait_ready()
+        self.timings.start_to_healthy_s = time.monotonic() - t0
         # what the ops guide's backup tools need to work on this stack from another process
-        self._control = ControlServer(self, self.control_path).start()
-        self.backup_conf_path = backup_conf.for_stack(self).write(self.dir / "backup.env")
-        return self.timings["start_to_healthy_s"]
+        with timed(step, "control"):
+            self._control = ControlServer(self, self.control_path).start()
+        with timed(step, "backup_conf"):
+            self.backup_conf_path = backup_conf.for_stack(self).write(self.dir / "backup.env")
+        self.timings.services = {name: dict(service.phases) for name, service in self.services.items()}
+        return self.timings.start_to_healthy_s
 
     def _start_together(self, names: tuple[str, ...]) -> None:
-        for name in names:
-            self.services[name].start()
+        """Start services that do not depend on each other, each waiting only for itself (a
+        container's creation takes a few hundred ms; PostgreSQL's initdb more than a second)."""
         with ThreadPoolExecutor(len(names)) as pool:
-            for future in [pool.submit(self.services[n].wait_healthy) for n in names]:
+            for future in [pool.submit(self.services[n].start_healthy) for n in names]:
                 future.result()
 
     def stop(self) -> float:
-        """Stop everything, leave nothing behind; return the seconds taken. Safe to call twice."""
+        """Stop everything, leave nothing behind; return the seconds taken. Safe to call twice.
+
+        Clients before their servers: the start groups in reverse, the services of a group
+        together (each waits only for its own exit)."""
         t0 = time.monotonic()
+        step = self.timings.teardown
         errors = []
         if self._control:
-            self._control.close()
+            with timed(step, "control"):
+                self._control.close()
             self._control = None
-        for name, extra in self.replicas.items():
-            for replica in extra:
-                try:
-                    replica.stop()
-                except Exception as exc:  # noqa: BLE001 - keep stopping the others; the reaper backs us up
-                    errors.append(f"{name} replica: {exc}")
+        replicas = {f"{name} replica {n}": r for name, extra in self.replicas.items() for n, r in enumerate(extra, 2)}
+        if replicas:
+            with timed(step, "replicas"):
+                errors += self._stop_together(replicas)
         self.replicas.clear()
-        for name in reversed(list(self.services)):
-            try:
-                self.services[name].stop()
-                self.services[name].remove()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others; the reaper backs us up
-                errors.append(f"{name}: {exc}")
+        for group in reversed(self.catalogue.start_groups):
+            services = {n: self.services[n] for n in group if n in self.services}
+            if services:
+                with timed(step, "group " + "+".join(services)):
+                    errors += self._stop_together(services)
         if self.toxiproxy:
             self.toxiproxy.close()
         if self.alerts:
             self.alerts.close()
             self.alerts = None
         if self._provider:
-            self._provider.close()
+            with timed(step, "provider"):
+                self._provider.close()
             self._provider = None
         if self.dir and self.logs_to and (self.dir / "logs").is_dir():
-            shutil.copytree(self.dir / "logs", self.logs_to, dirs_exist_ok=True)
+            with timed(step, "logs"):
+                shutil.copytree(self.dir / "logs", self.logs_to, dirs_exist_ok=True)
         if self._reaper:
-            self._reaper.close()  # removes the stack's directory and anything we failed to stop
+            with timed(step, "reaper"):
+                self._reaper.close()  # removes the stack's directory and anything we failed to stop
             self._reaper = None
+        for name, service in self.services.items():
+            self.timings.services.setdefault(name, {}).update(service.phases)
         self.services.clear()
-        self.timings["teardown_s"] = time.monotonic() - t0
+        self.timings.teardown_s = time.monotonic() - t0
         if errors:
             raise StackError("teardown: " + "; ".join(errors))
-        return self.timings["teardown_s"]
+        return self.timings.teardown_s
+
+    @staticmethod
+    def _stop_together(services: dict[str, Service]) -> list[str]:
+        """Stop and remove these services in parallel; return what went wrong."""
+        def stop(name: str, service: Service) -> str | None:
+            try:
+                with timed(service.phases, "stop"):
+                    service.stop()
+                with timed(service.phases, "remove"):
+                    service.remove()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others; the reaper backs us up
+                return f"{name}: {exc}"
+            return None
+        with ThreadPoolExecutor(len(services)) as pool:
+            return [error for error in pool.map(stop, services, services.values()) if error]
 
     @property
     def compose(self) -> Any:
@@ -258,10 +294,15 @@ class Stack(StartStop):
         return time.monotonic() - start
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Until every service is ready for users, dependencies included (see ServiceSpec.ready)."""
-        for service in self.services.values():
-            wait_until(lambda: service.spec.ready(service.ctx), timeout_s or self.settings.stack.start_timeout_s,
-                       f"{service.name} to be ready", abort=service.exit_reason)
+        """Until every service is ready for users, dependencies included (see ServiceSpec.ready);
+        the services are asked together."""
+        def ready(service: Service) -> None:
+            with timed(service.phases, "ready"):
+                wait_until(lambda: service.spec.ready(service.ctx), timeout_s or self.settings.stack.start_timeout_s,
+                           f"{service.name} to be ready", service.poll_s, abort=service.exit_reason)
+        with ThreadPoolExecutor(max(1, len(self.services))) as pool:
+            for future in [pool.submit(ready, service) for service in self.services.values()]:
+                future.result()
 
     def heal(self) -> list[str]:
         """Return to a clean steady state: no toxics, nothing paused, everything running and healthy."""
@@ -341,7 +382,7 @@ class Stack(StartStop):
             "replicas": {n: [r.describe() for r in extra] for n, extra in self.replicas.items() if extra},
             "proxies": {e.name: {"listen": e.listen, "client": e.client, "upstream": e.upstream}
                         for e in self.topology.edges.values()},
-            "timings": self.timings,
+            "timings": self.timings.as_dict(),
         }
 
     def write_state(self, path: Path) -> None:

@@ -137,6 +137,16 @@ class Runner:
         while self.active:
             self.heal()
 
+    def bites(self) -> tuple[int, list[str]]:
+        """How many of the faults injected so far reached their condition, and those that did not
+        (with what was measured). Overlapping faults can mask each other - a latency toxic on an
+        edge whose server another fault froze shows no round trip at all - so a fault that did not
+        bite is recorded, not judged; the search needs at least one that did."""
+        entries = [(r, r.condition) for r in self.injector.journal if r.condition is not None]
+        missed = [f"{r.kind}:{r.target} ({(c.get('measured') or {}).get('detail') or '; '.join(c.get('errors', []))})"
+                  for r, c in entries if not c["reached"]]
+        return sum(1 for _, c in entries if c["reached"]), missed
+
     def reset(self) -> None:
         """Between trials: every fault undone (unchecked) and the stack healed."""
         self.injector.rollback_all()
@@ -220,12 +230,15 @@ class SearchResult:
     replay_failures: int = 0
     replay_command: str = ""
     search_command: str = ""
+    faults_reached: int = 0  # faults that reached their condition (Runner.bites)
+    faults_not_reached: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"profile": self.profile, "seed": self.seed, "examples": self.examples, "steps_run": self.steps_run,
                 "minimal_failing_schedule": [str(s) for s in self.minimal] if self.minimal else None,
                 "failure": self.failure, "replays": self.replays, "replay_failures": self.replay_failures,
-                "replay_command": self.replay_command, "search_command": self.search_command}
+                "replay_command": self.replay_command, "search_command": self.search_command,
+                "faults_reached_condition": self.faults_reached, "faults_not_reached": self.faults_not_reached}
 
 
 def search(runner: Runner, profile_name: str, seed: int, command: Callable[[dict[str, str]], str]) -> SearchResult:
@@ -248,6 +261,7 @@ def search(runner: Runner, profile_name: str, seed: int, command: Callable[[dict
         result.failure = minimal.failure if minimal else str(exc).splitlines()[0]
     result.examples = len(trials)
     result.steps_run = runner.steps_run
+    result.faults_reached, result.faults_not_reached = runner.bites()
     if result.minimal:
         result.replay_command = command({"--schedule-replay": ",".join(str(s) for s in result.minimal)})
         for _ in range(profile.replays):

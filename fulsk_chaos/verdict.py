@@ -5,7 +5,8 @@ A scenario states its hypothesis, declares the least evidence it needs, and judg
 
 - ``fail``: an expectation did not hold on what was measured (a finding about the stack);
 - ``error``: nothing failed, but something could not be measured or there was too little
-  evidence to judge (or the stack or the framework broke): the hypothesis was not judged;
+  evidence to judge, or a fault never reached the condition it exists to create (an expectation
+  of ``kind="condition"``), or the stack or the framework broke: the hypothesis was not judged;
 - ``invalid``: the measurement itself cannot be trusted (a load generator that saturated its own
   CPU measured itself, not the stack): whatever else was found, nothing is blamed on the stack;
 - ``pass``: every expectation held, on at least the evidence declared.
@@ -52,6 +53,8 @@ class Expectation:
     detail: str = ""  # what was found, e.g. the first lost readings
     # "validity": a condition of the measurement itself (e.g. the load generator was not saturated);
     # one that does not hold makes the verdict invalid rather than blaming the stack.
+    # "condition": a fault reached the condition it exists to create; one that did not (or could
+    # not be measured) makes the verdict error: a fault that did not bite tested nothing.
     kind: str = "hypothesis"
 
     def __post_init__(self) -> None:
@@ -75,6 +78,11 @@ class Expectation:
         return {"name": self.name, "measured": self.measured, "op": self.op, "threshold": self.threshold,
                 "unit": self.unit, "held": self.held, "evidence": dict(self.evidence), "detail": self.detail,
                 **({"kind": self.kind} if self.kind != "hypothesis" else {})}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Expectation":
+        return cls(data["name"], data["measured"], data["op"], data["threshold"], data.get("unit", ""),
+                   data.get("evidence") or {}, data.get("detail", ""), data.get("kind", "hypothesis"))
 
 
 def at_most(name: str, measured: float | int | None, limit: float | int, unit: str = "", **kw: Any) -> Expectation:
@@ -111,6 +119,10 @@ class Evidence:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "count": self.count, "minimum": self.minimum, "enough": self.enough}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Evidence":
+        return cls(data["name"], data["count"], data["minimum"])
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -136,14 +148,22 @@ def judge(hypothesis: str, expectations: Sequence[Expectation], evidence: Sequen
     if invalid:
         reason = "the measurement is invalid, nothing is blamed on the stack: " + "; ".join(e.describe() for e in invalid)
         return Verdict("invalid", reason, hypothesis, expectations, evidence)
-    failed = [e for e in expectations if e.held is False]
-    unmeasured = [e for e in expectations if e.held is None]
+    unreached = [e for e in expectations if e.kind == "condition" and e.held is not True]
+    failed = [e for e in expectations if e.held is False and e.kind != "condition"]
+    unmeasured = [e for e in expectations if e.held is None and e.kind != "condition"]
     short = [e for e in evidence if not e.enough]
+    bite = ("the fault did not reach its condition ("
+            + "; ".join(f"{e.evidence.get('fault', e.name)}: {e.detail}" for e in unreached) + ")")
     if failed:
         reason = "; ".join(e.describe() for e in failed)
+        if unreached:
+            reason += "; also " + bite
         if short:
             reason += "; also not enough evidence (" + "; ".join(e.describe() for e in short) + ")"
         return Verdict("fail", reason, hypothesis, expectations, evidence)
+    if unreached:  # a fault that did not bite is no evidence: nothing was tested
+        reason = bite + ("; also not enough evidence (" + "; ".join(e.describe() for e in short) + ")" if short else "")
+        return Verdict("error", reason, hypothesis, expectations, evidence)
     if short or unmeasured:
         parts = [e.describe() for e in short] + [f"{e.name} could not be measured" for e in unmeasured]
         return Verdict("error", "not enough evidence (" + "; ".join(parts) + ")", hypothesis, expectations, evidence)

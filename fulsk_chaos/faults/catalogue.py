@@ -1,8 +1,9 @@
 """The fault catalogue: every kind of fault the framework can inflict, grouped by family.
 
 A fault kind is one function that injects the fault and returns the rollback that undoes it;
-registering it in its family (``@family.kind("name")``) is the one entry that makes it available
-to every scenario, journaled and always rolled back by the injector.
+registering it in its family (``@family.kind("name", condition=...)``) is the one entry that makes
+it available to every scenario, journaled and always rolled back by the injector. Its condition
+(conditions.py) says what the fault exists to create and measures, from the stack, that it did.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ..errors import FaultError
+from .conditions import Condition
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -46,6 +48,9 @@ class FaultKind:
     # ``docker pause`` refuses a stopped container, pausing a service another fault stopped is
     # not a fault but a mistake, whose "failure" would be the framework's.
     acts_on: tuple[str, ...] | None = ("running",)
+    # What the fault exists to create, measured from the stack while it is active (conditions.py):
+    # a fault that never reached it is no evidence, and the verdict is error, never pass.
+    condition: Condition | None = None
 
     def __call__(self, stack: "Stack", target: str, **params: Any) -> Rollback:
         return self.inject(stack, target, **params)
@@ -90,12 +95,13 @@ class Family:
         self._kinds: dict[str, FaultKind] = {}
 
     def kind(self, name: str, *, on_service: bool = True, portable: bool = True,
-             acts_on: tuple[str, ...] | None = ("running",)) -> Callable[[Inject], Inject]:
+             acts_on: tuple[str, ...] | None = ("running",), condition: Condition | None = None
+             ) -> Callable[[Inject], Inject]:
         def register(inject: Inject) -> Inject:
             if name in self._kinds:
                 raise FaultError(f"fault kind {name!r} is defined twice in the {self.name} family")
             summary = (inject.__doc__ or "").strip().splitlines()[0] if inject.__doc__ else ""
-            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable, acts_on)
+            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable, acts_on, condition)
             return inject
         return register
 

@@ -29,13 +29,132 @@ from ..errors import FaultError
 from ..probes import Fleet
 from ..probes.fleet import TOPIC, paho_client
 from ..services.backend import MQTT_CLIENT_ID
+from ..verdict import Expectation
 from .catalogue import Family
+from .conditions import Watch, condition, reached
+from .measure import BrokerStats, log_lines_since, prometheus_value, socket_states
 
 if TYPE_CHECKING:
     from ..stack import Stack
 
 family = Family("clients")
 MAX_FAULT_S = 600.0  # every client fault stops by itself after this, rolled back or not
+RECEIVED = "$SYS/broker/publish/messages/received"
+SYS_INTERVAL_S = 2.0  # how old the broker's last published counter can be (sys_interval 1: every 2 s, as it counts)
+INGESTED = "fulsk_ingest_received_total"
+BEFORE_S = 0.5  # the backend's rate before a flood, measured over this long
+
+
+# --- conditions --------------------------------------------------------------------------------
+class BrokerWatch(Watch):
+    """The broker's own counters, from just before the injection on."""
+    interval_s = 0.25
+
+    def baseline(self) -> None:
+        self.stats = BrokerStats(self.stack.topology.ports["mqtt"]).start()
+        self.since = time.monotonic()
+
+    def close(self) -> None:
+        self.stats.close()
+
+
+@condition("the stack is flooded: the broker, or the backend it delivers to, received messages faster than "
+           "before by at least half the fault's rate (readings and garbage)",
+           "the backend's own count (/metrics fulsk_ingest_received_total, read at once) or the broker's "
+           "($SYS/broker/publish/messages/received, published every 2 s); the rate before: the higher of the broker's "
+           "load/publish/received/1min and the backend's count over the half second before")
+class Flooded(BrokerWatch):
+    def baseline(self) -> None:
+        super().baseline()
+        self.t0, self.count0 = self.stats.latest(RECEIVED)
+        first = (time.monotonic(), self._ingested())
+        time.sleep(BEFORE_S)
+        self.ingest0 = (time.monotonic(), self._ingested())
+        # the higher of the broker's minute and the backend's last half second: the flood is what comes on top
+        self.rate_before = max(self.stats.latest("$SYS/broker/load/publish/received/1min")[1] / 60,
+                               (self.ingest0[1] - first[1]) / (self.ingest0[0] - first[0])
+                               if first[1] is not None and self.ingest0[1] is not None else 0.0)
+
+    def _ingested(self) -> float | None:
+        return prometheus_value(self.stack.endpoints.metrics_url, INGESTED)
+
+    @property
+    def rate(self) -> float:
+        p = self.params
+        if "malformed_per_s" not in p:  # malformed: only garbage
+            return float(p["rate_per_s"])
+        return float(p["rate_per_s"] if p["devices"] else 0) + float(p["malformed_per_s"])
+
+    def check(self, handle: Any) -> Expectation | None:
+        if handle is None:
+            return None
+        rates: dict[str, float] = {}
+        t1, count1 = self.stats.latest(RECEIVED)
+        if t1 > self.t0:  # the count before may be one publishing interval old: not the flood's
+            rates["the broker"] = ((count1 - self.count0 - self.rate_before * SYS_INTERVAL_S) / (t1 - self.t0)
+                                   - self.rate_before)
+        (t0, ingested0), now = self.ingest0, time.monotonic()
+        if ingested0 is not None and now - t0 >= 1.0 and (ingested := self._ingested()) is not None:
+            rates["the backend"] = (ingested - ingested0) / (now - t0) - self.rate_before
+        best = max(rates, key=rates.__getitem__, default=None)
+        counted = "; ".join(f"{who}: {r:+.1f} msg/s" for who, r in rates.items()) or "nothing counted yet"
+        return reached("messages per second received above the rate before", round(rates[best], 1) if best else None,
+                       ">=", self.rate / 2, "msg/s", detail=f"{self.rate_before:.1f} msg/s before; {counted}")
+
+
+@condition("the broker holds the storm: its count of connected clients rose by at least 80 % of the storm's "
+           "clients", "the broker ($SYS/broker/clients/connected)")
+class Stormed(BrokerWatch):
+    def baseline(self) -> None:
+        super().baseline()
+        self.connected0 = self.stats.latest("$SYS/broker/clients/connected")[1]
+
+    def check(self, handle: Any) -> Expectation:
+        peak = max((v for t, v in self.stats.series("$SYS/broker/clients/connected") if t >= self.since - 1),
+                   default=self.connected0)
+        return reached("clients connected to the broker above its count before", int(peak - self.connected0), ">=",
+                       int(0.8 * self.params["clients"]), detail=f"{self.connected0:.0f} before, {peak:.0f} at peak")
+
+
+@condition("the impostor took the client's session: the broker closed the connection it held for client_id",
+           "the broker's log ('Client ID already connected, closing old connection')")
+class SessionTaken(Watch):
+    interval_s = 0.5
+
+    @property
+    def needle(self) -> str:
+        return f"Client {self.params['client_id']} already connected, closing old connection"
+
+    def baseline(self) -> None:
+        self.since = time.time()  # the log stamps whole seconds: what this second already holds is not the fault's
+        self.already = len(log_lines_since(self.stack.service(self.target), self.needle, self.since))
+
+    def check(self, handle: Any) -> Expectation:
+        lines = log_lines_since(self.stack.service(self.target), self.needle, self.since)[self.already:]
+        return reached("connections the broker closed for another with the same client id", len(lines), ">=", 1,
+                       detail=lines[0] if lines else f"no line '{self.needle}' in its log since the injection")
+
+
+BLOCKED_MS = 500
+
+
+@condition(f"the stuck clients' send path is blocked: the frontend's sockets to at least half of them held "
+           f"data their full receive windows kept unsent for {BLOCKED_MS} ms or more",
+           "the kernel (ss -ti: Send-Q and rwnd_limited of the frontend's sockets to the stuck clients)")
+class SendsBlocked(Watch):
+    interval_s = 0.25
+
+    def check(self, handle: Any) -> Expectation | None:
+        if handle is None:
+            return None
+        ports = [sock.getsockname()[1] for sock in handle.sockets]
+        states = socket_states(self.stack.topology.ports[self.target], ports)
+        blocked = [s for s in states if s.send_q > 0 and s.rwnd_limited_ms >= BLOCKED_MS]
+        worst = max(states, key=lambda s: s.send_q, default=None)
+        return reached("stuck clients whose send path is blocked", len(blocked), ">=", max(1, -(-len(ports) // 2)),
+                       detail=f"{len(ports)} stuck, {len(states)} sockets found" + (
+                           f"; the fullest holds {worst.send_q} bytes ({worst.notsent} never sent), window-limited "
+                           f"for {worst.rwnd_limited_ms} ms" if worst else ""))
 
 
 def _mqtt_target(stack: "Stack", target: str) -> tuple[str, int]:
@@ -186,7 +305,7 @@ def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, o
             next_at = time.monotonic()
 
 
-@family.kind("flood")
+@family.kind("flood", condition=Flooded)
 def flood(stack: "Stack", target: str, devices: int = 50, rate_per_s: float = 500.0, qos: int = 1,
           malformed_per_s: float = 20.0, oversized_kb: int = 1024) -> Flood:
     """Many inverters publishing at once (devices, messages per second in total, QoS 0 or 1), with
@@ -205,7 +324,7 @@ def flood(stack: "Stack", target: str, devices: int = 50, rate_per_s: float = 50
     return handle
 
 
-@family.kind("malformed")
+@family.kind("malformed", condition=Flooded)
 def malformed(stack: "Stack", target: str, rate_per_s: float = 50.0, qos: int = 1, oversized_kb: int = 1024) -> Flood:
     """Only garbage: every malformed, impossible and oversized reading, round after round."""
     return flood(stack, target, devices=0, rate_per_s=0, qos=qos, malformed_per_s=rate_per_s,
@@ -258,7 +377,7 @@ class Storm(Handle):
                 self.proc.wait(10)
 
 
-@family.kind("connection-storm")
+@family.kind("connection-storm", condition=Stormed)
 def connection_storm(stack: "Stack", target: str, clients: int = 300, parallel: int = 64) -> Storm:
     """Hundreds of MQTT clients connecting at once, as a fleet does after a site's network comes
     back, and holding their connections; rollback: they all disconnect."""
@@ -323,7 +442,7 @@ class Impostor(Handle):
     pass
 
 
-@family.kind("duplicate-client-id")
+@family.kind("duplicate-client-id", condition=SessionTaken)
 def duplicate_client_id(stack: "Stack", target: str, client_id: str = MQTT_CLIENT_ID, hold_s: float = 0.5,
                         every_s: float = 2.0) -> Impostor:
     """Another client keeps connecting with an existing client's id (by default the backend's),
@@ -363,7 +482,7 @@ class StuckReaders(Handle):
             sock.close()
 
 
-@family.kind("stuck-websockets")
+@family.kind("stuck-websockets", condition=SendsBlocked)
 def stuck_websockets(stack: "Stack", target: str, clients: int = 20, path: str = "/ws/readings") -> StuckReaders:
     """Live-feed clients that complete the WebSocket handshake and then never read (a frozen
     browser tab, a phone in a tunnel), with tiny receive buffers; rollback: they hang up."""

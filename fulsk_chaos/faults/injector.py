@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import FaultError
 from .catalogue import Catalogue, FaultKind, Rollback
+from .conditions import Watcher
 from .kinds import CATALOGUE
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class FaultRecord:
     details: dict[str, Any] = field(default_factory=dict)
     rollback_error: str | None = None
 
+    @property
+    def condition(self) -> dict[str, Any] | None:
+        """Whether, when and how the fault reached its condition (None until it is rolled back)."""
+        return self.details.get("condition")
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("started")
@@ -44,6 +50,13 @@ class FaultRecord:
         data["params"] = {k: _json_value(v) for k, v in self.params.items()}
         data["duration_s"] = round(self.ended - self.started, 3) if self.ended is not None else None
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FaultRecord":
+        """A record read back (e.g. from another process): its times are relative, its duration kept."""
+        duration = data.get("duration_s")
+        return cls(data["kind"], data["target"], data["started_at"], 0.0, data.get("ended_at"), duration,
+                   data.get("params") or {}, data.get("details") or {}, data.get("rollback_error"))
 
 
 def _json_value(value: Any) -> Any:
@@ -60,12 +73,13 @@ class Fault:
     """
 
     def __init__(self, record: FaultRecord, rollback: Rollback, subjects: tuple[str, ...],
-                 verify: Callable[["Fault"], None] | None = None) -> None:
+                 verify: Callable[["Fault"], None] | None = None, watcher: Watcher | None = None) -> None:
         self.record = record
         self.handle = rollback
         self.subjects = subjects
         self._rollback: Rollback | None = rollback
         self._verify = verify
+        self._watcher = watcher
 
     @property
     def active(self) -> bool:
@@ -81,10 +95,17 @@ class Fault:
             raise FaultError(f"{self.record.kind} of {self.record.target} has not been rolled back")
         return self.record.ended
 
+    def until_reached(self, timeout_s: float) -> bool:
+        """Wait until the fault has reached its condition (True), for at most ``timeout_s``: what
+        reacts to an incident (a runbook, an operator) acts once there is one."""
+        return self._watcher.wait(timeout_s) if self._watcher is not None else False
+
     def rollback(self) -> None:
         if self._rollback is None:
             return
         undo, self._rollback = self._rollback, None
+        if self._watcher is not None:
+            self._watcher.stop()  # measured while the fault is still active
         try:
             undo()
         except BaseException as exc:
@@ -93,6 +114,8 @@ class Fault:
         finally:
             self.record.ended = time.monotonic()
             self.record.ended_at = _now_iso()
+            if self._watcher is not None:
+                self.record.details["condition"] = self._watcher.finish()
         details = getattr(undo, "details", None)
         if callable(details):  # what a client fault did: messages sent, clients connected...
             self.record.details.update(details())
@@ -162,15 +185,26 @@ class FaultInjector:
                                  f"{', '.join(portable + sorted(service.fault_kinds))})")
             if refusal := self.refusal(kind, target):
                 raise FaultError(refusal)
-        record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=_effective(fault_kind, params))
+        effective = _effective(fault_kind, params)
+        # its baseline measured before anything happens; its checks run from the injection on
+        watcher = (Watcher(fault_kind.condition, self.stack, target, effective)
+                   if fault_kind.condition is not None else None)
+        record = FaultRecord(kind, target, _now_iso(), time.monotonic(), params=effective)
         self.journal.append(record)  # journaled first: a fault that half-happened is on record
+        if watcher is not None:
+            watcher.start(record.started)
         try:
             rollback = fault_kind(self.stack, target, **params)
         except Exception as exc:
             record.details["inject_error"] = f"{type(exc).__name__}: {exc}"
             record.ended, record.ended_at = time.monotonic(), _now_iso()
+            if watcher is not None:
+                watcher.stop()
+                record.details["condition"] = watcher.finish()
             raise
-        fault = Fault(record, rollback, fault_kind.subjects(target), verify=self._verify)
+        if watcher is not None:
+            watcher.injected(rollback)
+        fault = Fault(record, rollback, fault_kind.subjects(target), verify=self._verify, watcher=watcher)
         self._active.append(fault)
         return fault
 

@@ -43,6 +43,7 @@ Condition = Callable[["RunbookDrill", Trigger], ContextManager[dict[str, str]]]
 Check = Callable[["RunbookDrill", RunbookRun, Trigger], list[Expectation]]
 CONDITIONS: dict[str, Condition] = {}
 CHECKS: dict[str, Check] = {}
+TRIGGER_BITES_S = 10.0  # a trigger fault reaches its condition within this, or the runbook starts anyway
 
 
 def condition(name: str) -> Callable[[Condition], Condition]:
@@ -126,7 +127,10 @@ class RunbookDrill:
     @contextlib.contextmanager
     def _trigger(self, trigger: Trigger) -> Iterator[dict[str, str]]:
         if trigger.fault:
-            with self.experiment.inject(trigger.fault, trigger.target or "", **trigger.params):
+            with self.experiment.inject(trigger.fault, trigger.target or "", **trigger.params) as fault:
+                # The runbook answers an incident: it starts once the fault has bitten (a hang it
+                # "fixes" before anything hung tests nothing; the verdict says so if it never bites).
+                fault.until_reached(TRIGGER_BITES_S)
                 yield {}
             return
         with CONDITIONS[trigger.condition or ""](self, trigger) as env:

@@ -28,9 +28,9 @@ import websocket
 from locust import FastHttpUser, User, between, constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
-from locust.exception import StopUser
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
+from fulsk_chaos.load import steering
 from fulsk_chaos.load.profile import from_env
 from fulsk_chaos.load.samples import UNSENT
 from fulsk_chaos.probes.fleet import TOPIC, paho_client, reading
@@ -43,6 +43,8 @@ class NotSent(RuntimeError):
 
 PROFILE = from_env()
 OUT = Path(os.environ.get("FULSK_LOAD_OUT", "."))
+# The API arrival rate: the profile's (its ladder, for a stress ramp) until the stress search steers it.
+SCHEDULE = steering.RateSchedule(PROFILE.rate_at)
 RUN = os.environ.get("FULSK_LOAD_RUN", "load")
 MQTT_HOST, _, MQTT_PORT = os.environ.get("FULSK_MQTT", "127.0.0.1:1883").rpartition(":")
 
@@ -91,11 +93,28 @@ def _event(name: str, **data) -> None:
         f.write(json.dumps({"event": name, "t": time.time(), **data}) + "\n")
 
 
+def _follow_plan(deliver) -> None:
+    """Each new version of the stress search's plan (fulsk_chaos.load.steering), as it is written."""
+    last = None
+    while True:
+        gevent.sleep(steering.POLL_S)
+        text = steering.read_plan(OUT)
+        if text and text != last:
+            last = text
+            deliver(json.loads(text))
+
+
 @events.init.add_listener
 def _init(environment, **_kw) -> None:
-    if isinstance(environment.runner, MasterRunner):
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
         environment.events.spawning_complete.add_listener(lambda user_count: _event("spawned", users=user_count))
+        gevent.spawn(_follow_plan, lambda plan: runner.send_message(steering.MESSAGE, plan))  # to every worker
         return
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(steering.MESSAGE, lambda environment, msg, **_kw: SCHEDULE.steer(msg.data))
+    else:  # one process, run by hand: it reads the plan itself
+        gevent.spawn(_follow_plan, SCHEDULE.steer)
     environment.events.request.add_listener(RECORDER.sample)
     gevent.spawn(RECORDER.loop)
 
@@ -238,17 +257,19 @@ class ApiUser(FastHttpUser):
 
     def arrivals(self) -> None:
         """Requests due at fixed times from the schedule's start, each sent in a greenlet of its own:
-        a stalled server makes them queue (and their latency grow from their due time), never later."""
+        a stalled server makes them queue (and their latency grow from their due time), never later.
+        The rate at each due time is the schedule's: the profile's, or the stress search's plan."""
         users = max(PROFILE.api.users, 1)
         start = time.time()
         pool = gevent.pool.Pool(self.concurrency)
-        first = PROFILE.rate_at(0) / users
+        first = SCHEDULE.rate(start, start) / users
         due = start + ((self.index % users) / users / first if first > 0 else 0)  # users interleave
         while True:
-            rate = PROFILE.rate_at(due - start) / users
-            if rate <= 0:
-                pool.join(timeout=PROFILE.timeout_s)
-                raise StopUser()
+            rate = SCHEDULE.rate(due, start) / users
+            if rate <= 0:  # a ramp's end: nothing is due unless the search plans more, until the run ends
+                gevent.sleep(steering.POLL_S)
+                due = max(due, time.time())
+                continue
             delay = due - time.time()
             if delay > 0:
                 gevent.sleep(delay)

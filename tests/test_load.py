@@ -291,6 +291,7 @@ BUGS = '[backend.env]\nFULSK_BUGS = "{}"\n'
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_the_weekly_load_gives_a_verdict_per_baseline_and_threshold(run_scenario, tmp_path):
     run = run_scenario(f"loadtests/test_load.py --duration 10s --baseline-dir {tmp_path / 'baselines'}")
     assert run.returncode == 0, run.output[-3000:]
@@ -307,6 +308,7 @@ def test_the_weekly_load_gives_a_verdict_per_baseline_and_threshold(run_scenario
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_a_slow_endpoint_fails_against_the_stored_baseline(run_scenario, tmp_path):
     """150 ms on one endpoint is well within the ops guide's 500 ms: only the baseline catches it."""
     profile = _profile(tmp_path, "regress", """
@@ -330,6 +332,7 @@ def test_a_slow_endpoint_fails_against_the_stored_baseline(run_scenario, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_a_saturated_generator_is_invalid_not_a_finding(run_scenario, tmp_path):
     # More than one worker can generate whatever the stack answers: 500 users who never think, and
     # API requests due far faster than one process can send them (the open model does not wait).
@@ -354,6 +357,7 @@ def test_a_saturated_generator_is_invalid_not_a_finding(run_scenario, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_the_open_model_reports_a_stall_the_closed_model_hides(run_scenario, tmp_path):
     """The same rate against a backend that stalls one second in ten (a run of 14 s sees at least
     one stall): users who wait for each answer send nothing while it stalls (coordinated
@@ -377,9 +381,11 @@ def test_the_open_model_reports_a_stall_the_closed_model_hides(run_scenario, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_the_stress_ramp_reports_capacity_and_the_first_broken_baseline(run_scenario, tmp_path):
     """A backend that serves one API request at a time, 5 ms each (200 requests/s at most): the ramp
-    holds at 50 and 100 requests/s and breaks at 400."""
+    holds at 50 and 100 requests/s and breaks at 400; the bisection then finds the knee in between,
+    bracketed within 10 %."""
     profile = _profile(tmp_path, "ramp", """
         [dashboard]
         users = 3
@@ -395,17 +401,22 @@ def test_the_stress_ramp_reports_capacity_and_the_first_broken_baseline(run_scen
         [inverters]
         users = 5
     """)
-    run = run_scenario(f"loadtests/test_stress.py --load-profile {profile}", BUGS.format("serialized-api"))
+    run = run_scenario(f"loadtests/test_stress.py --load-profile {profile} --baseline-dir {tmp_path / 'baselines'}",
+                       BUGS.format("serialized-api"))
     measured = run.scenario["measurements"]
-    assert measured["capacity_rps"] == 100, json.dumps(measured["steps"], indent=1)
-    broken = measured["first_broken"]
-    assert broken["step"] == 3 and broken["rate_rps"] == 400
-    assert any("API response p95 (baseline)" in b for b in broken["baselines"]), broken
-    assert len(measured["steps"]) == 3  # the ramp ends at the first broken step
+    steps = measured["steps"]
+    held, broken = measured["capacity_bracket_rps"]
+    assert measured["capacity_rps"] == held and 100 <= held < broken < 400, json.dumps(steps, indent=1)
+    assert measured["search_ended"].startswith("resolved") and (broken - held) / held <= 0.1, measured["search_ended"]
+    assert [s["phase"] for s in steps] == ["ramp"] * 3 + ["bisect"] * (len(steps) - 3)  # the ladder stopped at 400
+    first_broken = measured["first_broken"]
+    assert first_broken["step"] == 3 and first_broken["rate_rps"] == 400
+    assert any("API response p95 (baseline)" in b for b in first_broken["baselines"]), first_broken
     assert run.scenario["verdict"] == "pass", run.output[-3000:]
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_a_scenario_under_load_judges_the_load_around_its_fault_and_holds_its_readings_to_the_ledger(run_scenario):
     """One run (each costs a stack and a scenario): the load's baselines are judged in the
     scenario's steady windows and shown during the fault, and the readings the load's own

@@ -91,6 +91,8 @@ def _scenario(i: int, s: dict[str, Any], report_dir: Path | None) -> str:
     if isinstance(m.get("series"), dict):
         parts.append(f"<figure class=chart>{chart(s)}<figcaption class=meta>API latency, error rate, readings "
                      f"and staleness per second; faults shaded, alerts marked, recovery dashed</figcaption></figure>")
+    if "capacity_bracket_rps" in m:
+        parts.append(_stress(m))
     parts.append(_expectations(s.get("expectations") or []))
     evidence = s.get("evidence") or []
     if evidence:
@@ -100,15 +102,34 @@ def _scenario(i: int, s: dict[str, Any], report_dir: Path | None) -> str:
     faults = s.get("faults") or []
     if faults:
         parts.append("<details><summary>faults</summary><table><tr><th>kind</th><th>target</th><th>from</th>"
-                     "<th>to</th></tr>" + "".join(
+                     "<th>to</th><th>its condition</th></tr>" + "".join(
                          f"<tr><td>{escape(str(f.get('kind')))}</td><td>{escape(str(f.get('target')))}</td>"
-                         f"<td>{escape(str(f.get('started_at')))}</td><td>{escape(str(f.get('ended_at')))}</td></tr>"
-                         for f in faults) + "</table></details>")
+                         f"<td>{escape(str(f.get('started_at')))}</td><td>{escape(str(f.get('ended_at')))}</td>"
+                         f"<td>{escape(_condition(f))}</td></tr>" for f in faults) + "</table></details>")
     logs = _logs(s, report_dir)
     if logs:
         parts.append(f"<p class=meta>logs: {logs}</p>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _stress(m: dict[str, Any]) -> str:
+    """The stress search: the capacity with its bracket, why the search ended, every step."""
+    def rps(v: Any) -> str:
+        return "—" if v is None else f"{v:g}"
+    held, broken = m["capacity_bracket_rps"]
+    line = (f"capacity {rps(m.get('capacity_rps'))} req/s, knee in [{rps(held)}, {rps(broken)}] req/s "
+            f"(resolution {m.get('knee_resolution', 0):.0%}): {m.get('search_ended', '')}")
+    if m.get("capacity_ratio") is not None:
+        line += (f"; {m['capacity_ratio']:.0%} of the healthy capacity "
+                 f"({(m.get('healthy_capacity') or {}).get('source', '')})")
+    rows = "".join(f"<tr><td class=num>{st.get('step')}</td><td>{escape(str(st.get('phase', '')))}</td>"
+                   f"<td class=num>{rps(st.get('rate_rps'))}</td>"
+                   f"<td class=num>{_value(st.get('api_p95_ms'), 'ms')}</td>"
+                   f"<td>{escape((st.get('broken') or st.get('invalid') or st.get('short') or [''])[0])}</td></tr>"
+                   for st in m.get("steps") or [])
+    return (f"<p class=meta>{escape(line)}</p><details><summary>steps</summary><table><tr><th>step</th><th>phase</th>"
+            f"<th>req/s</th><th>API p95</th><th>broke</th></tr>{rows}</table></details>")
 
 
 def _expectations(expectations: list[dict[str, Any]]) -> str:
@@ -132,6 +153,17 @@ def _value(value: Any, unit: str) -> str:
     else:
         text = str(value)
     return escape(f"{text} {unit}".strip())
+
+
+def _condition(fault: dict[str, Any]) -> str:
+    """Whether and when the fault reached the condition it exists to create, and what showed it."""
+    entry = (fault.get("details") or {}).get("condition")
+    if not entry:
+        return "not measured"
+    measured = entry.get("measured") or {}
+    shown = f"{measured.get('name')} = {measured.get('measured')} {measured.get('unit') or ''}".rstrip()
+    when = f"reached after {entry.get('reached_after_s')} s" if entry.get("reached") else "NOT reached"
+    return f"{when}: {shown} ({entry.get('source')})" if measured else f"{when} ({entry.get('source')})"
 
 
 def _logs(s: dict[str, Any], report_dir: Path | None) -> str:

@@ -150,6 +150,11 @@ class TerminalSummary:
             if "capacity_rps" in m:
                 broken = m.get("first_broken")
                 parts.append(f"capacity {m['capacity_rps']} req/s" if m["capacity_rps"] is not None else "capacity unknown")
+                if m.get("capacity_bracket_rps"):  # the knee lies between them (broken None: above the ladder)
+                    held, above = m["capacity_bracket_rps"]
+                    parts.append(f"knee in [{held:g}, {'-' if above is None else f'{above:g}'}] req/s")
+                if m.get("capacity_ratio") is not None:
+                    parts.append(f"{m['capacity_ratio']:.0%} of the healthy capacity")
                 if broken:
                     parts.append(f"first broken at {broken['rate_rps']:g} req/s: {broken['baselines'][0]}")
             self.write_line("  ".join(parts))

@@ -50,10 +50,20 @@ def images(session: nox.Session) -> None:
     session.run("fulsk-chaos", "images", "build", "--offline")
 
 
+def parallel(args: list[str]) -> list[str]:
+    """pytest-xdist's options for a drill: a worker per core (each with a stack of its own), the
+    longest scenarios first, idle workers taking over others' queues; unless the caller chose
+    (``-n N``, ``-n0`` or ``-p no:xdist`` runs one at a time)."""
+    chosen = any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith(("-n", "--numprocesses=", "--dist"))
+                 for a in args)
+    return [] if chosen else ["-n", "auto", "--dist", "worksteal"]
+
+
 def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str | None],
-                args: list[str] | None = None) -> None:
+                args: list[str] | None = None, workers: bool = False) -> None:
     """pytest on Docker when an engine answers (or --stack docker is asked for: the engine is then
-    installed and started), else on the local stack; ``defaults`` are options added unless given."""
+    installed and started), else on the local stack; ``defaults`` are options added unless given;
+    ``workers``: in parallel (see ``parallel``)."""
     args = list(session.posargs if args is None else args)
     asked = stack_asked_for(args)
     _prepare(session, docker=asked == "docker")
@@ -62,14 +72,15 @@ def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str 
     for option, value in defaults.items():
         if not any(a == option or a.startswith(option + "=") for a in args):
             args = [option, *([value] if value is not None else []), *args]
-    session.run("pytest", *paths, *args)
+    session.run("pytest", *paths, *(parallel(args) if workers else []), *args)
 
 
 @nox.session
 def drill(session: nox.Session) -> None:
-    """The chaos drill: every scenario, on Docker when an engine answers, else on the local stack."""
+    """The chaos drill: every scenario, on Docker when an engine answers, else on the local stack,
+    a worker per core (``-- -n 1`` for one at a time)."""
     # the drill searches fault schedules longer than CI
-    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--monitoring": None})
+    _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--monitoring": None}, workers=True)
 
 
 @nox.session
@@ -81,8 +92,12 @@ def load(session: nox.Session) -> None:
 
 @nox.session
 def stress(session: nox.Session) -> None:
-    """The monthly stress test: a step ramp of API arrivals until a baseline breaks; reports the
-    capacity and the first broken baseline, e.g. `nox -s stress -- --step-duration 10s`."""
+    """The monthly stress test: a step ramp of API arrivals until a baseline breaks, then bisection
+    to the knee (within load.knee_resolution); reports the capacity with its bracket and the first
+    broken baseline, e.g. `nox -s stress -- --step-duration 10s`. Capacity under fault: `nox -s
+    stress -- --under-fault KIND:TARGET[,KEY=VALUE...]` runs the search again while the fault holds
+    (e.g. latency:backend-postgres,latency_ms=100; flushall:redis,every=step; kill:backend,scale=3)
+    and reports its ratio to the healthy capacity. The wrk anchor: `nox -s loadbench -- knee`."""
     _on_a_stack(session, ["loadtests/test_stress.py"], {"--monitoring": None})
 
 
@@ -90,6 +105,7 @@ def stress(session: nox.Session) -> None:
 def chaos(session: nox.Session) -> None:
     """The quarterly chaos drill under load: every scenario with background Locust load, baselines
     judged before and after each fault window and shown during it."""
+    # one at a time: each scenario's load takes the host's cores (its generator's CPU is judged)
     _on_a_stack(session, ["scenarios"], {"--schedule-profile": "drill", "--under-load": None, "--monitoring": None})
 
 
@@ -126,17 +142,26 @@ def recoverybench(session: nox.Session) -> None:
 @nox.session
 def loadbench(session: nox.Session) -> None:
     """Print the load generator's ceiling on this machine: Locust's HTTP requests/s and MQTT
-    messages/s per worker, beside raw clients (wrk, a paho loop, mosquitto_pub) on the same machine."""
+    messages/s per worker, beside raw clients (wrk, a paho loop, mosquitto_pub) on the same machine.
+    `nox -s loadbench -- knee [STEP_S WRK_S WORKERS]` prints instead the stress search's knee of the
+    API beside wrk's (closed loop, at the concurrency the search had at its knee): the stress
+    capacity's sanity anchor."""
     _prepare(session)
     session.run("bash", "scripts/bootstrap.sh", "--bench", external=True)
+    if session.posargs[:1] == ["knee"]:
+        session.run("python", "tests/benchmarks/stress_knee.py", *session.posargs[1:])
+        return
     session.run("python", "tests/benchmarks/load_generator.py", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Print the stack's start-to-healthy and teardown times, local and Docker side by side."""
+    """Print the stack's start-to-healthy and teardown medians, local and Docker side by side, each
+    service's share and what monitoring adds. `-- --against COMMIT` runs that commit's code too, from
+    a git worktree, in alternating rounds, and prints the ratios (`nox -s bench -- --against fb825b9`:
+    the foundation's); `-- 9 local` nine rounds of the local stack only."""
     _prepare(session, docker=True)
-    session.run("python", "tests/benchmarks/stack_lifecycle.py", *(session.posargs or ["5"]))
+    session.run("python", "tests/benchmarks/stack_lifecycle.py", *session.posargs)
 
 
 CI_SCHEDULE_SEED = "2026"
@@ -156,8 +181,9 @@ def tests(session: nox.Session) -> None:
     searches with a fresh seed each time, and prints it."""
     _prepare(session, docker=True)
     session.run("fulsk-chaos", "images", "build", "--offline")
+    workers = parallel(session.posargs)
     session.run("pytest", "tests", "scenarios", "--stack", "local", "--catalogue", "quick",
                 "-m", "not (scenario and provider)", "--schedule-seed", CI_SCHEDULE_SEED, "--durations", "40",
-                *session.posargs)
+                *workers, *session.posargs)
     session.run("pytest", "tests", "scenarios", "--stack", "docker", "--catalogue", "quick",
-                "-m", "docker or provider", *session.posargs)
+                "-m", "docker or provider", *workers, *session.posargs)

@@ -61,6 +61,20 @@ class SteadyStateSettings:
 
 
 @dataclass(frozen=True)
+class ValiditySettings:
+    """When a window measured the host or the harness rather than the stack. A window that broke
+    a latency expectation while the host was stalled (Linux PSI, "some": the share of the window
+    some task waited) or the observers ran late beyond these is measured once more; one that stays
+    so is ``invalid``, with the figures, never a failure of the stack."""
+    max_cpu_stall: float = 0.2      # waiting for a CPU
+    max_io_stall: float = 0.5       # waiting for I/O (a database's fsyncs count here too)
+    max_memory_stall: float = 0.2   # waiting for memory (reclaim)
+    # The observers' own scheduling lag (p99: how late they sent a due request, stamped an arrival
+    # or published a reading): past it they measured their own queueing.
+    max_observer_lag_ms: float = 50.0
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     # The backend contract stores each (inverter_id, seq) once. A backend that documents
     # at-least-once storage may set this, and duplicates are then reported but not failed.
@@ -192,6 +206,9 @@ class LoadSettings:
     # A host busier than this fraction of all its cores had none to spare for what the stack added
     # (the scale-up runbook's instances): the figures measured the host.
     host_max_cpu: float = 0.9
+    # The stress search bisects between the last step that held and the first that broke until
+    # (broken - held) / held is at most this: the capacity is known to within it.
+    knee_resolution: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -206,6 +223,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     steady_state: SteadyStateSettings = field(default_factory=SteadyStateSettings)
+    validity: ValiditySettings = field(default_factory=ValiditySettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     fleet: FleetSettings = field(default_factory=FleetSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -299,7 +317,8 @@ def _convert(hint: Any, value: Any, path: str, zero_ok: bool = False) -> Any:
 
 def from_mapping(data: dict[str, Any]) -> Settings:
     settings = build(Settings, data, "")
-    for name in ("load.generator_max_cpu", "load.host_max_cpu"):
+    for name in ("load.generator_max_cpu", "load.host_max_cpu", "load.knee_resolution", "validity.max_cpu_stall",
+                 "validity.max_io_stall", "validity.max_memory_stall"):
         section, key = name.split(".")
         if getattr(getattr(settings, section), key) > 1:
             raise ConfigError(f"{name}: a fraction between 0 and 1, got {getattr(getattr(settings, section), key)!r}")

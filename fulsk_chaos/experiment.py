@@ -13,6 +13,7 @@ and everything measured goes into the scenario's journal, from which the verdict
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
@@ -25,10 +26,16 @@ from .checks.dbload import DbLoadWindow
 from .checks.ledger import Key, never_stored
 from .checks.timeline import timeline
 from .checks.steady import no_unanswered, no_wrong_answers, percentiles_only
+from .checks.validity import HostFigures
 from .config import Settings
 from .faults import Fault, FaultInjector
+from .faults.conditions import condition_expectation
+from .host.pressure import PressureSampler
 from .load import BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, comparable, regressions
 from .load import judge as load_judge
+from .load import knee, under_fault
+from .load.steering import Steering
+from .load.under_fault import UnderFault
 from .probes import Fleet, FleetRecord, Fleets, LiveFeed, Probe, Target
 from .report import ScenarioRecord
 from .stack import Stack
@@ -53,21 +60,13 @@ LISTING_PATH = "/api/inverters"  # its answer, when it is the API path probed, i
 def user_targets(settings: Settings, inverter_ids: list[str]) -> list[Target]:
     """What the probe asks for through the frontend: /health, the API, and, for each inverter in
     turn, its latest reading and its recent history."""
-    ids = list(inverter_ids)
-
-    def latest(i: int) -> tuple[str, dict[str, Any]]:
-        inverter = ids[i % len(ids)]
-        return f"/api/inverters/{inverter}/latest", {"inverter_id": inverter}
-
-    def history(i: int) -> tuple[str, dict[str, Any]]:
-        inverter, end = ids[i % len(ids)], round(time.time(), 3)
-        start = round(end - HISTORY_S, 3)
-        return (f"/api/inverters/{inverter}/readings?from={start}&to={end}",
-                {"inverter_id": inverter, "from": start, "to": end})
+    ids = tuple(inverter_ids)
     listing = settings.probe.api_path == LISTING_PATH
     return [Target("health", "/health", json=True),
             Target("api", settings.probe.api_path, json=listing, meta={"listing": True} if listing else {}),
-            Target("latest", latest, json=True), Target("history", history, json=True)]
+            Target("latest", "/api/inverters/{inverter}/latest", json=True, inverters=ids),
+            Target("history", "/api/inverters/{inverter}/readings?from={from}&to={to}", json=True, inverters=ids,
+                   span_s=HISTORY_S)]
 
 
 def make_fleet(stack: Stack, settings: Settings) -> Fleet:
@@ -108,15 +107,22 @@ class Experiment:
         self._never_stored: list[tuple[str, str]] = []
         self._loss_judge: Callable[[list[Key]], list[Key]] | None = None
         self._excused: list[tuple[float, Callable[[], float]]] = []  # acknowledged in these spans: lost by design
+        self._biting: list[Fault] = []  # injected by the method: each must reach its condition (judged in verdict)
+        self.host = PressureSampler()  # the host's own pressure, next to every window's figures
+        self._stalled: list[tuple[str, HostFigures]] = []  # windows whose latency alone broke on a stalled host
+        self._excusable: set[str] = set()  # those latency expectations
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":
         if self.load is not None:
             self.load.start()  # every user running and warmed up before the first window
         self._started = time.monotonic()
-        self.feed.start()
-        self.fleet.start()
-        self.probe.start()
+        self.host.start()
+        instruments = (self.feed, self.fleet, self.probe)  # each an observer process of its own
+        for instrument in instruments:
+            instrument.launch()
+        for instrument in instruments:
+            instrument.wait_started()
         self._warm_up()
         return self
 
@@ -124,6 +130,7 @@ class Experiment:
         self.probe.stop()
         self.feed.stop()
         self.fleet.stop(settle_s=0 if exc_type else 5.0)
+        self.host.stop()
         result = self.load.stop() if self.load is not None else None
         if exc_type is None:
             # Wrong data is never acceptable, not during a fault nor while recovering from it.
@@ -185,6 +192,23 @@ class Experiment:
         samples = self.probe.snapshot(self.settings.hang_s).window(start, end)
         return Observation(phase, start, end, samples, self.fleet_record(), self.feed.arrivals())
 
+    def host_figures(self, start: float, end: float) -> HostFigures:
+        """The host's pressure and the observers' own lag over ``start``..``end``."""
+        lags = [*self.probe.lags_s(start, end), *self.feed.lags_s(start, end), *self.fleet.lags_s(start, end)]
+        return HostFigures(self.host.shares(start, end), lags)
+
+    def _on_a_stalled_host(self, prefix: str, expectations: list[Expectation], broken: list[Expectation],
+                           host: HostFigures) -> list[Expectation]:
+        """Latency expectations that broke, alone in their window, while the host was stalled: said
+        so, and remembered. If nothing else of the scenario fails, its verdict is ``invalid`` with
+        the host's figures (see ``verdict``); a finding anywhere else is still a finding."""
+        why = "; ".join(host.beyond(self.settings))
+        self._stalled.append((prefix, host))
+        self._excusable |= {e.name for e in broken}
+        said = {e.name: replace(e, detail=f"{e.detail + '; ' if e.detail else ''}measured on a stalled host: {why}")
+                for e in broken}
+        return [said.get(e.name, e) for e in expectations]
+
     def steady_state(self, phase: str, *, health: bool = True) -> list[Expectation]:
         """Judge the steady-state hypothesis over one window. Before any fault, a hypothesis that
         does not hold ends the scenario with its verdict: a fault proves nothing about a stack
@@ -208,10 +232,33 @@ class Experiment:
             obs, expectations, extended = self._extend(obs, expectations, health)
             evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
                                        judged=needs.judged_per_window)
+        host = self.host_figures(obs.start, obs.end)
+        remeasured: dict[str, Any] = {}
+        if self._method_started and (broken := percentiles_only(phase, expectations)) and host.beyond(self.settings):
+            # Only a latency broke, on a stalled host: measured once more (before the method, the
+            # attempts above did). A window that broke anything else keeps its findings.
+            remeasured = {"why": host.beyond(self.settings), "broken": [e.describe() for e in broken],
+                          "host": host.to_json()}
+            self.record.note(f"steady state {phase}: {broken[0].name} broke while "
+                             f"{host.beyond(self.settings)[0]}: measured once more")
+            obs = self.observe(phase)
+            expectations = steady_state(obs, self.settings, judge_health=health)
+            if not self.faults.active:
+                obs, expectations, _ = self._extend(obs, expectations, health)
+            evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
+                                       judged=needs.judged_per_window)
+            host = self.host_figures(obs.start, obs.end)
+        if (broken := percentiles_only(phase, expectations)) and host.beyond(self.settings):
+            expectations = self._on_a_stalled_host(f"{phase}: ", expectations, broken, host)
+            if before is not None:  # nothing but latency broke, on a stalled host: invalid, not fail
+                before = judge(self.record.hypothesis, [*expectations, *host.expectations(f"{phase}: ", self.settings)],
+                               evidence)
         self._steady.append(obs.start)
         self.record.expect(expectations, evidence)
         self.record.measure(**steady_measurements(obs), **({f"{phase}_unsettled": unsettled} if unsettled else {}),
-                            **({f"{phase}_extended": extended} if extended else {}))
+                            **({f"{phase}_extended": extended} if extended else {}),
+                            **({f"{phase}_remeasured": remeasured} if remeasured else {}),
+                            **{f"{phase}_host": host.to_json()})
         if before is not None and before.status != "pass":
             verdict = Verdict(before.status, f"steady state did not hold before the fault, so none was "
                                              f"injected: {before.reason}", before.hypothesis,
@@ -247,6 +294,7 @@ class Experiment:
         self.begin_method()
         fault = self.faults.inject(kind, target, **params)
         self.record.note(f"fault injected: {kind} {target}")
+        self._biting.append(fault)
         return fault
 
     def db_load(self) -> DbLoadWindow:
@@ -318,11 +366,15 @@ class Experiment:
         """Judge how the stack answered while the fault was active (call once it is rolled back)."""
         window = fault_window(self.probe.snapshot(self.settings.hang_s), self.fleet_record(), fault.started,
                               fault.ended, dependency=dependency)
-        self.record.expect(window.expectations(self.settings, read_p95_ms=read_p95_ms,
-                                               read_error_rate=read_error_rate),
+        expectations = window.expectations(self.settings, read_p95_ms=read_p95_ms, read_error_rate=read_error_rate)
+        host = self.host_figures(fault.started, fault.ended)
+        broken = [e for e in expectations if e.held is False]
+        if broken and all(e.name in window.LATENCY for e in broken) and host.beyond(self.settings):
+            expectations = self._on_a_stalled_host("during the fault: ", expectations, broken, host)
+        self.record.expect(expectations,
                            window.evidence(samples=self.needs.samples_during_fault or self.needs.samples_per_window,
                                            acked=self.needs.acked_during_fault))
-        self.record.measure(**window.measurements())
+        self.record.measure(**window.measurements(), fault_host=host.to_json())
         return window
 
     def alerts(self, fault: Fault, *, fire: Sequence[str] = (), silent: Sequence[str] = (),
@@ -344,7 +396,16 @@ class Experiment:
         self.record.measure(**measurements)
 
     def verdict(self) -> Verdict:
-        """The verdict on everything judged so far (call after the with-block: the ledger comes last)."""
+        """The verdict on everything judged so far (call after the with-block: the ledger comes last).
+        A fault of the method that never reached its condition makes it error, never pass. When all
+        that failed is latency measured on a stalled host, the host's figures are the verdict's:
+        ``invalid``, nothing blamed on the stack."""
+        biting, self._biting = self._biting, []
+        self.record.expect([condition_expectation(f.record.kind, f.record.target, f.record.condition) for f in biting])
+        failed = [e for e in self.record.expectations if e.held is False and e.kind == "hypothesis"]
+        if failed and all(e.name in self._excusable for e in failed):
+            for prefix, host in self._stalled:
+                self.record.expect(host.expectations(prefix, self.settings))
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
         self.record.conclude(verdict)
         return verdict
@@ -366,7 +427,7 @@ class LoadScenario:
     against the ops guide's baselines and alert thresholds, the stored baseline, and the ledger.
 
         scenario.steady()    # the weekly load: the whole run is one window
-        scenario.ramp()      # the stress test: step by step until a baseline breaks
+        scenario.ramp()      # the stress test: the ladder until a step breaks, then bisection to the knee
         scenario.verdict()
     """
 
@@ -382,48 +443,65 @@ class LoadScenario:
         self.min_samples = min_samples
         self.run_id = run_id or record.name
         self.windows: list[alert_judge.UsersWindow] = []  # the ramp's steps as users measured them
+        # The host's pressure beside each window's figures. Recorded, never an excuse here: at its
+        # knee a stack on this host stalls the host (its capacity is the host's); the generator's
+        # own CPU is what decides whether a load measurement is valid.
+        self.host = PressureSampler()
+
+    def _host_stall(self, start_epoch: float, end_epoch: float) -> dict[str, float]:
+        offset = time.monotonic() - time.time()
+        return self.host.shares(start_epoch + offset, end_epoch + offset)
 
     def steady(self) -> LoadResult:
         """Run the profile to its end and judge the whole run as one window."""
         self.record.note(f"load: the {self.load.profile.name} profile for {self.load.locust.run_s:g} s")
-        with self.load:
+        with self.host.start(), self.load:
             self.load.wait()
         result = self.load.result
         assert result is not None
         judged = load_judge.window(result, self.settings, result.measured_from, result.measured_to,
                                    minimum=self.min_samples)
         self.record.expect(judged.expectations, judged.evidence)
-        self.record.measure(load_profile=result.profile.name, **judged.measurements)
+        self.record.measure(load_profile=result.profile.name, **judged.measurements,
+                            host_stall_share=self._host_stall(result.measured_from, result.measured_to))
         self._judge_run(result)
         return result
 
-    def ramp(self) -> LoadResult:
-        """The stress ramp: each step judged as it ends; the first that breaks a baseline (or
-        saturates the generator) ends the run. Capacity: the highest step that met every baseline."""
+    def ramp(self, under: UnderFault | None = None) -> LoadResult:
+        """The stress search (load.knee): the profile's ladder until a step breaks a baseline (or
+        saturates the generator), then bisection until the knee is bracketed within
+        ``load.knee_resolution``; each step judged as it ends. Capacity: the highest rate that met
+        every baseline, with its bracket. ``under``: the same search while a fault holds, its
+        capacity compared with the healthy one (this run's, else the stored baseline's)."""
         profile = self.load.profile
         if not profile.stepped:
             raise ValueError(f"profile {profile.name} has no steps (api.steps): it is not a stress ramp")
-        steps: list[dict[str, Any]] = []
-        with self.load:
-            t0 = self.load.spawned_at
-            assert t0 is not None
-            for k, rate in enumerate(profile.api.steps):
-                start, end = t0 + k * profile.api.step_s, t0 + (k + 1) * profile.api.step_s
-                self.record.note(f"load step {k + 1}/{len(profile.api.steps)}: {rate:g} req/s")
-                time.sleep(max(0.0, end - time.time() + FLUSH_S))
-                step = self._judge_step(k, rate, start + min(1.0, profile.api.step_s / 5), end)  # the change settles
-                steps.append(step)
-                self.windows.append(alert_judge.UsersWindow(f"step {k + 1}, {rate:g} req/s", start, end,
-                                                            step["api_p95_ms"], step["answered_error_rate"]))
-                if step["broken"] or step["invalid"]:
-                    break
+        resolution = self.settings.load.knee_resolution
+        if self.load.locust.run_s < (bound := knee.run_bound_s(profile, resolution)):
+            raise ValueError(f"the load run is bounded at {self.load.locust.run_s:.0f} s and the search may take "
+                             f"{bound:.0f} s: give its LoadTest run_s=knee.run_bound_s(profile, resolution)")
+        floor, settings = profile.api.steps[0], self.settings
+        with contextlib.ExitStack() as held:
+            held.enter_context(self.host.start())
+            each_step = held.enter_context(under.holding(self.record.note)) if under is not None else None
+            with self.load:
+                assert self.load.spawned_at is not None
+                found = knee.run(
+                    knee.Search(tuple(profile.api.steps), resolution), Steering(self.load.out_dir),
+                    self.load.spawned_at, profile.api.step_s, self._judge_step, each_step=each_step,
+                    recovered=lambda a, b: knee.answers_within(LoadSamples.read(self.load.out_dir), a, b, floor,
+                                                               settings.baselines.api_response_ms,
+                                                               settings.alerts.error_rate),
+                    cooldown_max=knee.cooldown_max_s(profile.timeout_s), note=self.record.note)
         result = self.load.result
         assert result is not None
-        self._conclude_ramp(steps)
+        self._conclude_ramp(found)
         self._judge_run(result, history=False)
+        self._compare_capacity(found, under)
         return result
 
-    def _judge_step(self, k: int, rate: float, start: float, end: float) -> dict[str, Any]:
+    def _judge_step(self, k: int, step: knee.Next, start: float, end: float) -> tuple[str, dict[str, Any]]:
+        rate = step.rate
         samples = LoadSamples.read(self.load.out_dir)
         partial = LoadResult(self.load.profile, self.load.out_dir, samples, start, end, self.load.sampler, None, None)
         api_sent = [s for s in samples.window(start, end).group("api") if s.sent]
@@ -431,34 +509,37 @@ class LoadScenario:
         api = judged.measurements[f"step {k + 1}_load"].get("api", {})
         broken = [e for e in judged.expectations if e.held is False and e.kind != "validity"]
         invalid = [e for e in judged.expectations if e.held is False and e.kind == "validity"]
+        short = [e.describe() for e in judged.evidence if not e.enough]
         demand = next((e.measured for e in judged.expectations if e.kind == "validity"), None)
-        return {"step": k + 1, "rate_rps": rate, "achieved_api_rps": api.get("throughput_rps"),
-                "generator_cpu_demand_pct": demand,
-                "api_p95_ms": api.get("p95_ms"), "api_p99_ms": api.get("p99_ms"), "error_rate": api.get("error_rate"),
-                # what the stack answered (the requests held back, too many in flight, never reached it)
-                "answered_error_rate": (round(sum(not s.ok for s in api_sent) / len(api_sent), 5) if api_sent
-                                        else None),
-                "held_back": api.get("count", 0) - len(api_sent) if api else 0,
-                "broken": [e.describe() for e in broken], "invalid": [e.describe() for e in invalid],
-                "short": [e.describe() for e in judged.evidence if not e.enough], "judged": judged}
+        record = {"step": k + 1, "rate_rps": rate, "achieved_api_rps": api.get("throughput_rps"),
+                  "generator_cpu_demand_pct": demand,
+                  "api_p95_ms": api.get("p95_ms"), "api_p99_ms": api.get("p99_ms"), "error_rate": api.get("error_rate"),
+                  # what the stack answered (the requests held back, too many in flight, never reached it)
+                  "answered_error_rate": (round(sum(not s.ok for s in api_sent) / len(api_sent), 5) if api_sent
+                                          else None),
+                  "held_back": api.get("count", 0) - len(api_sent) if api else 0,
+                  # the API requests in flight, on average (Little's law: their latency summed over the window)
+                  "api_in_flight": round(sum(s.ms for s in api_sent) / 1000 / max(end - start, 1e-9), 2),
+                  "window_s": round(end - start, 2), "host_stall_share": self._host_stall(start, end),
+                  "broken": [e.describe() for e in broken], "invalid": [e.describe() for e in invalid],
+                  "short": short, "judged": judged}
+        self.windows.append(alert_judge.UsersWindow(f"step {k + 1}, {rate:g} req/s", start, end,
+                                                    record["api_p95_ms"], record["answered_error_rate"]))
+        # a saturated generator's figures describe the generator, whatever they broke
+        outcome = knee.INVALID if invalid else knee.BROKEN if broken else knee.SHORT if short else knee.HELD
+        return outcome, record
 
-    def _conclude_ramp(self, steps: list[dict[str, Any]]) -> None:
-        ok = [s for s in steps if not s["broken"] and not s["invalid"] and not s["short"]]
-        capacity = 0.0 if steps and steps[0]["broken"] else None  # not even the first step held
-        for s in steps:  # the highest step of an unbroken run from the first
-            if s not in ok:
-                break
-            capacity = s["rate_rps"]
+    def _conclude_ramp(self, found: knee.Knee) -> None:
+        steps, capacity = found.steps, found.capacity
         last = steps[-1] if steps else None
         first_broken = next((s for s in steps if s["broken"]), None)
         profile = self.load.profile
         self.record.measure(
-            load_profile=profile.name, capacity_rps=capacity,
+            load_profile=profile.name, capacity_rps=capacity, capacity_bracket_rps=found.bracket,
+            knee_resolution=self.settings.load.knee_resolution,
             first_broken=({"step": first_broken["step"], "rate_rps": first_broken["rate_rps"],
                            "baselines": first_broken["broken"]} if first_broken else None),
-            ramp_ended=("a baseline broke" if first_broken else "the generator saturated" if last and last["invalid"]
-                        else "too little evidence" if last and last["short"] else "every step held"),
-            steps=[{k: v for k, v in s.items() if k != "judged"} for s in steps])
+            search_ended=found.ended, steps=[{k: v for k, v in s.items() if k != "judged"} for s in steps])
         # What the verdict stands on: the first step is the load the stack must carry; every later one
         # is a measurement of its capacity, not a requirement.
         if steps:
@@ -466,11 +547,42 @@ class LoadScenario:
             self.record.expect(list(first.expectations), first.evidence)
         if last is not None and last["invalid"]:
             self.record.expect([e for e in last["judged"].expectations if e.kind == "validity"])
-        floor = profile.api.steps[0]
-        self.record.expect([at_least("capacity (highest step meeting every baseline)", capacity, floor, "req/s",
-                                     evidence={"steps_run": len(steps)},
-                                     detail=(f"first broken at step {first_broken['step']} ({first_broken['rate_rps']:g} "
-                                             f"req/s): {first_broken['broken'][0]}") if first_broken else "")])
+        held, broken = found.bracket
+        self.record.expect([at_least("capacity (highest rate meeting every baseline)", capacity, profile.api.steps[0],
+                                     "req/s", evidence={"steps_run": len(steps)},
+                                     detail=f"knee between {held:g} and {broken:g} req/s; {found.ended}"
+                                     if broken is not None else found.ended)])
+
+    def _compare_capacity(self, found: knee.Knee, under: UnderFault | None) -> None:
+        """Healthy: the capacity goes into the stress history (the baseline, if none is, and it
+        passed) and is shown against the stored one. Under fault: its ratio to the healthy one."""
+        if self.store is None and under is None:
+            return
+        profile = self.load.profile
+        figures = {"profile": profile.name, "fingerprint": profile.fingerprint, "capacity_rps": found.capacity,
+                   "capacity_bracket_rps": found.bracket, "knee_resolution": self.settings.load.knee_resolution}
+        baseline = self.store.baseline() if self.store is not None else None
+        stored, why_not = None, "no stress baseline is stored"
+        if baseline is not None and comparable(figures, baseline):
+            why_not = f"the stored stress baseline (run {baseline.get('run_id')}) had another traffic mix or step_s"
+        elif baseline is not None and not baseline.get("capacity_rps"):
+            why_not = f"the stored stress baseline (run {baseline.get('run_id')}) has no capacity"
+        elif baseline is not None:
+            stored = {"capacity_rps": baseline["capacity_rps"],
+                      "capacity_bracket_rps": baseline.get("capacity_bracket_rps"),
+                      "source": f"the stored stress baseline (run {baseline.get('run_id')}, {baseline.get('at')})"}
+        if under is not None:  # a faulted capacity is never a baseline
+            self.record.measure(**under_fault.compare(found.capacity, found.bracket, under, stored, why_not))
+            return
+        assert self.store is not None
+        if stored is not None and found.capacity is not None and not self.accept_baseline:
+            ratio = round(found.capacity / stored["capacity_rps"], 3)
+            self.record.measure(capacity_vs_baseline={**stored, "ratio": ratio})
+        elif baseline is not None and not self.accept_baseline:
+            self.record.measure(capacity_not_compared=why_not)
+        passed = judge(self.record.hypothesis, self.record.expectations, self.record.evidence).status == "pass"
+        self.record.measure(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
+                                                       passed=passed))
 
     def _judge_run(self, result: LoadResult, history: bool = True) -> None:
         self.record.expect([load_judge.db_expectation(result, self.settings)])
@@ -523,6 +635,8 @@ class LoadScenario:
         self.record.measure(**measured, alert_notifications=[n.to_json() for n in notifications])
 
     def verdict(self) -> Verdict:
+        """A fault the load ran under (--under-fault) that never reached its condition makes it error."""
+        self.record.expect([condition_expectation(r.kind, r.target, r.condition) for r in self.record.faults])
         verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
         self.record.conclude(verdict)
         return verdict

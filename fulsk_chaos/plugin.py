@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,10 +16,13 @@ from typing import Any, Iterator
 import pytest
 
 from . import config as settings_module
-from .errors import ConfigError
+from .errors import ConfigError, FaultError
 from .experiment import Experiment, LoadScenario, Needs, make_feed, make_fleet, make_probe
 from .faults import FaultInjector
+from .host.gate import Gate
 from .load import BaselineStore, LoadProfile, LoadTest, load_profile, parse_duration
+from .load import knee
+from .load.under_fault import FaultSpec, UnderFault
 from .probes import Fleet, LiveFeed, Probe
 from .recovery_drill import RecoveryDrill
 from .runbooks import RunbookError
@@ -34,6 +38,9 @@ from .stack import PROVIDERS, Stack
 from .verdict import Verdict, VerdictReached
 
 RUN = pytest.StashKey[RunRecord]()
+CONTROLLER = pytest.StashKey[bool]()  # a pytest-xdist controller: its workers run the scenarios, it reports them
+GATE = pytest.StashKey[Gate]()  # under pytest-xdist: `serial` tests run alone (see host.gate)
+DURATIONS = "fulsk-chaos/durations"  # pytest's cache: how long each test took last time, to start the longest first
 SETTINGS = pytest.StashKey[settings_module.Settings]()
 WRITERS = pytest.StashKey[list]()
 RECORD = pytest.StashKey[ScenarioRecord]()
@@ -45,6 +52,8 @@ MARKERS = {
     "provider": "exercises the stack provider itself (a scenario: its faults or commands act through it): "
                 "worth running on every provider; CI runs these on Docker",
     "slow": "runs a whole scenario in a pytest of its own (deselect with -m 'not slow')",
+    "serial": "judges latency or loads the host on purpose: never beside another pytest-xdist worker "
+              "(nox -s tests and drill run these after the parallel part, one at a time)",
     "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
     "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",
     "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
@@ -89,6 +98,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--under-load", default=None, nargs="?", const="",
                     help="chaos under load: run every scenario with background Locust load of this profile "
                          "(default when no profile is named: [tool.fulsk-chaos.load] chaos_profile)")
+    group.addoption("--under-fault", default=None, metavar="KIND:TARGET[,KEY=VALUE...]",
+                    help="capacity under fault: the stress search also runs while this catalogue fault holds (e.g. "
+                         "latency:backend-postgres,latency_ms=100; flushall:redis,every=step; kill:backend,scale=3), "
+                         "and reports its capacity's ratio to the healthy one (see fulsk_chaos.load.under_fault)")
     group.addoption("--catalogue", default="all", choices=["all", "quick"],
                     help="which scenarios of the catalogue run: all (default, the drill) or the quick subset "
                          "(marked quick: what CI runs); the framework's own tests run either way")
@@ -121,13 +134,76 @@ def pytest_configure(config: pytest.Config) -> None:
             load_runbook(config.getoption("--runbook"))
         except RunbookError as exc:
             raise pytest.UsageError(str(exc)) from None
-    run = RunRecord(new_run_id(), config.getoption("--stack"), Path(config.getoption("--report-dir")).resolve(),
-                    settings_module.as_dict(settings))
+    worker = worker_id(config)
+    # Under pytest-xdist every worker judges its scenarios into the controller's one run (its id
+    # comes with the worker's input); only the controller writes the report.
+    run_id = config.workerinput["fulsk_chaos_run_id"] if worker else new_run_id()  # type: ignore[attr-defined]
+    run = RunRecord(run_id, config.getoption("--stack"), Path(config.getoption("--report-dir")).resolve(),
+                    settings_module.as_dict(settings), worker=worker)
     config.stash[SETTINGS] = settings
     config.stash[RUN] = run
-    config.stash[WRITERS] = [ResultsJson(lambda data: config.hook.pytest_fulsk_chaos_update_json(
+    config.stash[CONTROLLER] = not worker and getattr(config.option, "dist", "no") != "no"
+    if config.stash[CONTROLLER]:
+        config.pluginmanager.register(XdistController(config), "fulsk-chaos-xdist-controller")
+    if worker:
+        config.stash[GATE] = Gate(Path(tempfile.gettempdir()) / f"fulsk-chaos-{run_id}.gate")
+    config.stash[WRITERS] = [] if worker else [ResultsJson(lambda data: config.hook.pytest_fulsk_chaos_update_json(
         config=config, output_json=data)), JUnitXml(),
         *([] if config.getoption("--no-html") else [HtmlReport(), ChaosToolkitJournals()])]  # from results.json
+
+
+def worker_id(config: pytest.Config) -> str | None:
+    """This process's pytest-xdist worker id (gw0, gw1 ...); None when it is not a worker."""
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
+
+
+# --- pytest-xdist: workers judge, the controller reports -------------------------------------------
+class XdistController:
+    """The controller of a pytest-xdist run: its workers run the scenarios, each with a stack of
+    its own, and send each scenario's record with its reports; it writes the one report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.durations: dict[str, float] = {}
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Keep how long each test took, so the next run hands out the longest first."""
+        cache = getattr(self.config, "cache", None)  # None with -p no:cacheprovider
+        if cache is not None and self.durations:
+            known = cache.get(DURATIONS, {})
+            cache.set(DURATIONS, {**known, **{k: round(v, 1) for k, v in self.durations.items()}})
+        Gate(Path(tempfile.gettempdir()) / f"fulsk-chaos-{self.config.stash[RUN].run_id}.gate").remove()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["fulsk_chaos_run_id"] = self.config.stash[RUN].run_id
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """A worker's scenario record, carried by each report of its item (the setup's is written
+        ahead, as ``interrupted``; the teardown's is final)."""
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+        data = getattr(report, "fulsk_scenario", None)
+        if data is None:
+            return
+        run = self.config.stash[RUN]
+        record = ScenarioRecord.from_json(data)
+        run.scenarios[:] = [s for s in run.scenarios if s.nodeid != record.nodeid] + [record]
+        for writer in self.config.stash[WRITERS]:
+            (writer.scenario_finished if record.verdict else writer.scenario_started)(run, record)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker is done: its stack's figures (and why it had none) join the run's."""
+        run = self.config.stash[RUN]
+        output = getattr(node, "workeroutput", {}) or {}
+        stack, failure = output.get("fulsk_chaos_stack") or {}, output.get("fulsk_chaos_error")
+        if stack:
+            run.stack.setdefault("workers", {})[node.gateway.id] = stack
+            for key, value in stack.items():
+                run.stack.setdefault(key, value)  # the first worker's, at the top as without workers
+        if failure:
+            run.error = run.error or f"{node.gateway.id}: {failure}"
 
 
 def _progress(config: pytest.Config) -> Progress:
@@ -166,12 +242,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=beyond)
             dropped = set(beyond)
             items[:] = [i for i in items if i not in dropped]
+    if not config.getoption("--under-fault"):  # capacity under fault is asked for, never a default
+        faulted = [i for i in items if "under_fault" in getattr(i, "fixturenames", ())]
+        if faulted:
+            config.hook.pytest_deselected(items=faulted)
+            dropped = set(faulted)
+            items[:] = [i for i in items if i not in dropped]
+    if config.stash.get(CONTROLLER, False) or worker_id(config):  # the same order in every process
+        cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+        items[:] = order_for_workers(items, cache.get(DURATIONS, {}) if cache is not None else {})
     if config.getoption("--stack") == "docker":
         return
     skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")
     for item in items:
         if item.get_closest_marker("docker"):
             item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[Any]:
+    """Under pytest-xdist, a ``serial`` test runs with no other test beside it on this host (its
+    setup and teardown included: a shared stack starts and stops inside them)."""
+    gate = item.config.stash.get(GATE, None)
+    if gate is None:
+        return (yield)
+    with gate.hold(alone=item.get_closest_marker("serial") is not None):
+        return (yield)
+
+
+# A guess of a test's length (seconds) when no earlier run measured it: what runs a whole
+# scenario, or searches, takes longest.
+def _expected_s(item: pytest.Item, measured: dict[str, float]) -> float:
+    if item.nodeid in measured:
+        return measured[item.nodeid]
+    if "test_schedules" in item.nodeid:
+        return 240.0
+    if item.get_closest_marker("slow"):
+        return 90.0
+    if item.get_closest_marker("runbook") or item.get_closest_marker("recovery"):
+        return 60.0
+    return 25.0 if item.get_closest_marker("scenario") else 2.0
+
+
+def order_for_workers(items: list[pytest.Item], measured: dict[str, float]) -> list[pytest.Item]:
+    """Longest first (what a worker takes last is short), ``serial`` tests last (each runs alone)."""
+    return sorted(items, key=lambda i: (i.get_closest_marker("serial") is not None, -_expected_s(i, measured)))
 
 
 def _reports(config: pytest.Config) -> tuple[RunRecord, list[Any]] | None:
@@ -188,6 +303,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     run.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     run.finished_at = run.finished_at or now_iso()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller reports
+        workeroutput["fulsk_chaos_stack"] = {k: v for k, v in run.stack.items() if k != "services"} or None
+        workeroutput["fulsk_chaos_error"] = run.error
+        return
     if reports := _reports(session.config):
         for writer in reports[1]:
             writer.run_finished(run)
@@ -242,6 +362,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     record = item.stash.get(RECORD, None)
     if record is None:
         return report
+    try:
+        return _scenario_report(item, call, report, record)
+    finally:
+        if worker_id(item.config):  # to the controller, which writes the report (see pytest_runtest_logreport)
+            report.fulsk_scenario = record.to_json()
+
+
+def _scenario_report(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,
+                     record: ScenarioRecord) -> pytest.TestReport:
     if call.when == "setup" and report.failed:
         record.conclude(Verdict("error", f"setup failed: {_exception_line(call)}", record.hypothesis))
     elif call.when == "setup" and report.skipped:
@@ -327,7 +456,7 @@ def _chaos_stack(request: pytest.FixtureRequest, chaos_settings: settings_module
     """The one stack of the session, or why it did not start (said once, not per test)."""
     the_stack: Stack | None = None
     try:
-        the_stack = Stack(chaos_settings, chaos_run.provider, logs_to=chaos_run.dir / "logs")
+        the_stack = Stack(chaos_settings, chaos_run.provider, logs_to=chaos_run.dir / "logs" / (chaos_run.worker or ""))
         progress = request.config.stash.get(PROGRESS, quiet())
         progress.phase(f"stack starting ({chaos_run.provider})")
         progress.phase(f"stack ready in {the_stack.start():.1f} s")
@@ -345,8 +474,8 @@ def _chaos_stack(request: pytest.FixtureRequest, chaos_settings: settings_module
         raise
     try:
         chaos_run.dir.mkdir(parents=True, exist_ok=True)
-        the_stack.write_state(chaos_run.dir / "stack.json")
-        chaos_run.stack["start_to_healthy_s"] = the_stack.timings["start_to_healthy_s"]
+        the_stack.write_state(chaos_run.dir / f"{chaos_run.own('stack')}.json")
+        chaos_run.stack["start_to_healthy_s"] = the_stack.timings.start_to_healthy_s
         chaos_run.stack["services"] = {
             name: {k: v for k, v in service.describe().items() if k in ("image", "image_id", "command", "port")}
             for name, service in the_stack.services.items()}
@@ -482,6 +611,7 @@ class LoadOptions:
     update_baseline: bool
     baseline_dir: Path
     under_load: str | None  # chaos under load: the background profile; None: no background load
+    under_fault: FaultSpec | None = None  # capacity under fault: the fault the stress search also runs under
 
     def profile(self, default: str) -> LoadProfile:
         profile = load_profile(self.profile_name or default)
@@ -494,19 +624,21 @@ class LoadOptions:
 
 @pytest.fixture(scope="session")
 def load_options(pytestconfig: pytest.Config, chaos_settings: settings_module.Settings) -> LoadOptions:
-    """The load options in force (--load-profile, --duration, --workers, --update-baseline, --under-load)."""
+    """The load options in force (--load-profile, --duration, --workers, --update-baseline, --under-load,
+    --under-fault)."""
     get, load = pytestconfig.getoption, chaos_settings.load
     try:
         duration = parse_duration(get("--duration")) if get("--duration") else None
         step = parse_duration(get("--step-duration")) if get("--step-duration") else None
-    except ConfigError as exc:
+        fault = FaultSpec.parse(get("--under-fault")) if get("--under-fault") else None
+    except (ConfigError, FaultError) as exc:
         raise pytest.UsageError(f"fulsk-chaos: {exc}") from None
     under = get("--under-load")
     baseline_dir = get("--baseline-dir") or Path(load.baseline_dir)
     return LoadOptions(get("--load-profile"), duration, step, get("--workers") or load.workers,
                        get("--update-baseline"), baseline_dir if baseline_dir.is_absolute()
                        else pytestconfig.rootpath / baseline_dir,
-                       None if under is None else (under or load.chaos_profile))
+                       None if under is None else (under or load.chaos_profile), fault)
 
 
 def _load_dir(run: RunRecord, request: pytest.FixtureRequest) -> Path:
@@ -544,11 +676,27 @@ def load_scenario(request: pytest.FixtureRequest, journal: ScenarioRecord, stack
         profile = load_options.profile(default)
     except ConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
-    load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers)
+    # a stress search runs as long as its bisection needs: the bound is Locust's own --run-time
+    run_s = knee.run_bound_s(profile, chaos_settings.load.knee_resolution) if profile.stepped else None
+    load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers, run_s=run_s)
     store = BaselineStore(load_options.baseline_dir, profile.name, chaos_run.provider)
     yield LoadScenario(stack, chaos_settings, journal, load, store=store,
                        accept_baseline=load_options.update_baseline, run_id=chaos_run.run_id)
     load.stop()
+
+
+@pytest.fixture
+def under_fault(load_options: LoadOptions, faults: FaultInjector, chaos_run: RunRecord) -> UnderFault:
+    """The fault --under-fault names, for a stress search to run under, with the capacity of this
+    run's healthy search (the scenario that measured one, if any) to compare with. A test that
+    asks for it runs only with --under-fault."""
+    assert load_options.under_fault is not None, "deselected without --under-fault"
+    healthy = next(({"capacity_rps": s.measurements["capacity_rps"],
+                     "capacity_bracket_rps": s.measurements.get("capacity_bracket_rps"),
+                     "source": f"this run's healthy search ({s.name}, verdict {s.status})"}
+                    for s in reversed(chaos_run.scenarios)
+                    if "capacity_rps" in s.measurements and "under_fault" not in s.measurements), None)
+    return UnderFault(load_options.under_fault, faults, healthy)
 
 
 @pytest.fixture

@@ -19,9 +19,12 @@ from fulsk_chaos import runbooks
 # CI runs these on Docker too (the guide's docker-compose commands; the firewall on the host network)
 QUICK = {("service-restart", "unresponsive"), ("security-incident-response", "path-probe"),
          ("database-failover", "primary-lost")}
+# Scaling up is judged on the host's spare CPU (load.host_max_cpu): never beside another drill worker
+SERIAL = {"scale-up"}
 CASES = [pytest.param(r.name, t.case, id=f"{r.name}:{t.case}",
                       marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick, pytest.mark.provider] if (r.name, t.case) in QUICK else []),
-                             *([pytest.mark.stack(**r.stack)] if r.stack is not None else [])])
+                             *([pytest.mark.stack(**r.stack)] if r.stack is not None else []),
+                             *([pytest.mark.serial] if r.name in SERIAL else [])])
          for r in runbooks.load_all() for t in r.triggers]
 
 pytestmark = [pytest.mark.scenario]

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from fulsk_chaos.probes import Fleet, FleetError
+from fulsk_chaos.probes.fleet import Publisher
 
 
 class PahoLockingClient:
@@ -54,7 +55,7 @@ class PahoLockingClient:
 
 
 def test_a_puback_handled_while_a_publish_waits_for_paho_does_not_deadlock():
-    fleet = Fleet("127.0.0.1", 1, inverters=1, client_factory=PahoLockingClient)
+    fleet = Publisher("127.0.0.1", 1, prefix="t", inverters=1, client_factory=PahoLockingClient)
     inverter = fleet._inverters[0]
     client = inverter.client
     first = inverter.publish(fleet._rng)  # mid 1, awaiting its PUBACK
@@ -91,14 +92,14 @@ def test_a_puback_that_beats_publish_returning_its_mid_is_still_recorded():
             time.sleep(0.05)
             return info
 
-    fleet = Fleet("127.0.0.1", 1, inverters=1, client_factory=FastBroker)
+    fleet = Publisher("127.0.0.1", 1, prefix="t", inverters=1, client_factory=FastBroker)
     message = fleet._inverters[0].publish(fleet._rng)
     assert message.acked_at is not None and message.acked_at <= time.monotonic()
     assert fleet.acked() == {message.key}
 
 
 def test_stop_is_bounded_when_a_publish_is_stuck():
-    fleet = Fleet("127.0.0.1", 1, inverters=1, interval_s=0.01, client_factory=PahoLockingClient)
+    fleet = Publisher("127.0.0.1", 1, prefix="t", inverters=1, interval_s=0.01, client_factory=PahoLockingClient)
     client = fleet._inverters[0].client
     client.block_publish.set()  # the next publish blocks, as one behind a wedged socket would
     fleet.start()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PARALLEL = ("-n", "auto", "--dist", "worksteal")  # a worker per core, longest first (see noxfile.parallel)
 nox = pytest.importorskip("nox", reason="nox is what runs these sessions: pip install -e '.[test]'")
 
 
@@ -38,24 +39,40 @@ def test_drill_on_docker_installs_and_starts_the_engine_first(noxfile, posargs):
     session = RecordingSession(posargs)
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh", "--docker")
-    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill", *posargs)
+    assert session.commands[-1] == ("pytest", "scenarios", *PARALLEL, "--monitoring", "--schedule-profile", "drill",
+                                    *posargs)
 
 
 def test_drill_on_the_local_stack_needs_no_engine(noxfile):
     session = RecordingSession(["--stack", "local"])
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh")
-    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill", "--stack", "local")
+    assert session.commands[-1] == ("pytest", "scenarios", *PARALLEL, "--monitoring", "--schedule-profile", "drill",
+                                    "--stack", "local")
 
 
-def test_the_drill_profile_can_be_overridden(noxfile):
-    session = RecordingSession(["--stack", "local", "--schedule-profile", "quick"])
+def test_the_drill_profile_and_the_workers_can_be_overridden(noxfile):
+    session = RecordingSession(["--stack", "local", "--schedule-profile", "quick", "-n", "1"])
     noxfile.drill(session)
-    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--stack", "local", "--schedule-profile", "quick")
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--stack", "local", "--schedule-profile", "quick",
+                                    "-n", "1")
+    for chosen in (["-n0"], ["--numprocesses=3"], ["-p", "no:xdist"]):
+        assert noxfile.parallel(chosen) == []
+
+
+def _serial(command: tuple[str, ...]) -> tuple[str, ...]:
+    """The command without pytest-xdist's options (whose workers print no collection)."""
+    kept, skip = [], False
+    for arg in command:
+        if not skip and arg not in ("-n", "--dist"):
+            kept.append(arg)
+        skip = not skip and arg in ("-n", "--dist")
+    return tuple(kept)
 
 
 def _collected(*commands: tuple[str, ...]) -> list[list[str]]:
     """The test ids each of a session's pytest commands selects, as pytest itself collects them."""
+    commands = [_serial(c) for c in commands]
     runs = [subprocess.Popen([sys.executable, "-m", "pytest", *c[1:], "--collect-only", "-q", "-p", "no:cacheprovider"],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
     outputs = [run.communicate(timeout=120)[0] for run in runs]
@@ -93,12 +110,40 @@ def test_the_load_cadence_sessions_run_their_load_scenario_with_the_given_parame
                                     "--workers", "2")
 
 
+def test_loadbench_prints_the_generator_ceiling_or_with_knee_the_stress_knee_beside_wrk(noxfile):
+    session = RecordingSession(["3", "10"])
+    noxfile.loadbench(session)
+    assert session.commands[-1] == ("python", "tests/benchmarks/load_generator.py", "3", "10")
+    session = RecordingSession(["knee", "15", "5"])
+    noxfile.loadbench(session)
+    assert ("bash", "scripts/bootstrap.sh", "--bench") in session.commands  # wrk
+    assert session.commands[-1] == ("python", "tests/benchmarks/stress_knee.py", "15", "5")
+
+
 def test_the_quarterly_chaos_session_runs_every_scenario_under_load(noxfile):
     session = RecordingSession(["--stack", "local"])
     noxfile.chaos(session)
-    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--under-load", "--schedule-profile", "drill",
-                                    "--stack", "local")
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--under-load",
+                                    "--schedule-profile", "drill", "--stack", "local")
     session = RecordingSession(["--stack", "local", "--under-load=weekly"])
     noxfile.chaos(session)
-    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill", "--stack",
-                                    "local", "--under-load=weekly")
+    assert session.commands[-1] == ("pytest", "scenarios", "--monitoring", "--schedule-profile", "drill",
+                                    "--stack", "local", "--under-load=weekly")
+
+
+def test_bench_runs_a_commit_to_compare_from_a_worktree_it_removes_whatever_happens(noxfile, monkeypatch):
+    session = RecordingSession(["--against", "fb825b9"])
+    noxfile.bench(session)
+    assert session.commands[0] == ("bash", "scripts/bootstrap.sh", "--docker")
+    assert session.commands[-1] == ("python", "tests/benchmarks/stack_lifecycle.py", "--against", "fb825b9")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("stack_lifecycle", ROOT / "tests" / "benchmarks" / "stack_lifecycle.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stack_lifecycle", bench)
+    spec.loader.exec_module(bench)
+    with pytest.raises(RuntimeError, match="a stack failed"):
+        with bench.worktree("HEAD") as (sha, checkout):
+            assert (checkout / "fulsk_chaos" / "stack").is_dir()
+            raise RuntimeError("a stack failed")
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert not checkout.exists() and str(checkout) not in listed

@@ -3,6 +3,8 @@ breaks a latency percentile alone is extended and judged over both windows, and 
 slow still fails; anything else a window breaks is never judged again."""
 from __future__ import annotations
 
+import pytest
+
 from fulsk_chaos.checks.steady import percentiles_only
 from fulsk_chaos.checks.timeline import timeline
 from fulsk_chaos.probes import FleetRecord
@@ -12,6 +14,7 @@ from fulsk_chaos.verdict import at_most, none_of
 SLOW_FEED_MS = 120  # on the frontend's edge to the backend: every feed message and API answer
 
 
+@pytest.mark.serial  # a latency, judged: nothing beside it
 def test_a_live_feed_that_stays_slow_after_the_method_fails_over_the_extended_window(experiment, stack):
     window_s = experiment.settings.steady_state.window_s
     with experiment:

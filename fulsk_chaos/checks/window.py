@@ -16,8 +16,13 @@ from .steady import no_unanswered
 from .users import answered_ok
 
 
+READ_P95 = "during: read p95 (list, latest, history)"
+
+
 @dataclass(frozen=True)
 class FaultWindow:
+    # what a stalled host can break (see checks.validity)
+    LATENCY = ("during: api p99", READ_P95)
     start: float
     end: float
     samples: Samples          # every probe sample started while the fault was active, hangs included
@@ -55,7 +60,7 @@ class FaultWindow:
             no_unanswered("during: ", self.samples),
         ]
         if read_p95_ms is not None:
-            checks.append(at_most("during: read p95 (list, latest, history)", reads.quantile_ms(0.95), read_p95_ms,
+            checks.append(at_most(READ_P95, reads.quantile_ms(0.95), read_p95_ms,
                                   "ms", evidence={"samples": len(reads)}))
         if read_error_rate is not None:
             checks.append(at_most("during: read error rate (list, latest, history)",

@@ -170,13 +170,18 @@ def build_service(client: docker.DockerClient, spec: ServiceSpec, fixtures: Path
 
 def build_images(fixtures: Path, log: Callable[[str], None] = print,
                  client: docker.DockerClient | None = None, catalogue: Catalogue = CATALOGUE) -> list[BuildResult]:
-    """Build the base and every service's offline image; return what was built and what was current."""
+    """Build the base and every service's offline image; return what was built and what was current.
+    One build at a time on this host (parallel drills' workers each check their images at start):
+    the others wait, then find them current."""
+    import fcntl
     client = client or engine()
-    base = build_base(client, log)
-    results = [base]
-    built: set[str] = set()
-    for spec in (*catalogue.specs, *(MONITORING if catalogue is CATALOGUE else ())):
-        if spec.offline_image not in built:  # monitoring's servers share one image
-            built.add(spec.offline_image)
-            results.append(build_service(client, spec, fixtures, base.id, log))
+    with open(Path(tempfile.gettempdir()) / "fulsk-chaos-images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = build_base(client, log)
+        results = [base]
+        built: set[str] = set()
+        for spec in (*catalogue.specs, *(MONITORING if catalogue is CATALOGUE else ())):
+            if spec.offline_image not in built:  # monitoring's servers share one image
+                built.add(spec.offline_image)
+                results.append(build_service(client, spec, fixtures, base.id, log))
     return results

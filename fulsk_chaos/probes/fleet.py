@@ -4,6 +4,10 @@ Each inverter has its own MQTT connection and publishes QoS 1 readings with a un
 (inverter_id, seq). The broker's PUBACK is recorded per message, with the values the reading
 carried: an acknowledged reading is a promise the stack must keep, stored once and unaltered,
 which the ledger check holds it to.
+
+The inverters (a ``Publisher``) run in an observer process of their own; the test process keeps
+the record (``Fleet``) from what that process streams back: each reading as it is handed to the
+client, each PUBACK as it arrives, stamped there with the host's monotonic clock.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ..errors import FulskChaosError
+from .observer import Emitter, Observed, ObserverError, Stopping
 
 Key = tuple[str, int]
 TOPIC = "fulsk/inverters/{inverter_id}/telemetry"
@@ -38,6 +43,7 @@ class Message:
     sent_at: float                 # time.monotonic() when handed to the client
     values: dict[str, Any]         # what the reading said: site_id, ts (epoch s), power_w, energy_wh
     acked_at: float | None = None  # time.monotonic() of the broker's PUBACK
+    lag_s: float = 0.0             # how late it was sent after it was due: the publisher's scheduling
 
     @property
     def key(self) -> Key:
@@ -61,9 +67,16 @@ def reading(inverter_id: str, seq: int, site_id: str, rated_w: float, rng: rando
     return values, json.dumps({"inverter_id": inverter_id, "seq": seq, **values})
 
 
+def _ignore(message: Message) -> None:
+    pass
+
+
 class _Inverter:
-    def __init__(self, inverter_id: str, site_id: str, client: mqtt.Client, rng: random.Random) -> None:
+    def __init__(self, inverter_id: str, site_id: str, client: mqtt.Client, rng: random.Random,
+                 on_sent: Callable[[Message], None] = _ignore, on_acked: Callable[[Message], None] = _ignore) -> None:
         self.inverter_id = inverter_id
+        self.on_sent = on_sent
+        self.on_acked = on_acked
         self.site_id = site_id
         self.seq = 0
         self.rated_w = rng.uniform(3000, 8000)
@@ -83,13 +96,15 @@ class _Inverter:
                 self._early[mid] = now
                 return
             message.acked_at = now
+        self.on_acked(message)
 
-    def publish(self, rng: random.Random, qos: int = 1) -> Message:
+    def publish(self, rng: random.Random, qos: int = 1, lag_s: float = 0.0) -> Message:
         self.seq += 1
         values, payload = reading(self.inverter_id, self.seq, self.site_id, self.rated_w, rng)
-        message = Message(self.inverter_id, self.seq, time.monotonic(), values)
+        message = Message(self.inverter_id, self.seq, time.monotonic(), values, lag_s=lag_s)
         with self._lock:
             self.messages.append(message)
+        self.on_sent(message)  # before the client has it: its PUBACK is reported after it
         # Never under our lock: publish() takes paho's mutex, which paho holds while calling
         # _on_publish (which takes ours) - the two orders would deadlock once PUBACKs lag.
         info = self.client.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=qos)
@@ -101,6 +116,8 @@ class _Inverter:
                 self._awaiting[info.mid] = message
             else:
                 message.acked_at = early
+        if early is not None:
+            self.on_acked(message)
         return message
 
     def snapshot(self) -> list[Message]:
@@ -108,33 +125,36 @@ class _Inverter:
             return list(self.messages)
 
 
-class Fleet:
-    """A bounded fleet: it stops by itself after ``max_duration_s`` or ``max_messages``."""
+def inverter_ids(prefix: str, inverters: int) -> list[str]:
+    return [f"{prefix}-inv{i:03d}" for i in range(inverters)]
 
-    def __init__(self, host: str, port: int, *, inverters: int = 10, sites: int = 2, interval_s: float = 0.2,
-                 prefix: str | None = None, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
-                 seed: int | None = None, client_factory: Callable[[str], mqtt.Client] = paho_client,
-                 qos: int = 1) -> None:
-        if qos not in (0, 1):
-            raise FleetError(f"qos must be 0 or 1, got {qos!r}")
+
+class Publisher:
+    """The inverters themselves, publishing on schedule: what the fleet's observer process runs
+    (and what the tests of paho's locking drive directly). Bounded: it stops by itself after
+    ``max_duration_s`` or ``max_messages``."""
+
+    def __init__(self, host: str, port: int, *, prefix: str, inverters: int = 10, sites: int = 2,
+                 interval_s: float = 0.2, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
+                 seed: int | None = None, client_factory: Callable[[str], mqtt.Client] = paho_client, qos: int = 1,
+                 on_sent: Callable[[Message], None] = _ignore, on_acked: Callable[[Message], None] = _ignore) -> None:
         self.qos = qos
-        self.prefix = prefix or f"fleet-{secrets.token_hex(3)}"
+        self.prefix = prefix
         self.interval_s = interval_s
         self.max_duration_s = max_duration_s
         self.max_messages = max_messages
         self._rng = random.Random(seed)
         self._inverters = []
-        for i in range(inverters):
-            inverter_id = f"{self.prefix}-inv{i:03d}"
+        for i, inverter_id in enumerate(inverter_ids(prefix, inverters)):
             client = client_factory(f"inverter-{inverter_id}")
-            self._inverters.append(_Inverter(inverter_id, f"{self.prefix}-site{i % sites}", client, self._rng))
+            self._inverters.append(_Inverter(inverter_id, f"{prefix}-site{i % sites}", client, self._rng,
+                                             on_sent, on_acked))
             client.connect_async(host, port, keepalive=10)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.started_at: float | None = None
 
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "Fleet":
+    def start(self) -> "Publisher":
         for inverter in self._inverters:
             inverter.client.loop_start()
         self.started_at = time.monotonic()
@@ -151,7 +171,7 @@ class Fleet:
             if sent >= self.max_messages or time.monotonic() - self.started_at > self.max_duration_s:
                 break
             for inverter in self._inverters:
-                inverter.publish(self._rng, self.qos)
+                inverter.publish(self._rng, self.qos, lag_s=round(max(0.0, time.monotonic() - next_at), 4))
                 sent += 1
                 next_at += tick
                 delay = next_at - time.monotonic()
@@ -188,17 +208,90 @@ class Fleet:
             raise FleetError(f"fleet {self.prefix} did not stop: {'; '.join(stuck)}")
 
     def pending(self) -> int:
+        return 0 if self.qos == 0 else sum(1 for i in self._inverters for m in i.snapshot() if m.acked_at is None)
+
+    def messages(self) -> Iterator[Message]:
+        for inverter in self._inverters:
+            yield from inverter.snapshot()
+
+    def acked(self) -> set[Key]:
+        return {m.key for m in self.messages() if m.acked_at is not None}
+
+
+class Fleet(Observed):
+    """A bounded fleet (it stops by itself after ``max_duration_s`` or ``max_messages``), its
+    inverters in an observer process of their own; here, the record of what they sent."""
+
+    KIND = "fleet"
+
+    def __init__(self, host: str, port: int, *, inverters: int = 10, sites: int = 2, interval_s: float = 0.2,
+                 prefix: str | None = None, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
+                 seed: int | None = None, qos: int = 1) -> None:
+        if qos not in (0, 1):
+            raise FleetError(f"qos must be 0 or 1, got {qos!r}")
+        if inverters < 1:
+            raise FleetError(f"a fleet has at least one inverter, not {inverters}")
+        self.qos = qos
+        self.prefix = prefix or f"fleet-{secrets.token_hex(3)}"
+        self.interval_s = interval_s
+        self.max_duration_s = max_duration_s + 60  # the observer's bound: the publisher's, and time to settle
+        self._args = {"host": host, "port": port, "prefix": self.prefix, "inverters": inverters, "sites": sites,
+                      "interval_s": interval_s, "max_duration_s": max_duration_s, "max_messages": max_messages,
+                      "seed": seed, "qos": qos}
+        self._ids = inverter_ids(self.prefix, inverters)
+        self._messages: dict[str, list[Message]] = {i: [] for i in self._ids}
+        self._by_key: dict[Key, Message] = {}
+        self._lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @property
+    def observer_name(self) -> str:
+        return f"fleet {self.prefix}"
+
+    def _spec(self) -> dict[str, Any]:
+        return self._args
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if event["e"] == "sent":
+            message = Message(event["i"], event["s"], event["t"], event["v"], lag_s=event.get("lag", 0.0))
+            with self._lock:
+                self._messages[message.inverter_id].append(message)
+                self._by_key[message.key] = message
+        elif event["e"] == "ack":
+            with self._lock:
+                message = self._by_key.get((event["i"], event["s"]))
+                if message is not None:
+                    message.acked_at = event["t"]
+
+    def stop(self, settle_s: float = 5.0, timeout_s: float = 10.0) -> None:
+        """Stop publishing, give outstanding acknowledgements ``settle_s`` to arrive, disconnect.
+
+        Bounded: a publisher or client stuck for ``timeout_s`` is reported, not waited on forever.
+        """
+        if self.observer is None or not self.observer.running and self.observer.outcome:
+            return
+        try:
+            outcome = self.observer.stop(settle_s + 2 * timeout_s + 10, settle_s=settle_s, timeout_s=timeout_s)
+        except ObserverError as exc:
+            raise FleetError(f"fleet {self.prefix} did not stop: {exc}") from None
+        if outcome.get("error"):
+            raise FleetError(outcome["error"])
+
+    def pending(self) -> int:
         """Readings whose acknowledgement may still come (none at QoS 0)."""
         return 0 if self.qos == 0 else sum(1 for m in self.messages() if m.acked_at is None)
 
     # --- what was sent -----------------------------------------------------------------------
     @property
     def inverter_ids(self) -> list[str]:
-        return [i.inverter_id for i in self._inverters]
+        return list(self._ids)
 
     def messages(self) -> Iterator[Message]:
-        for inverter in self._inverters:
-            yield from inverter.snapshot()
+        if self.observer is not None:
+            self.observer.check()
+        with self._lock:
+            snapshot = [m for ms in self._messages.values() for m in ms]
+        yield from snapshot
 
     def sent(self) -> dict[Key, dict[str, Any]]:
         """Every reading handed to the broker, with the values it carried."""
@@ -212,6 +305,30 @@ class Fleet:
 
     def record(self, excused: Callable[[Message], bool] | None = None) -> "FleetRecord":
         return FleetRecord(list(self.messages()), excused)
+
+    def lags_s(self, start: float, end: float) -> list[float]:
+        """How late the publisher sent each reading due in ``start``..``end``, and its ticks' lag."""
+        return super().lags_s(start, end) + [m.lag_s for m in self.messages() if start <= m.sent_at <= end]
+
+
+# --- in the observer process -------------------------------------------------------------------
+def observe(args: dict[str, Any], emitter: Emitter, stopping: Stopping) -> dict[str, Any]:
+    from .observer import ticker
+
+    def sent(m: Message) -> None:
+        emitter.emit({"e": "sent", "i": m.inverter_id, "s": m.seq, "t": m.sent_at, "v": m.values, "lag": m.lag_s})
+
+    def acked(m: Message) -> None:
+        emitter.emit({"e": "ack", "i": m.inverter_id, "s": m.seq, "t": m.acked_at})
+    publisher = Publisher(**args, on_sent=sent, on_acked=acked).start()
+    ticker(emitter, stopping)
+    stopping.wait(float("inf"))
+    params = stopping.params
+    try:
+        publisher.stop(settle_s=float(params.get("settle_s", 0.0)), timeout_s=float(params.get("timeout_s", 10.0)))
+    except FleetError as exc:
+        return {"error": str(exc)}
+    return {}
 
 
 class Fleets:

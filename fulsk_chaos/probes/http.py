@@ -1,35 +1,51 @@
 """The read path as users see it: HTTP targets (health, the API, an inverter's latest reading)
-sampled on a fixed cadence through the frontend.
+sampled on a fixed cadence through the frontend, by an observer process of its own.
 
-Requests are issued on schedule from a pool, so one hung request never delays the next sample:
-a hang shows up as an unanswered sample, not as a gap in the record. Requests still in flight
-are part of every snapshot once they are older than the hang threshold, so a hang is judged
-whenever it happens, not only if it ends before someone looks.
+Requests are issued on schedule, each in a task of its own, so one hung request never delays
+the next sample: a hang shows up as an unanswered sample, not as a gap in the record. Requests
+still in flight are part of every snapshot once the observer has seen them unanswered for the
+hang threshold, so a hang is judged whenever it happens, not only if it ends before someone looks.
 """
 from __future__ import annotations
 
-import itertools
 import statistics
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-import requests
+from .observer import Emitter, Observed, Stopping
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a probe asks for: a fixed path, or one computed per request (``path(i)`` returns the
-    i-th request's path and what it asked for, e.g. which inverter)."""
+    """What a probe asks for. ``path`` may name ``{inverter}`` (the i-th request asks for
+    ``inverters[i % n]``) and ``{from}``/``{to}`` (the last ``span_s`` seconds, epoch); what was
+    asked goes into each sample's meta (``inverter_id``, ``from``, ``to``) with ``meta``."""
     name: str
-    path: str | Callable[[int], tuple[str, dict[str, Any]]]
+    path: str
     json: bool = False  # keep the parsed body for the checks
-    meta: Mapping[str, Any] = field(default_factory=dict)  # what a fixed path asks for
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    inverters: tuple[str, ...] = ()
+    span_s: float | None = None
 
-    def request(self, i: int) -> tuple[str, dict[str, Any]]:
-        return (self.path, dict(self.meta)) if isinstance(self.path, str) else self.path(i)
+    def request(self, i: int, now: float | None = None) -> tuple[str, dict[str, Any]]:
+        """The i-th request's path, and what it asked for (``now``: epoch seconds)."""
+        meta, fields = dict(self.meta), {}
+        if self.inverters:
+            fields["inverter"] = meta["inverter_id"] = self.inverters[i % len(self.inverters)]
+        if self.span_s is not None:
+            end = round(time.time() if now is None else now, 3)
+            fields["from"] = meta["from"] = round(end - self.span_s, 3)
+            fields["to"] = meta["to"] = end
+        return (self.path.format(**fields) if fields else self.path), meta
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "meta": dict(self.meta), "inverters": list(self.inverters)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Target":
+        return cls(**{**data, "inverters": tuple(data.get("inverters") or ())})
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ class Sample:
     meta: Mapping[str, Any] = field(default_factory=dict)  # what the request asked for
     pending: bool = False  # still unanswered when the snapshot was taken (and older than the hang threshold)
     refused: bool = False  # no HTTP answer, but told at once (connection refused or reset): an error, not a hang
+    lag_s: float = 0.0     # how late the observer sent it after it was due: its own scheduling, not the stack's
 
     @property
     def answered(self) -> bool:
@@ -134,8 +151,11 @@ class Samples:
         return None
 
 
-class Probe:
-    """Samples each target every ``interval_s``; stops by itself after ``max_duration_s``."""
+class Probe(Observed):
+    """Samples each target every ``interval_s`` from an observer process of its own; stops by
+    itself after ``max_duration_s``. Here: the samples as they stream in."""
+
+    KIND = "probe"
 
     def __init__(self, base_url: str, targets: Iterable[Target], *, interval_s: float = 0.1,
                  timeout_s: float = 2.0, max_duration_s: float = 1800.0) -> None:
@@ -145,84 +165,116 @@ class Probe:
         self.timeout_s = timeout_s
         self.max_duration_s = max_duration_s
         self._samples: list[Sample] = []
-        self._inflight: dict[int, tuple[Target, float, dict[str, Any]]] = {}
-        self._tokens = itertools.count()
+        self._inflight: dict[int, tuple[str, float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._local = threading.local()
-        # Enough workers that requests hanging for the whole timeout never starve the schedule.
-        workers = 2 * len(self.targets) * (int(timeout_s / interval_s) + 1)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> "Probe":
-        self._thread = threading.Thread(target=self._run, name="probe", daemon=True)
-        self._thread.start()
-        return self
+    def _spec(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "targets": [t.to_json() for t in self.targets.values()],
+                "interval_s": self.interval_s, "timeout_s": self.timeout_s}
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        self._pool.shutdown(wait=True)  # every request is bounded by the timeout
+        """Stop sampling; every request in flight is answered or timed out first."""
+        if self.observer is not None:
+            self.observer.stop(self.timeout_s + 10)
 
-    def _run(self) -> None:
-        started = next_at = time.monotonic()
-        i = 0
-        while not self._stop.is_set() and time.monotonic() - started < self.max_duration_s:
-            for target in self.targets.values():
-                self._pool.submit(self._sample, target, i)
-            i += 1
-            next_at += self.interval_s
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        return self._local.session
-
-    def _sample(self, target: Target, i: int) -> None:
-        path, meta = target.request(i)
-        token = next(self._tokens)
-        start = time.monotonic()
-        with self._lock:
-            self._inflight[token] = (target, start, meta)
-        status, error, body, refused = None, None, None, False
-        try:
-            response = self._session().get(self.base_url + path, timeout=self.timeout_s)
-            status = response.status_code
-            if target.json and "json" in response.headers.get("content-type", ""):
-                body = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
-            refused = isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
-        sample = Sample(target.name, start, time.monotonic() - start, status, error, body, meta, refused=refused)
-        with self._lock:
-            del self._inflight[token]
-            self._samples.append(sample)
+    def _event(self, event: dict[str, Any]) -> None:
+        if event["e"] == "start":
+            with self._lock:
+                self._inflight[event["k"]] = (event["n"], event["t"], event.get("m") or {})
+        elif event["e"] == "sample":
+            sample = Sample(event["n"], event["t"], event["l"], event.get("s"), event.get("x"), event.get("b"),
+                            event.get("m") or {}, refused=event.get("r", False), lag_s=event.get("lag", 0.0))
+            with self._lock:
+                self._inflight.pop(event["k"], None)
+                self._samples.append(sample)
 
     def snapshot(self, hang_s: float) -> Samples:
-        """Every answered sample, plus each request still in flight for ``hang_s`` or more (a hang,
-        unanswered); requests in flight for less are not judged yet and set the horizon."""
-        now = time.monotonic()
+        """Every answered sample, plus each request the observer has seen unanswered for ``hang_s``
+        or more (a hang); requests in flight for less are not judged yet and set the horizon, as
+        does the observer's last tick (what it sent after that has not reached us yet)."""
+        observer = self.observer
+        if observer is not None:
+            observer.check()
+        seen_at = observer.horizon if observer is not None else time.monotonic()
         with self._lock:
             samples = list(self._samples)
             inflight = list(self._inflight.values())
-        horizon = float("inf")
-        for target, started, meta in inflight:
-            if now - started >= hang_s:
-                samples.append(Sample(target.name, started, now - started, None,
-                                      f"no answer after {now - started:.1f} s", meta=meta, pending=True))
+        horizon = seen_at
+        for name, started, meta in inflight:
+            if seen_at - started >= hang_s:
+                samples.append(Sample(name, started, seen_at - started, None,
+                                      f"no answer after {seen_at - started:.1f} s", meta=meta, pending=True))
             else:
                 horizon = min(horizon, started)
         return Samples(samples, horizon)
 
     def settle(self, until: float, hang_s: float, poll_s: float = 0.02) -> None:
-        """Wait until every request started by ``until`` is answered or old enough to be a hang."""
-        while True:
-            now = time.monotonic()
+        """Wait until every request started by ``until`` is here, and answered or old enough to be a hang."""
+        observer = self.observer
+        while observer is not None:
+            observer.check()
+            seen_at = observer.horizon
             with self._lock:
-                waiting = [s for _, s, _ in self._inflight.values() if s <= until and now - s < hang_s]
-            if not waiting:
+                waiting = [s for _, s, _ in self._inflight.values() if s <= until and seen_at - s < hang_s]
+            if seen_at >= until and not waiting or not observer.running:
                 return
             time.sleep(poll_s)
+
+    def lags_s(self, start: float, end: float) -> list[float]:
+        """The observer's scheduling lag over ``start``..``end``: its ticks', and each sample's."""
+        lags = super().lags_s(start, end)
+        with self._lock:
+            return lags + [s.lag_s for s in self._samples if start <= s.started <= end]
+
+
+# --- in the observer process -------------------------------------------------------------------
+def observe(args: dict[str, Any], emitter: Emitter, stopping: Stopping) -> None:
+    import asyncio
+    asyncio.run(_observe(args, emitter, stopping))
+
+
+async def _observe(args: dict[str, Any], emitter: Emitter, stopping: Stopping) -> None:
+    import asyncio
+    import aiohttp
+    from .observer import async_ticker
+    targets = [Target.from_json(t) for t in args["targets"]]
+    base, interval, timeout = args["base_url"], float(args["interval_s"]), float(args["timeout_s"])
+    tasks: set[asyncio.Task] = set()
+    tokens = iter(range(1 << 62))
+    ticking = asyncio.ensure_future(async_ticker(emitter, stopping))
+    # one connection pool, unbounded: a request hanging for the whole timeout never queues another
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        due, i = time.monotonic(), 0
+        while not stopping.is_set():
+            for target in targets:
+                task = asyncio.ensure_future(_sample(session, base, target, i, next(tokens), due, emitter))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            i += 1
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if tasks:
+            await asyncio.wait(tasks)  # each is bounded by the timeout
+    ticking.cancel()
+
+
+async def _sample(session: Any, base: str, target: Target, i: int, token: int, due: float, emitter: Emitter) -> None:
+    import asyncio
+    import json
+    import aiohttp
+    path, meta = target.request(i)
+    started = emitter.emit({"e": "start", "k": token, "n": target.name, "m": meta}, stamp="t")
+    status, error, body, refused = None, None, None, False
+    try:
+        async with session.get(base + path) as response:
+            data = await response.read()  # an answer cut short is no answer, whatever its status line said
+            status = response.status
+            if target.json and "json" in response.headers.get("content-type", ""):
+                body = json.loads(data)  # a whole answer that is not JSON is the server's, and judged
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        # told at once (refused, reset, closed): an error, not a hang; a timeout is a hang
+        refused = isinstance(exc, aiohttp.ClientError) and not isinstance(exc, asyncio.TimeoutError)
+    emitter.emit({"e": "sample", "k": token, "n": target.name, "t": started, "l": round(time.monotonic() - started, 6),
+                  "s": status, "x": error, "b": body, "m": meta, "r": refused, "lag": round(max(0.0, started - due), 4)})

@@ -1,14 +1,14 @@
-"""The live feed as a dashboard sees it: a WebSocket client through the frontend, recording when
-each reading arrives, and reconnecting (as the dashboard does) whenever the feed drops."""
+"""The live feed as a dashboard sees it: a WebSocket client through the frontend, in an observer
+process of its own, recording when each reading arrives, and reconnecting (as the dashboard
+does) whenever the feed drops."""
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import time
-import aiohttp
+from typing import Any
 
 from .fleet import Key
+from .observer import Emitter, Observed, Stopping
 
 
 def feed_keys(data: str) -> list[Key]:
@@ -19,8 +19,11 @@ def feed_keys(data: str) -> list[Key]:
         return []
 
 
-class LiveFeed:
-    """Bounded: it stops by itself after ``max_duration_s``."""
+class LiveFeed(Observed):
+    """Bounded: it stops by itself after ``max_duration_s``. Here: the arrivals as they stream in."""
+
+    KIND = "feed"
+    observer_name = "live feed"
 
     def __init__(self, url: str, *, reconnect_s: float = 0.5, max_duration_s: float = 1800.0) -> None:
         self.url = url
@@ -28,60 +31,57 @@ class LiveFeed:
         self.max_duration_s = max_duration_s
         self._arrivals: dict[Key, float] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> "LiveFeed":
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, args=(ready,), name="live-feed", daemon=True)
-        self._thread.start()
-        ready.wait(5)
-        return self
+    def _spec(self) -> dict[str, Any]:
+        return {"url": self.url, "reconnect_s": self.reconnect_s}
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Close the feed (a no-op once it is closed)."""
-        if self._thread is None or not self._thread.is_alive():
-            return
-        if self._loop is not None and self._task is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-            except RuntimeError:
-                pass  # the loop has just finished by itself
-        self._thread.join(timeout_s)
+        if self.observer is not None and self.observer.running:
+            self.observer.stop(timeout_s)
 
-    def _main(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._task = self._loop.create_task(self._run())
-            ready.set()
-            self._loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._loop.close()
+    def _event(self, event: dict[str, Any]) -> None:
+        if event["e"] == "feed":
+            with self._lock:
+                for inverter, seq in event["k"]:
+                    self._arrivals.setdefault((inverter, seq), event["t"])  # a redelivered reading counts from its first arrival
 
-    async def _run(self) -> None:
-        started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=None, connect=2, sock_connect=2)
+    def arrivals(self) -> dict[Key, float]:
+        if self.observer is not None:
+            self.observer.check()
+        with self._lock:
+            return dict(self._arrivals)
+
+
+# --- in the observer process -------------------------------------------------------------------
+def observe(args: dict[str, Any], emitter: Emitter, stopping: Stopping) -> None:
+    import asyncio
+    asyncio.run(_observe(args["url"], float(args["reconnect_s"]), emitter, stopping))
+
+
+async def _observe(url: str, reconnect_s: float, emitter: Emitter, stopping: Stopping) -> None:
+    import asyncio
+    import aiohttp
+    from .observer import async_ticker
+    ticking = asyncio.ensure_future(async_ticker(emitter, stopping))
+    timeout = aiohttp.ClientTimeout(total=None, connect=2, sock_connect=2)
+
+    async def connected() -> None:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while time.monotonic() - started < self.max_duration_s:
+            while not stopping.is_set():
                 try:
-                    async with session.ws_connect(self.url, heartbeat=5) as ws:
+                    async with session.ws_connect(url, heartbeat=5) as ws:
                         async for message in ws:
                             if message.type != aiohttp.WSMsgType.TEXT:
                                 break
-                            self._record(message.data, time.monotonic())
+                            keys = feed_keys(message.data)
+                            emitter.emit({"e": "feed", "k": keys}, stamp="t")
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                     pass  # what users miss meanwhile is judged from the arrivals, not from here
-                await asyncio.sleep(self.reconnect_s)
-
-    def _record(self, data: str, arrived: float) -> None:
-        keys = feed_keys(data)
-        with self._lock:
-            for key in keys:
-                self._arrivals.setdefault(key, arrived)  # a redelivered reading counts from its first arrival
-
-    def arrivals(self) -> dict[Key, float]:
-        with self._lock:
-            return dict(self._arrivals)
+                await asyncio.sleep(reconnect_s)
+    feed = asyncio.ensure_future(connected())
+    while not stopping.is_set():
+        await asyncio.sleep(0.05)
+    feed.cancel()
+    ticking.cancel()
+    await asyncio.gather(feed, ticking, return_exceptions=True)

@@ -99,6 +99,17 @@ class ScenarioRecord:
             "faults": [f.to_json() for f in self.faults], "measurements": self.measurements,
             **({"timeline": self.timeline} if self.timeline else {})})
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ScenarioRecord":
+        """A record read back from its JSON (a scenario judged in another process: a pytest-xdist worker)."""
+        expectations = [Expectation.from_json(e) for e in data.get("expectations") or []]
+        evidence = [Evidence.from_json(e) for e in data.get("evidence") or []]
+        verdict = None if data["verdict"] == "interrupted" else Verdict(
+            data["verdict"], data.get("reason"), data.get("hypothesis", ""), tuple(expectations), tuple(evidence))
+        return cls(data["name"], data["nodeid"], data.get("hypothesis", ""), verdict, expectations, evidence,
+                   [FaultRecord.from_json(f) for f in data.get("faults") or []], data.get("measurements") or {},
+                   data.get("timeline") or [], data.get("started_at") or now_iso(), data.get("finished_at"))
+
 
 @dataclass
 class RunRecord:
@@ -112,10 +123,15 @@ class RunRecord:
     error: str | None = None   # the run itself failed (e.g. the stack did not start)
     stack: dict[str, Any] = field(default_factory=dict)
     scenarios: list[ScenarioRecord] = field(default_factory=list)
+    worker: str | None = None  # a pytest-xdist worker's id: it judges into the controller's run (same dir)
 
     @property
     def dir(self) -> Path:
         return self.report_dir / self.run_id
+
+    def own(self, name: str) -> str:
+        """A file or directory name of this process's own in the run's directory: workers share it."""
+        return f"{name}-{self.worker}" if self.worker else name
 
     @property
     def verdict(self) -> str:

@@ -1,0 +1,67 @@
+"""Parallel drills (pytest-xdist): each worker judges its scenarios, the controller writes one
+report; ``serial`` tests run with nothing beside them; workers never pick the same ports."""
+from __future__ import annotations
+
+import json
+
+from fulsk_chaos.host.ports import free_ports, port_slice
+
+SCENARIOS = '''
+import os
+import time
+
+import pytest
+from fulsk_chaos.verdict import at_most, judge
+
+
+def judged(journal, value):
+    started = time.monotonic()
+    time.sleep(0.4)
+    journal.expect([at_most("value", value, 3)])
+    journal.measure(pid=os.getpid(), started=started, ended=time.monotonic())
+    journal.conclude(judge(journal.hypothesis, journal.expectations, journal.evidence))
+
+
+@pytest.mark.scenario
+@pytest.mark.parametrize("value", [1, 2, 3, 4, 1, 2])
+def test_parallel(journal, value):
+    """Hypothesis: the value stays at most 3."""
+    judged(journal, value)
+
+
+@pytest.mark.scenario
+@pytest.mark.serial
+@pytest.mark.parametrize("value", [1, 2])
+def test_alone(journal, value):
+    """Hypothesis: nothing runs beside it."""
+    judged(journal, value)
+'''
+
+
+def test_workers_judge_and_the_controller_writes_one_report_with_serial_tests_alone(pytester):
+    pytester.makepyfile(test_drill=SCENARIOS)
+    reports = pytester.path / "reports"
+    result = pytester.runpytest_subprocess("-n", "2", "--report-dir", str(reports), "--no-html")
+    (run,) = [p for p in reports.iterdir() if p.is_dir()]
+    results = json.loads((run / "results.json").read_text())
+    scenarios = results["scenarios"]
+    assert result.ret == 1 and results["verdict"] == "fail"  # value 4 broke the hypothesis
+    assert sorted(s["verdict"] for s in scenarios) == ["fail"] + ["pass"] * 7
+    assert len({s["measurements"]["pid"] for s in scenarios}) == 2  # two workers judged them
+    assert (run / "junit.xml").is_file() and len(list(reports.iterdir())) == 1
+    spans = {s["name"]: (s["measurements"]["started"], s["measurements"]["ended"]) for s in scenarios}
+    for name, (start, end) in spans.items():
+        if name.startswith("alone"):
+            beside = [other for other, (a, b) in spans.items() if other != name and a < end and b > start]
+            assert beside == [], f"{name} ran beside {beside}"
+
+
+def test_each_worker_picks_ports_from_a_slice_of_its_own(monkeypatch):
+    assert port_slice({}) == (0, 1)
+    assert port_slice({"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "3"}) == (1, 3)
+    assert port_slice({"FULSK_CHAOS_PORT_SLICE": "2/4", "PYTEST_XDIST_WORKER": "gw0"}) == (2, 4)
+    taken = {}
+    for k in range(2):
+        monkeypatch.setenv("FULSK_CHAOS_PORT_SLICE", f"{k}/2")
+        taken[k] = free_ports(50)
+    assert max(taken[0]) < min(taken[1])

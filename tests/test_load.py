@@ -332,7 +332,6 @@ def test_a_slow_endpoint_fails_against_the_stored_baseline(run_scenario, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # the generator's CPU and the stack's latency: nothing beside it
 def test_a_saturated_generator_is_invalid_not_a_finding(run_scenario, tmp_path):
     # More than one worker can generate whatever the stack answers: 500 users who never think, and
     # API requests due far faster than one process can send them (the open model does not wait).

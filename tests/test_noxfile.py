@@ -1,6 +1,7 @@
 """The nox sessions do what the README says of them."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARALLEL = ("-n", "auto", "--dist", "worksteal")  # a worker per core, longest first (see noxfile.parallel)
+PARALLEL = ("-n", str(max(2, 3 * (os.cpu_count() or 1) // 2)), "--dist", "worksteal")  # see noxfile.parallel
 nox = pytest.importorskip("nox", reason="nox is what runs these sessions: pip install -e '.[test]'")
 
 
@@ -58,6 +59,7 @@ def test_the_drill_profile_and_the_workers_can_be_overridden(noxfile):
                                     "-n", "1")
     for chosen in (["-n0"], ["--numprocesses=3"], ["-p", "no:xdist"]):
         assert noxfile.parallel(chosen) == []
+    assert [noxfile.workers(c) for c in (1, 2, 4, 8)] == [2, 3, 6, 12]
 
 
 def _serial(command: tuple[str, ...]) -> tuple[str, ...]:

@@ -386,4 +386,7 @@ class Stack(StartStop):
         }
 
     def write_state(self, path: Path) -> None:
-        path.write_text(json.dumps(self.describe(), indent=2))
+        """Written whole or not at all: a reader that sees the file reads all of it."""
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(self.describe(), indent=2))
+        os.replace(partial, path)

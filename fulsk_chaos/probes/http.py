@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .observer import Emitter, Observed, Stopping
+from .observer import Emitter, Observed, ObserverError, Stopping
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,7 @@ class Probe(Observed):
     def settle(self, until: float, hang_s: float, poll_s: float = 0.02) -> None:
         """Wait until every request started by ``until`` is here, and answered or old enough to be a hang."""
         observer = self.observer
+        deadline = max(until, time.monotonic()) + hang_s + 10.0  # an observer that stopped ticking is said so
         while observer is not None:
             observer.check()
             seen_at = observer.horizon
@@ -218,6 +219,9 @@ class Probe(Observed):
                 waiting = [s for _, s, _ in self._inflight.values() if s <= until and seen_at - s < hang_s]
             if seen_at >= until and not waiting or not observer.running:
                 return
+            if time.monotonic() > deadline:
+                raise ObserverError(f"the probe observer has not ticked since {time.monotonic() - seen_at:.1f} s ago: "
+                                    f"{observer.stderr_tail()}")
             time.sleep(poll_s)
 
     def lags_s(self, start: float, end: float) -> list[float]:

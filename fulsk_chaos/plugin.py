@@ -171,8 +171,9 @@ class XdistController:
         """Keep how long each test took, so the next run hands out the longest first."""
         cache = getattr(self.config, "cache", None)  # None with -p no:cacheprovider
         if cache is not None and self.durations:
-            known = cache.get(DURATIONS, {})
-            cache.set(DURATIONS, {**known, **{k: round(v, 1) for k, v in self.durations.items()}})
+            key = durations_key(self.config)
+            known = cache.get(key, {})
+            cache.set(key, {**known, **{k: round(v, 1) for k, v in self.durations.items()}})
         Gate(Path(tempfile.gettempdir()) / f"fulsk-chaos-{self.config.stash[RUN].run_id}.gate").remove()
 
     @pytest.hookimpl(optionalhook=True)
@@ -250,7 +251,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = [i for i in items if i not in dropped]
     if config.stash.get(CONTROLLER, False) or worker_id(config):  # the same order in every process
         cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
-        items[:] = order_for_workers(items, cache.get(DURATIONS, {}) if cache is not None else {})
+        items[:] = order_for_workers(items, cache.get(durations_key(config), {}) if cache is not None else {})
     if config.getoption("--stack") == "docker":
         return
     skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")
@@ -284,9 +285,17 @@ def _expected_s(item: pytest.Item, measured: dict[str, float]) -> float:
     return 25.0 if item.get_closest_marker("scenario") else 2.0
 
 
+def durations_key(config: pytest.Config) -> str:
+    """Durations are kept per shape of run: the drill's schedule search (monitored, its profile)
+    takes ten times the tests session's, and started last it made the drill wait for it alone."""
+    monitored = "monitored" if config.getoption("--monitoring", False) else "plain"
+    return f"{DURATIONS}/{config.getoption('--stack', 'local')}-{monitored}-{config.getoption('--schedule-profile', 'quick')}"
+
+
 def order_for_workers(items: list[pytest.Item], measured: dict[str, float]) -> list[pytest.Item]:
-    """Longest first (what a worker takes last is short), ``serial`` tests last (each runs alone)."""
-    return sorted(items, key=lambda i: (i.get_closest_marker("serial") is not None, -_expected_s(i, measured)))
+    """``serial`` tests first, then the longest first: a serial test runs alone, and at the end it
+    would wait for the longest test still running; what a worker takes last is short."""
+    return sorted(items, key=lambda i: (i.get_closest_marker("serial") is None, -_expected_s(i, measured)))
 
 
 def _reports(config: pytest.Config) -> tuple[RunRecord, list[Any]] | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARALLEL = ("-n", str(max(2, 3 * (os.cpu_count() or 1) // 2)), "--dist", "worksteal")  # see noxfile.parallel
+MONITORED = ("-n", str(os.cpu_count() or 1), "--dist", "worksteal")  # see noxfile.parallel: a drill is monitored
 nox = pytest.importorskip("nox", reason="nox is what runs these sessions: pip install -e '.[test]'")
 
 
@@ -40,7 +40,7 @@ def test_drill_on_docker_installs_and_starts_the_engine_first(noxfile, posargs):
     session = RecordingSession(posargs)
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh", "--docker")
-    assert session.commands[-1] == ("pytest", "scenarios", *PARALLEL, "--monitoring", "--schedule-profile", "drill",
+    assert session.commands[-1] == ("pytest", "scenarios", *MONITORED, "--monitoring", "--schedule-profile", "drill",
                                     *posargs)
 
 
@@ -48,7 +48,7 @@ def test_drill_on_the_local_stack_needs_no_engine(noxfile):
     session = RecordingSession(["--stack", "local"])
     noxfile.drill(session)
     assert session.commands[0] == ("bash", "scripts/bootstrap.sh")
-    assert session.commands[-1] == ("pytest", "scenarios", *PARALLEL, "--monitoring", "--schedule-profile", "drill",
+    assert session.commands[-1] == ("pytest", "scenarios", *MONITORED, "--monitoring", "--schedule-profile", "drill",
                                     "--stack", "local")
 
 
@@ -60,6 +60,8 @@ def test_the_drill_profile_and_the_workers_can_be_overridden(noxfile):
     for chosen in (["-n0"], ["--numprocesses=3"], ["-p", "no:xdist"]):
         assert noxfile.parallel(chosen) == []
     assert [noxfile.workers(c) for c in (1, 2, 4, 8)] == [2, 3, 6, 12]
+    assert [noxfile.workers(c, monitored=True) for c in (1, 2, 4, 8)] == [1, 2, 4, 8]
+    assert noxfile.parallel(["--monitoring"])[:2] == ["-n", str(noxfile.workers(monitored=True))]
 
 
 def _serial(command: tuple[str, ...]) -> tuple[str, ...]:

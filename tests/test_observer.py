@@ -72,6 +72,23 @@ def test_the_probe_is_not_slowed_by_the_test_process(http_server):
     assert during.max_ms() < 0.5 * (held_to - held_from) * 1000, during.latencies_ms()
 
 
+def test_a_fault_shorter_than_the_interval_is_held_until_every_target_was_asked(http_server):
+    """A graceful restart is over in tens of ms, less than the probe's interval: waiting until every
+    target was asked since it began leaves a window with a sample of each (it had none)."""
+    targets = [Target("api", "/ok"), Target("health", "/ok")]
+    probe = Probe(http_server, targets, interval_s=0.5, timeout_s=5).start()
+    try:
+        time.sleep(0.7)
+        began = time.monotonic()
+        probe.asked_since(began)
+        ended = time.monotonic()
+        probe.settle(ended, hang_s=2)
+        window = probe.snapshot(hang_s=2).window(began, ended)
+    finally:
+        probe.stop()
+    assert {s.target for s in window} == {"api", "health"}
+
+
 def test_what_the_fleet_streams_back_is_stamped_on_this_hosts_monotonic_clock(stack):
     before = time.monotonic()
     fleet = Fleet(stack.endpoints.mqtt_host, stack.endpoints.mqtt_port, inverters=2, interval_s=0.05).start()

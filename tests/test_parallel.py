@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fulsk_chaos.host.ports import free_ports, port_slice
+from fulsk_chaos.plugin import DURATIONS, durations_key, order_for_workers
 
 SCENARIOS = '''
 import os
@@ -65,3 +66,23 @@ def test_each_worker_picks_ports_from_a_slice_of_its_own(monkeypatch):
         monkeypatch.setenv("FULSK_CHAOS_PORT_SLICE", f"{k}/2")
         taken[k] = free_ports(50)
     assert max(taken[0]) < min(taken[1])
+
+
+class _Item:
+    def __init__(self, nodeid: str, *markers: str) -> None:
+        self.nodeid, self.markers = nodeid, markers
+
+    def get_closest_marker(self, name: str):
+        return name if name in self.markers else None
+
+
+def test_serial_tests_go_first_then_the_longest_by_what_this_shape_of_run_measured(pytester):
+    """A serial test last waited for the longest test still running (the drill's schedule search,
+    started late because the tests session's far shorter search was what the cache knew)."""
+    items = [_Item("a", "scenario"), _Item("search", "scenario"), _Item("alone", "scenario", "serial"),
+             _Item("unit")]
+    assert [i.nodeid for i in order_for_workers(items, {"search": 316.0, "a": 14.0})] == ["alone", "search", "a", "unit"]
+    assert [i.nodeid for i in order_for_workers(items, {"search": 3.0, "a": 14.0})] == ["alone", "a", "search", "unit"]
+    drill = durations_key(pytester.parseconfig("--monitoring", "--schedule-profile", "drill"))
+    tests = durations_key(pytester.parseconfig())
+    assert drill != tests and drill.startswith(DURATIONS) and tests.startswith(DURATIONS)

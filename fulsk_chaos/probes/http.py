@@ -224,6 +224,27 @@ class Probe(Observed):
                                     f"{observer.stderr_tail()}")
             time.sleep(poll_s)
 
+    def asked_since(self, since: float, timeout_s: float | None = None, poll_s: float = 0.01) -> None:
+        """Wait until every target has been asked at least once at or after ``since``: a fault over
+        in less than the probe's interval (a graceful restart, tens of ms) is then still sampled."""
+        observer = self.observer
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 3 * self.interval_s + 10.0)
+        while observer is not None and observer.running:
+            observer.check()
+            with self._lock:
+                asked = {n for n, s, _ in self._inflight.values() if s >= since}
+                for sample in reversed(self._samples):  # in the order answered: none started before since - timeout after
+                    if sample.started < since - self.timeout_s:
+                        break
+                    if sample.started >= since:
+                        asked.add(sample.target)
+            if asked >= set(self.targets):
+                return
+            if time.monotonic() > deadline:
+                raise ObserverError(f"the probe asked only {sorted(asked)} of {sorted(self.targets)} since the "
+                                    f"fault began: {observer.stderr_tail()}")
+            time.sleep(poll_s)
+
     def lags_s(self, start: float, end: float) -> list[float]:
         """The observer's scheduling lag over ``start``..``end``: its ticks', and each sample's."""
         lags = super().lags_s(start, end)

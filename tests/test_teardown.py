@@ -147,10 +147,13 @@ def _descendants(pid: int) -> set:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
+    # The database stays down for a minute: on a busy host the signal must still land mid-scenario
+    # (with the default 5 s, a runner once finished first, and its run said pass).
+    (tmp_path / "long.toml").write_text("[scenarios.db_loss]\ndown_s = 60\n")
     runner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "scenarios/test_db_loss.py", "-k", "kill", "-p", "no:cacheprovider",
-         "--report-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+         "--chaos-config", str(tmp_path / "long.toml"), "--report-dir", str(tmp_path)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not list(tmp_path.glob("*/stack.json")) and time.monotonic() < deadline:
@@ -160,6 +163,7 @@ def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
         while identity(postgres) is not None and time.monotonic() < deadline:
             time.sleep(0.05)  # mid-scenario: the fault has been injected
         assert identity(postgres) is None, "the scenario never killed postgres"
+        assert runner.poll() is None, "the runner ended before it could be stopped mid-scenario"
         processes = _descendants(runner.pid)
         ports = {s["port"] for s in state["services"].values()} | {p["listen"] for p in state["proxies"].values()}
     finally:

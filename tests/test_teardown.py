@@ -145,6 +145,7 @@ def _descendants(pid: int) -> set:
     return {identity(p) for p in service_processes(pid) if p != pid} - {None}
 
 
+@pytest.mark.serial  # beside two other drills a Ctrl-C'd runner once took over 60 s to stop (not understood yet)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
     # The database stays down for a minute: on a busy host the signal must still land mid-scenario

@@ -20,6 +20,7 @@ from docker.errors import NotFound
 
 from fulsk_chaos.faults import FaultInjector
 from fulsk_chaos.host.engine import LABEL, OWNER_LABEL, STACK_LABEL, remove_orphans
+from test_teardown import as_in_a_terminal  # Ctrl-C as a terminal delivers it
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.docker
@@ -125,7 +126,7 @@ def test_a_test_run_stopped_mid_scenario_leaves_no_container_or_volume(docker_st
     runner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "scenarios/test_db_loss.py", "-k", "kill", "-p", "no:cacheprovider",
          "--stack", "docker", "--report-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
+        stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_in_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob("*/stack.json")) and time.monotonic() < deadline:

@@ -145,7 +145,7 @@ def _descendants(pid: int) -> set:
     return {identity(p) for p in service_processes(pid) if p != pid} - {None}
 
 
-def _as_in_a_terminal() -> None:
+def as_in_a_terminal() -> None:
     """Ctrl-C as a terminal delivers it: a job started in the background by a shell without job
     control (nohup ... &, as CI may run) inherits SIGINT ignored, and its runner never saw it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -158,7 +158,7 @@ def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
     runner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "scenarios/test_db_loss.py", "-k", "kill", "-p", "no:cacheprovider",
          "--chaos-config", str(tmp_path / "long.toml"), "--report-dir", str(tmp_path)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_as_in_a_terminal)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_in_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while not list(tmp_path.glob("*/stack.json")) and time.monotonic() < deadline:

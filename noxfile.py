@@ -185,7 +185,7 @@ def tests(session: nox.Session) -> None:
     floods, the schedule search). The whole catalogue is the drill's (`nox -s drill`): CI has 40
     minutes on a 2-core host, where the proofs alone take about 20.
 
-    The schedule search draws the same schedules on every run (CI_SCHEDULE_SEED: a kill, two
+    The schedule search draws the same schedules on every run (CI_SCHEDULE_SEED: a kill of the broker, two
     overlapping pairs of network faults): a gate must say the same of the same code; the drill
     searches with a fresh seed each time, and prints it."""
     _prepare(session, docker=True)

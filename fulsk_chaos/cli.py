@@ -144,6 +144,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def describe(stack: Any) -> dict[str, Any]:
     """Where everything of a running stack is, for other tools (psql, toxiproxy-cli, mosquitto_pub, locust)."""
+    from .recovery.conf import written_for
     e = stack.endpoints
     return {"id": stack.id, "provider": stack.provider, "dir": str(stack.dir),
             "frontend": e.frontend_url, "api": e.frontend_url + "/api", "backend": e.backend_url,
@@ -152,7 +153,9 @@ def describe(stack: Any) -> dict[str, Any]:
                                                "topic": "fulsk/inverters/{inverter_id}/telemetry"},
             "database": e.database_dsn, "redis": e.redis_url,
             "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies},
-            "backup_conf": str(stack.backup_conf_path), "control": str(stack.control_path)}
+            "backup_conf": str(written_for(stack)), "control": str(stack.control_path),
+            # every service, as it declares where its users reach it (ServiceSpec.endpoints)
+            "services": {name: service.spec.endpoints(service.ctx) for name, service in stack.services.items()}}
 
 
 def _as_text(where: dict[str, Any], took: float) -> str:
@@ -170,6 +173,9 @@ def _as_text(where: dict[str, Any], took: float) -> str:
     ]
     for name, proxy in toxiproxy["proxies"].items():
         lines.append(f"    {name:18} listen {proxy['listen']} -> {proxy['upstream']} {proxy['upstream_address']}")
+    shown = {"frontend", "backend", "mqtt", "postgres", "redis", "toxiproxy"}
+    lines += [f"  {name:10} {endpoints.get('address', '')}" for name, endpoints in where["services"].items()
+              if name not in shown]
     lines += ["try:",
               f"  toxiproxy-cli -h {toxiproxy['url']} toxic add -t latency -a latency=300 backend-postgres",
               f"  psql '{where['database']}' -c 'SELECT count(*) FROM readings'",

@@ -37,7 +37,7 @@ from .experiment import Experiment, make_fleet
 from .lifecycle import Timed
 from .probes import Fleet
 from .recovery import archive
-from .recovery.conf import BackupConf, BackupError, load
+from .recovery.conf import BackupConf, BackupError, load, written_for
 from .services import FIXTURES
 from .verdict import Evidence, Expectation, at_most, none_of
 
@@ -151,8 +151,7 @@ class RecoveryDrill:
         self.stack = experiment.stack
         self.settings = experiment.settings
         self.record = experiment.record
-        assert self.stack.backup_conf_path is not None, "the stack writes its backup.env when it starts"
-        self.conf_path = self.stack.backup_conf_path
+        self.conf_path = written_for(self.stack)
         self.conf: BackupConf = load(self.conf_path)
         self.dsn = self.stack.endpoints.database_dsn
         self.to_epoch = time.time() - time.monotonic()

@@ -25,14 +25,6 @@ from .faults import Fault, FaultInjector
 from .probes import Fleet, Probe
 from .stack import Stack
 
-# Faults a schedule may draw. Data-destroying ones (volume loss) belong to the recovery drills;
-# the proxy carrying every edge is the instrument, not the system under test.
-SEARCHED_SERVICES = ("postgres", "redis", "mqtt", "backend", "frontend")
-CLIENT_PARAMS = {"flood": {"devices": 20, "rate_per_s": 200, "malformed_per_s": 10}, "connection-storm": {"clients": 100}}
-NETWORK_PARAMS = {"latency": {"latency_ms": 300, "jitter_ms": 50}}
-NOT_SEARCHED = {"volume-loss", "stuck-websockets"}
-
-
 HEAL = "heal"
 
 
@@ -60,28 +52,17 @@ class Step:
             raise FulskChaosError(f"a schedule step is KIND:TARGET (e.g. kill:backend) or {HEAL}, got {text!r}")
         return cls(kind, target)
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return {**CLIENT_PARAMS.get(self.kind, {}), **NETWORK_PARAMS.get(self.kind, {})}
-
 
 def menu(injector: FaultInjector, kinds: list[str] | tuple[str, ...] = (),
          only: list[str] | tuple[str, ...] = ()) -> list[Step]:
     """Every (fault kind, target) the schedule may draw on this stack, optionally only ``kinds``
-    and only on the targets ``only``."""
+    and only on the targets ``only``: what each kind declares (FaultKind.targets, .drawn), nothing
+    listed here."""
     stack, steps = injector.stack, []
     for name, kind in injector.catalogue.items():
-        if name in NOT_SEARCHED or (kinds and name not in kinds):
+        if not kind.drawn or (kinds and name not in kinds):
             continue
-        if not kind.on_service:
-            targets = list(stack.topology.edges)
-        elif kind.family == "clients":
-            targets = ["mqtt"]
-        elif kind.family == "cache":
-            targets = ["redis"]
-        else:
-            targets = [s for s in SEARCHED_SERVICES if s in stack.services]
-        steps += [Step(name, t) for t in targets
+        steps += [Step(name, t) for t in kind.targets(stack)
                   if (not only or t in only) and (kind.on_service is False or injector.supported(name, t))]
     if not steps:
         raise FulskChaosError(f"no fault to search among kinds {list(kinds)} on targets {list(only)}: the kinds are "
@@ -117,7 +98,8 @@ class Runner:
         return [s for s in steps if self.injector.applicable(s.kind, s.target, states)]
 
     def inject(self, step: Step) -> None:
-        self.active.append(self.injector.inject(step.kind, step.target, **step.params))
+        params = self.injector.catalogue[step.kind].search_params
+        self.active.append(self.injector.inject(step.kind, step.target, **params))
         self.steps_run += 1
         time.sleep(self.profile.fault_s)
 

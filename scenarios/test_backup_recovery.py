@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fulsk_chaos.recovery import BackupError, load
+from fulsk_chaos.recovery import BackupError, load, written_for
 from fulsk_chaos.recovery_drill import SmallFilesystem, damage
 
 pytestmark = [pytest.mark.scenario, pytest.mark.recovery]
@@ -113,7 +113,7 @@ def test_backup_failure(cause, experiment, recovery_drill, stack):
                 recovery_drill.rejected(["backup.sh", "--full"], "No space left on device", "a backup to a full disk",
                                         env=env)
                 recovery_drill.nothing_passes_verification(directory)
-                recovery_drill.failure_detected("No space left on device", load(stack.backup_conf_path, env))
+                recovery_drill.failure_detected("No space left on device", load(written_for(stack), env))
         else:
             with experiment.inject("pause", "postgres"):
                 recovery_drill.rejected(["backup.sh"], "unreachable", "a backup of a database that does not answer")

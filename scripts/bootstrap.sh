@@ -11,22 +11,13 @@ TOXIPROXY_VERSION="v2.12.0"
 TOXIPROXY_MODULE="github.com/Shopify/toxiproxy/v2/cmd/server@${TOXIPROXY_VERSION}"
 TOXIPROXY_CLI_MODULE="github.com/Shopify/toxiproxy/v2/cmd/cli@${TOXIPROXY_VERSION}"
 # Every program the local stack, the runbooks (fixtures/runbooks), the backup tools and the framework
-# run, as COMMAND:PACKAGE (Debian's); Debian's Essential packages (coreutils, grep, sed, tar, ...) are
-# on every machine and not listed. tests/test_bootstrap.py derives the commands from those files and
-# fails on one that is not here. A guide command a runbook corrects (htop, netstat, iostat) is the
+# run, as COMMAND:PACKAGE (Debian's). The servers' programs are declared by their service specs
+# (ServiceSpec.commands) and read from the catalogue below; this table has the rest. Debian's
+# Essential packages (coreutils, grep, sed, tar, ...) are on every machine and not listed.
+# tests/test_bootstrap.py derives the commands from the code, the scripts and the runbooks and fails
+# on one that is in neither. A guide command a runbook corrects (htop, netstat, iostat) is the
 # guide's drift, recorded as such: it need not be installed.
 LOCAL_COMMANDS=(
-  # the servers, and their own tools (the backup tools, the standby's clone, the runbooks' psql)
-  postgres:postgresql-15 initdb:postgresql-15 pg_ctl:postgresql-15 pg_basebackup:postgresql-15
-  pg_dump:postgresql-15 pg_restore:postgresql-15 pg_isready:postgresql-client-15 psql:postgresql-client-15
-  redis-server:redis-server redis-cli:redis-tools
-  mosquitto:mosquitto mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients
-  nginx:nginx-light
-  # monitoring (stack.monitoring)
-  prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
-  amtool:prometheus-alertmanager
-  prometheus-postgres-exporter:prometheus-postgres-exporter prometheus-redis-exporter:prometheus-redis-exporter
-  prometheus-node-exporter:prometheus-node-exporter prometheus-blackbox-exporter:prometheus-blackbox-exporter
   # the runbooks' commands, and the framework's view of the host
   curl:curl jq:jq top:procps ps:procps pgrep:procps ss:iproute2 iptables:iptables mount:mount umount:mount
   # the HTML report's test opens it headless; `nox -s bench -- --against COMMIT` checks out a worktree
@@ -67,7 +58,12 @@ missing_packages() {  # missing_packages COMMAND:PACKAGE ...: the packages of th
 }
 
 # --- the local stack's servers and every program its scenarios, runbooks and tools run -------
-missing=$(missing_packages "${LOCAL_COMMANDS[@]}")
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+command -v python3 >/dev/null || die "python3 missing: install it (apt-get install python3), then run this again"
+# the catalogue imports only the standard library (-S: nothing pip installed is needed yet)
+mapfile -t SERVICE_COMMANDS < <(cd "$ROOT" && python3 -S -m fulsk_chaos.services --commands)
+[ "${#SERVICE_COMMANDS[@]}" -gt 0 ] || die "the service catalogue declared no commands: python3 -S -m fulsk_chaos.services --commands"
+missing=$(missing_packages "${SERVICE_COMMANDS[@]}" "${LOCAL_COMMANDS[@]}")
 # shellcheck disable=SC2086 - one word per package
 [ -z "$missing" ] || apt_install "$missing" $missing
 

@@ -12,7 +12,7 @@ from fulsk_chaos.checks.alerts import (AlertWindow, MonitoringError, UsersWindow
                                        resolve_within_s)
 from fulsk_chaos.config import AlertSettings, MonitoringSettings, Settings
 from fulsk_chaos.stack.alerts import Notification
-from fulsk_chaos.services import FIXTURES, MONITORING, ServiceContext, Topology
+from fulsk_chaos.services import CATALOGUE, FIXTURES, ServiceContext, Topology
 
 M = MonitoringSettings()
 RULES = {"FulskDatabaseErrors", "PostgresDown", "RedisDown"}
@@ -99,9 +99,10 @@ def test_a_declared_alert_without_a_rule_is_refused_by_name():
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool comes with Debian's prometheus package")
 def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_checks(tmp_path: Path):
     """What the stack renders is what promtool and amtool accept (and the rules name the guide's thresholds)."""
-    names = [s.name for s in MONITORING] + ["backend", "frontend", "postgres", "redis", "alert-receiver"]
+    monitoring = [s for s in CATALOGUE.specs if s.profile == "monitoring"]
+    names = [s.name for s in monitoring] + ["backend", "frontend", "postgres", "redis", "alert-receiver"]
     topology = Topology(ports={n: 20000 + i for i, n in enumerate(names)}, edges={}, db_password="x")
-    for spec in MONITORING:
+    for spec in monitoring:
         workdir = tmp_path / spec.name
         workdir.mkdir()
         spec.prepare(ServiceContext(spec.name, topology, Settings(), workdir, FIXTURES))

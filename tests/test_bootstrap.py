@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,15 @@ def bootstrap_table(name: str) -> dict[str, str]:
     assert match, f"bootstrap.sh has no {name}=( ... ) table"
     words = match[1].split()
     return dict(w.split(":", 1) for w in words)
+
+
+def service_commands() -> dict[str, str]:
+    """COMMAND -> PACKAGE as bootstrap.sh reads them from the catalogue (ServiceSpec.commands):
+    before pip has installed anything, so with no site-packages at all."""
+    done = subprocess.run([sys.executable, "-S", "-m", "fulsk_chaos.services", "--commands"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"the catalogue needs more than the standard library to import: {done.stderr[-800:]}"
+    return dict(line.split(":", 1) for line in done.stdout.split())
 
 
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -165,7 +176,7 @@ def test_the_derivation_finds_what_the_files_run():
 def test_bootstrap_installs_every_program_of_the_local_stack():
     """Without --docker, bootstrap.sh alone must bring every program the local stack's scenarios,
     runbooks (their local commands), backup tools and the framework's tests run."""
-    local = bootstrap_table("LOCAL_COMMANDS")
+    local = bootstrap_table("LOCAL_COMMANDS") | service_commands()
     toxiproxy = {"toxiproxy-server": "go install", "toxiproxy-cli": "go install"}
     # wrk: the load generator benchmark's (--bench); chromium-browser: another distribution's name for chromium
     others = {"wrk": "--bench", "chromium-browser": "chromium"}
@@ -173,12 +184,13 @@ def test_bootstrap_installs_every_program_of_the_local_stack():
               | python_commands(ROOT / "fulsk_chaos", ROOT / "tests", ROOT / "scenarios", ROOT / "loadtests"))
     docker_only = {"docker", "docker-compose", "debootstrap", "dockerd"}  # the Docker provider's, never local
     assert missing(needed - docker_only, local, toxiproxy, others) == [], (
-        "run by the local stack but not installed by `bash scripts/bootstrap.sh`: add COMMAND:PACKAGE to "
-        "LOCAL_COMMANDS")
+        "run by the local stack but not installed by `bash scripts/bootstrap.sh`: declare it in its service "
+        "spec's commands, or add COMMAND:PACKAGE to LOCAL_COMMANDS")
 
 
 def test_bootstrap_docker_installs_what_the_docker_stack_runs():
-    tables = bootstrap_table("LOCAL_COMMANDS"), bootstrap_table("DOCKER_COMMANDS"), {"toxiproxy-cli": "go install"}
+    tables = (bootstrap_table("LOCAL_COMMANDS"), service_commands(), bootstrap_table("DOCKER_COMMANDS"),
+              {"toxiproxy-cli": "go install"})
     needed = runbook_commands()["docker"] | {"docker", "docker-compose", "debootstrap", "dockerd"}
     assert missing(needed, *tables) == [], "not installed by `bash scripts/bootstrap.sh --docker`: add it to DOCKER_COMMANDS"
 
@@ -187,3 +199,15 @@ def test_bootstrap_docker_installs_what_the_docker_stack_runs():
 def test_every_table_entry_names_a_package(table):
     entries = bootstrap_table(table)
     assert entries and all(re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", p) for p in entries.values()), entries
+
+
+def test_bootstrap_reads_the_servers_programs_from_their_specs():
+    """A server's programs are declared once, by its spec: what bootstrap.sh reads is the
+    catalogue's (every profile's included), and no spec's command is repeated in its tables."""
+    from fulsk_chaos.services import CATALOGUE
+    read = service_commands()
+    assert read == CATALOGUE.commands() and {"postgres", "psql", "redis-server", "nginx", "promtool"} <= set(read)
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", p) for p in read.values()), read
+    repeated = set(read) & (set(bootstrap_table("LOCAL_COMMANDS")) | set(bootstrap_table("DOCKER_COMMANDS")))
+    assert not repeated, f"declared by a service spec and repeated in bootstrap.sh: {sorted(repeated)}"
+    assert "python3 -S -m fulsk_chaos.services --commands" in BOOTSTRAP.read_text()

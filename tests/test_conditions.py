@@ -15,7 +15,6 @@ from fulsk_chaos.faults import CATALOGUE, FaultInjector
 from fulsk_chaos.faults.canary import Canary, Redis, exchange
 from fulsk_chaos.faults.conditions import Condition, Watch, Watcher, condition_expectation, reached
 from fulsk_chaos.faults.measure import socket_states
-from fulsk_chaos.schedules import Step
 from fulsk_chaos.verdict import at_least, judge
 
 MISSED = {"condition": "the broker is flooded", "source": "the broker ($SYS)", "reached": False,
@@ -128,7 +127,7 @@ def _reach(stack, cases: list[tuple[str, str]], hold_s: float) -> dict[str, Any]
         injector = FaultInjector(stack)
         if not injector.supported(kind, target):
             continue
-        with injector.inject(kind, target, **Step(kind, target).params) as fault:
+        with injector.inject(kind, target, **CATALOGUE[kind].search_params) as fault:
             time.sleep(hold_s)
         entry = fault.record.condition
         if not entry["reached"]:
@@ -165,7 +164,7 @@ def test_each_cache_and_client_fault_reaches_its_condition(stack, fleet, chaos_s
 @pytest.mark.parametrize(("hold_s", "status"), [(0.0, "error"), (2.0, "pass")], ids=["shortened", "as-catalogued"])
 def test_a_flood_too_short_to_reach_the_broker_is_an_error_not_a_pass(experiment, hold_s, status):
     experiment.record.expect([at_least("answers within the baseline", 10, 1)])  # everything else held
-    with experiment.inject("flood", "mqtt", **Step("flood", "mqtt").params):
+    with experiment.inject("flood", "mqtt", **CATALOGUE["flood"].search_params):
         time.sleep(hold_s)
     verdict = experiment.verdict()
     assert verdict.status == status, verdict.reason

@@ -84,7 +84,8 @@ def test_what_another_active_fault_holds_is_not_a_leftover(stack):
 
 
 def test_faults_refuse_targets_the_run_did_not_start_or_not_on_loopback():
-    stack = SimpleNamespace(settings=Settings(), services={"redis": SimpleNamespace(address="redis://10.1.2.3:6379/0")},
+    stack = SimpleNamespace(settings=Settings(), services={"redis": SimpleNamespace(address="redis://10.1.2.3:6379/0",
+                                                                            spec=SimpleNamespace(serves=("redis",)))},
                             topology=SimpleNamespace(edges={"backend-postgres": None}),
                             endpoints=SimpleNamespace(proxies={"backend-postgres": {"upstream_address": "127.0.0.1:5"}}))
     stack.service = lambda name: stack.services[name]

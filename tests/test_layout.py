@@ -13,8 +13,9 @@ from fulsk_chaos.errors import FaultError, StackError
 from fulsk_chaos.faults import CATALOGUE as FAULTS
 from fulsk_chaos.faults import Catalogue as FaultCatalogue
 from fulsk_chaos.faults import Family, FaultInjector
-from fulsk_chaos.faults import process
+from fulsk_chaos.faults import network, process
 from fulsk_chaos.services import CATALOGUE, Catalogue, ServiceContext, ServiceSpec, discover
+from fulsk_chaos.cli import describe
 from fulsk_chaos.stack import Stack
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
@@ -144,6 +145,58 @@ def test_a_stack_runs_a_new_service_through_its_proxy():
         assert requests.get(f"http://127.0.0.1:{stack.topology.ports['echo']}/", timeout=5).status_code == 200
         proxy = stack.toxiproxy.proxies()["echo-redis"]
         assert proxy["upstream"] == f"127.0.0.1:{stack.topology.ports['redis']}"
+        # what `fulsk-chaos up --json` prints: the new service, where it says its users reach it
+        assert describe(stack)["services"]["echo"] == {"address": f"127.0.0.1:{stack.topology.ports['echo']}"}
+        # the schedule search draws what the kinds declare, on the services and edges the specs declare
+        family = Family("signals")
+
+        @family.kind("hangup", search_params={"sig": int(signal.SIGHUP)})
+        def hangup(stack, target, sig=0):
+            """A signal to the service's main process."""
+            stack.service(target).kill(sig)
+            return lambda: None
+
+        @family.kind("shred", destroys_data=True)
+        def shred(stack, target):
+            """Destroys the service's data: a recovery drill's fault, never the search's."""
+            raise AssertionError("never drawn")
+
+        @family.kind("talk-mqtt", needs="mqtt")
+        def talk_mqtt(stack, target):
+            """Only for a service that serves MQTT."""
+            raise AssertionError("never injected")
+
+        from fulsk_chaos.schedules import menu
+        injector = FaultInjector(stack, [], FaultCatalogue(process.family, network.family, family))
+        drawn = {str(step) for step in menu(injector)}
+        assert {"hangup:echo", "kill:echo", "latency:echo-redis", "hangup:backend", "talk-mqtt:mqtt"} <= drawn
+        assert not {s for s in drawn if s.startswith("shred:") or s.startswith("volume-loss:")}, drawn
+        assert not {s for s in drawn if s.endswith((":toxiproxy", ":echo")) and s.startswith("talk-mqtt")}, drawn
+        assert not {s for s in drawn if s.endswith(":toxiproxy")}, "the proxy is the instrument, never a target"
+        with pytest.raises(FaultError, match="talk-mqtt acts on a service that serves mqtt, and echo does not"):
+            injector.inject("talk-mqtt", "echo")
+
+
+def test_services_declare_what_the_stack_needs_of_them():
+    """The standby and the monitoring come with their profile's switch, nothing in the stack names
+    them; every service of the guide's compose file declares its name there."""
+    from fulsk_chaos.config import Settings, from_mapping
+    from fulsk_chaos.stack.compose import SERVICES as COMPOSE
+    plain = CATALOGUE.for_settings(Settings()).names
+    full = CATALOGUE.for_settings(from_mapping({"stack": {"standby": True, "monitoring": True}})).names
+    assert "postgres-standby" not in plain and "prometheus" not in plain and "backend" in plain
+    assert {"postgres-standby", "prometheus", "alertmanager", "node-exporter"} <= set(full)
+    assert set(COMPOSE) == {"postgres", "postgres-standby", "redis", "mqtt", "backend", "frontend"}
+    assert all(CATALOGUE.get(s.name).compose_service == name for name, s in COMPOSE.items())
+    odd = type("Odd", (ServiceSpec,), {"name": "odd", "profile": "nightly"})()
+    with pytest.raises(StackError, match="profile 'nightly' is no \\[stack\\] switch"):
+        CATALOGUE.with_specs(odd).for_settings(Settings())
+    tree = ast.parse((PACKAGE / "stack" / "stack.py").read_text())
+    named = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not {"standby", "STANDBY", "monitoring", "MONITORING", "PROMETHEUS", "backup_conf"} & named, \
+        "the stack names no particular service"
 
 
 # --- a new fault kind is one entry ---------------------------------------------------------------

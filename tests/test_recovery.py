@@ -15,7 +15,7 @@ import pytest
 
 from fulsk_chaos import config
 from fulsk_chaos.recovery import archive
-from fulsk_chaos.recovery.conf import BackupConf, BackupError, load, one_line
+from fulsk_chaos.recovery.conf import BackupConf, BackupError, load, one_line, written_for
 from fulsk_chaos.recovery_drill import damage
 from fulsk_chaos.recovery.status import backup_status
 from fulsk_chaos.services import FIXTURES
@@ -185,7 +185,7 @@ def test_a_dump_restore_stops_the_writers_first_and_starts_them_last_even_when_i
 
 
 def test_a_point_in_time_restore_from_a_daily_backup_is_refused_before_anything_is_touched(stack, tmp_path):
-    env = {"FULSK_BACKUP_CONF": str(stack.backup_conf_path), "BACKUP_DIR": str(tmp_path)}
+    env = {"FULSK_BACKUP_CONF": str(written_for(stack)), "BACKUP_DIR": str(tmp_path)}
     made = _script("backup.sh", env=env)
     assert made.returncode == 0, made.stderr
     started, actions = stack.service("postgres").pid, len(stack.control_log())
@@ -244,8 +244,8 @@ def test_the_control_socket_stops_starts_and_wipes_a_service_for_another_process
 
 @pytest.mark.provider
 def test_the_stack_writes_a_backup_configuration_the_tools_can_use(stack):
-    conf: BackupConf = load(stack.backup_conf_path, environ={})
+    conf: BackupConf = load(written_for(stack), environ={})
     assert conf.database_url == stack.endpoints.database_dsn and conf.backup_dir == stack.dir / "backups"
-    run = _script("disaster-recovery.sh", "-v", "-f", "nothing.tar.gz", env={"FULSK_BACKUP_CONF": str(stack.backup_conf_path)})
+    run = _script("disaster-recovery.sh", "-v", "-f", "nothing.tar.gz", env={"FULSK_BACKUP_CONF": str(written_for(stack))})
     assert run.returncode == 1 and "nothing.tar.gz: no such file" in run.stderr
     assert conf.wal_archive.is_dir()  # archive_command writes there from the first segment

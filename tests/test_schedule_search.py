@@ -5,7 +5,7 @@ import pytest
 
 from fulsk_chaos.config import ConfigError, from_mapping
 from fulsk_chaos.errors import FulskChaosError
-from fulsk_chaos.faults import FaultInjector
+from fulsk_chaos.faults import CATALOGUE, FaultInjector
 from fulsk_chaos.checks.dbload import OURS, is_user_read
 from fulsk_chaos.schedules import Step, format_command, menu
 
@@ -13,7 +13,7 @@ from fulsk_chaos.schedules import Step, format_command, menu
 def test_a_step_reads_as_it_prints():
     step = Step.parse(" latency:backend-postgres ")
     assert step == Step("latency", "backend-postgres") and str(step) == "latency:backend-postgres"
-    assert step.params == {"latency_ms": 300, "jitter_ms": 50}
+    assert CATALOGUE[step.kind].search_params == {"latency_ms": 300, "jitter_ms": 50}  # what the kind declares
     assert Step.parse(" heal ").is_heal and str(Step.parse("heal")) == "heal"
     with pytest.raises(FulskChaosError, match="KIND:TARGET .* or heal"):
         Step.parse("kill")
@@ -43,6 +43,8 @@ def test_the_menu_holds_what_the_provider_supports_and_nothing_destructive(stack
     assert {"kill", "pause", "latency", "down", "flushall", "flood"} <= kinds
     assert Step("latency", "backend-postgres") in steps and Step("kill", "backend") in steps
     assert not any(s.target == "toxiproxy" for s in steps)  # the instrument is not the system under test
+    assert {s.target for s in steps if s.kind == "flushall"} == {"redis"}  # what serves the Redis protocol
+    assert {s.target for s in steps if s.kind == "flood"} == {"mqtt"}
     only = menu(FaultInjector(stack), ["kill"], ["backend"])
     assert only == [Step("kill", "backend")]
     with pytest.raises(FulskChaosError, match="no fault to search"):

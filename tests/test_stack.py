@@ -11,7 +11,6 @@ import requests
 from fulsk_chaos.host.ports import LOWEST, ephemeral_range
 from fulsk_chaos.probes import Fleet
 from fulsk_chaos.host.procs import identity, listening_ports, service_processes, state, survivors
-from fulsk_chaos.services import CATALOGUE
 from fulsk_chaos.stack import StackError
 from fulsk_chaos.wait import wait_until
 
@@ -30,7 +29,7 @@ def test_every_service_listens_on_its_own_loopback_port(stack):
 
 def test_every_dependency_edge_goes_through_toxiproxy(stack):
     proxies = stack.toxiproxy.proxies()
-    assert set(proxies) == {e.name for e in CATALOGUE.edges}
+    assert set(proxies) == {e.name for e in stack.catalogue.edges} and stack.catalogue.edges
     for edge in stack.topology.edges.values():
         proxy = proxies[edge.name]
         assert proxy["listen"] == f"127.0.0.1:{edge.listen}"

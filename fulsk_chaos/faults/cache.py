@@ -18,7 +18,7 @@ from .measure import redis_info
 if TYPE_CHECKING:
     from ..stack import Stack
 
-family = Family("cache")
+family = Family("cache", needs="redis")  # they speak Redis to their target
 FILLER = "fulsk-chaos:filler:"
 
 

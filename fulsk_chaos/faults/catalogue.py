@@ -8,7 +8,7 @@ it available to every scenario, journaled and always rolled back by the injector
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
@@ -51,9 +51,33 @@ class FaultKind:
     # What the fault exists to create, measured from the stack while it is active (conditions.py):
     # a fault that never reached it is no evidence, and the verdict is error, never pass.
     condition: Condition | None = None
+    # What a service must serve to be a target (a protocol: "redis", "mqtt", "live-feed"; see
+    # ServiceSpec.serves); None: any service under test.
+    needs: str | None = None
+    # The schedule search draws every kind on every target it declares, with these parameters,
+    # except a kind that destroys data (that is a recovery drill's, with a backup to restore) or
+    # that is not searched (its condition needs what a schedule does not run).
+    search_params: Mapping[str, Any] = field(default_factory=dict)
+    destroys_data: bool = False
+    searched: bool = True
 
     def __call__(self, stack: "Stack", target: str, **params: Any) -> Rollback:
         return self.inject(stack, target, **params)
+
+    def targets(self, stack: "Stack") -> list[str]:
+        """What this kind can act on in ``stack``: each proxied edge between parts under test, or
+        each service under test that serves what the kind needs. The proxy and the monitoring are
+        the instruments, never a target (ServiceSpec.instrument)."""
+        if not self.on_service:
+            return [name for name, edge in stack.topology.edges.items()
+                    if not any(stack.catalogue.instrument(end) for end in (edge.client, edge.upstream))]
+        return [name for name, service in stack.services.items()
+                if not service.spec.instrument and (self.needs is None or self.needs in service.spec.serves)]
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the schedule search draws this kind."""
+        return self.searched and not self.destroys_data
 
     def subjects(self, target: str) -> tuple[str, ...]:
         """What the fault holds while active: its service, or each edge it names."""
@@ -65,6 +89,9 @@ class FaultKind:
         allow_remote = stack.settings.faults.allow_non_loopback
         if self.on_service:
             service = stack.service(target)  # refuses a name this stack did not start
+            if self.needs is not None and self.needs not in service.spec.serves:
+                raise FaultError(f"{self.name} acts on a service that serves {self.needs}, and {target} does not; "
+                                 f"its targets in this stack: {', '.join(self.targets(stack)) or 'none'}")
             addresses = [service.address]
         else:
             edges = stack.topology.edges
@@ -88,20 +115,24 @@ class FaultKind:
 
 
 class Family:
-    """One family of faults (process, network, cache, ...): a module's worth of fault kinds."""
+    """One family of faults (process, network, cache, ...): a module's worth of fault kinds.
+    ``needs``: what its kinds' targets must serve, unless a kind says otherwise."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, needs: str | None = None) -> None:
         self.name = name
+        self.needs = needs
         self._kinds: dict[str, FaultKind] = {}
 
     def kind(self, name: str, *, on_service: bool = True, portable: bool = True,
-             acts_on: tuple[str, ...] | None = ("running",), condition: Condition | None = None
-             ) -> Callable[[Inject], Inject]:
+             acts_on: tuple[str, ...] | None = ("running",), condition: Condition | None = None,
+             needs: str | None = None, search_params: Mapping[str, Any] | None = None, destroys_data: bool = False,
+             searched: bool = True) -> Callable[[Inject], Inject]:
         def register(inject: Inject) -> Inject:
             if name in self._kinds:
                 raise FaultError(f"fault kind {name!r} is defined twice in the {self.name} family")
             summary = (inject.__doc__ or "").strip().splitlines()[0] if inject.__doc__ else ""
-            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable, acts_on, condition)
+            self._kinds[name] = FaultKind(name, self.name, inject, summary, on_service, portable, acts_on, condition,
+                                          needs or self.needs, dict(search_params or {}), destroys_data, searched)
             return inject
         return register
 

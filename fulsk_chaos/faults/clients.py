@@ -37,7 +37,7 @@ from .measure import BrokerStats, log_lines_since, prometheus_value, socket_stat
 if TYPE_CHECKING:
     from ..stack import Stack
 
-family = Family("clients")
+family = Family("clients", needs="mqtt")  # inverters, real or not: they reach a broker
 MAX_FAULT_S = 600.0  # every client fault stops by itself after this, rolled back or not
 RECEIVED = "$SYS/broker/publish/messages/received"
 SYS_INTERVAL_S = 2.0  # how old the broker's last published counter can be (sys_interval 1: every 2 s, as it counts)
@@ -158,10 +158,9 @@ class SendsBlocked(Watch):
 
 
 def _mqtt_target(stack: "Stack", target: str) -> tuple[str, int]:
-    if target != "mqtt":
-        raise FaultError(f"MQTT client faults target the broker ('mqtt'), not {target!r}")
-    endpoints = stack.endpoints
-    return endpoints.mqtt_host, endpoints.mqtt_port  # as the inverters reach it: through their edge
+    """Where the broker ``target`` is, as its outside clients (the inverters) reach it: through
+    their proxied edge, where it has one."""
+    return "127.0.0.1", stack.service(target).ctx.outside_port()
 
 
 class Handle:
@@ -305,7 +304,7 @@ def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, o
             next_at = time.monotonic()
 
 
-@family.kind("flood", condition=Flooded)
+@family.kind("flood", condition=Flooded, search_params={"devices": 20, "rate_per_s": 200, "malformed_per_s": 10})
 def flood(stack: "Stack", target: str, devices: int = 50, rate_per_s: float = 500.0, qos: int = 1,
           malformed_per_s: float = 20.0, oversized_kb: int = 1024) -> Flood:
     """Many inverters publishing at once (devices, messages per second in total, QoS 0 or 1), with
@@ -377,7 +376,7 @@ class Storm(Handle):
                 self.proc.wait(10)
 
 
-@family.kind("connection-storm", condition=Stormed)
+@family.kind("connection-storm", condition=Stormed, search_params={"clients": 100})
 def connection_storm(stack: "Stack", target: str, clients: int = 300, parallel: int = 64) -> Storm:
     """Hundreds of MQTT clients connecting at once, as a fleet does after a site's network comes
     back, and holding their connections; rollback: they all disconnect."""
@@ -482,13 +481,12 @@ class StuckReaders(Handle):
             sock.close()
 
 
-@family.kind("stuck-websockets", condition=SendsBlocked)
+# Users' browsers, not inverters; judged by its own scenario, not drawn by the schedule search.
+@family.kind("stuck-websockets", condition=SendsBlocked, needs="live-feed", searched=False)
 def stuck_websockets(stack: "Stack", target: str, clients: int = 20, path: str = "/ws/readings") -> StuckReaders:
     """Live-feed clients that complete the WebSocket handshake and then never read (a frozen
     browser tab, a phone in a tunnel), with tiny receive buffers; rollback: they hang up."""
-    if target != "frontend":
-        raise FaultError(f"stuck-websockets targets the frontend ('frontend'), not {target!r}")
-    url = urlparse(stack.endpoints.frontend_url)
+    url = urlparse(stack.service(target).address)
     handle = StuckReaders()
     for _ in range(clients):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -272,7 +272,7 @@ def add_toxic(stack: "Stack", target: str, toxic: str, attributes: dict[str, Any
     return rollback
 
 
-@family.kind("latency", on_service=False, condition=Slower)
+@family.kind("latency", on_service=False, condition=Slower, search_params={"latency_ms": 300, "jitter_ms": 50})
 def latency(stack: "Stack", target: str, latency_ms: int = 300, jitter_ms: int = 50, stream: str = "downstream",
             toxicity: float = 1.0) -> Rollback:
     """Delay data by latency ± jitter on every connection of the edge."""

@@ -149,7 +149,7 @@ def restart(stack: "Stack", target: str) -> Rollback:
     return service.wait_healthy
 
 
-@family.kind("volume-loss", portable=False, acts_on=None, condition=VolumeGone)
+@family.kind("volume-loss", portable=False, acts_on=None, condition=VolumeGone, destroys_data=True)
 def volume_loss(stack: "Stack", target: str) -> Rollback:
     """Remove the container and delete its data volume: the data is gone, as with a lost disk.
 

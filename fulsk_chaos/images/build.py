@@ -23,7 +23,7 @@ from docker.errors import BuildError, ImageNotFound
 
 from ..errors import FulskChaosError
 from ..host.engine import LABEL, engine
-from ..services import CATALOGUE, MONITORING, Catalogue, ServiceSpec
+from ..services import CATALOGUE, Catalogue, ServiceSpec
 
 BASE_IMAGE = "fulsk-chaos/base:bookworm"
 
@@ -180,8 +180,8 @@ def build_images(fixtures: Path, log: Callable[[str], None] = print,
         base = build_base(client, log)
         results = [base]
         built: set[str] = set()
-        for spec in (*catalogue.specs, *(MONITORING if catalogue is CATALOGUE else ())):
-            if spec.offline_image not in built:  # monitoring's servers share one image
+        for spec in catalogue.specs:  # every profile's too
+            if spec.offline_image not in built:  # monitoring's servers share one image, the standby the primary's
                 built.add(spec.offline_image)
                 results.append(build_service(client, spec, fixtures, base.id, log))
     return results

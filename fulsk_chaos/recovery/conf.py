@@ -91,6 +91,15 @@ def for_stack(stack) -> BackupConf:
         restore_timeout_s=stack.settings.backup.restore_timeout_s)
 
 
+def written_for(stack) -> Path:
+    """The stack's backup.env (FULSK_BACKUP_CONF), written by the first that needs it: the backup
+    tools, the runbooks and ``fulsk-chaos up`` run against it."""
+    path = stack.dir / "backup.env"
+    if not path.exists():
+        for_stack(stack).write(path)
+    return path
+
+
 def parse_env_file(text: str, where: str) -> dict[str, str]:
     values = {}
     for number, line in enumerate(text.splitlines(), 1):

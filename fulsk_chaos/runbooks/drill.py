@@ -32,7 +32,7 @@ import psycopg
 from ..checks.recovery import users_recovered_at
 from ..experiment import Experiment
 from ..recovery import archive
-from ..recovery.conf import BackupError, load
+from ..recovery.conf import BackupError, load, written_for
 from ..recovery.status import backup_status
 from ..recovery_drill import RecoveryDrill, SmallFilesystem, run_script
 from ..verdict import Expectation, at_most, none_of
@@ -192,13 +192,13 @@ def backup_fails(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, st
         with small as directory:
             fill_with_stale_backups(directory, leave_free=16 * 1024)
             env = {"BACKUP_DIR": str(directory)}
-            nightly = run_script("backup.sh", [], stack.backup_conf_path, env)
+            nightly = run_script("backup.sh", [], written_for(stack), env)
             drill.valid_if("trigger: the nightly backup.sh failed on the full disk", nightly.returncode != 0,
                            nightly.returncode, nightly.stderr.strip()[-200:])
             yield env
     elif cause == "database-unreachable":
         with drill.experiment.inject("pause", "postgres"):
-            nightly = run_script("backup.sh", [], stack.backup_conf_path)
+            nightly = run_script("backup.sh", [], written_for(stack))
             drill.valid_if("trigger: the nightly backup.sh failed on the unreachable database",
                            nightly.returncode != 0, nightly.returncode, nightly.stderr.strip()[-200:])
             yield {}
@@ -211,7 +211,7 @@ def backup_fails(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, st
 def backup_verifies(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[Expectation]:
     """Not the runbook's word for it: the newest backup, made after the trigger, passes verification,
     and the backup check (last run, age, integrity) is clear."""
-    conf = load(drill.stack.backup_conf_path, drill.env)
+    conf = load(written_for(drill.stack), drill.env)
     latest = conf.backup_dir / archive.LATEST
     newest = latest.resolve() if latest.exists() else None
     onset = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - run.started)

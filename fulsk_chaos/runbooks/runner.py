@@ -280,9 +280,10 @@ class Runner:
     @classmethod
     def for_stack(cls, stack: Any, env: dict[str, str] | None = None,
                   log: Callable[[str], None] = lambda line: None) -> "Runner":
-        from ..recovery.conf import load
+        from ..recovery.conf import load, written_for
         e = stack.endpoints
-        conf = load(stack.backup_conf_path)
+        conf_path = written_for(stack)
+        conf = load(conf_path)
         compose = stack.compose
         python = shlex.quote(sys.executable)
         places = {
@@ -301,7 +302,7 @@ class Runner:
                        "standby_port": str(stack.topology.ports["postgres-standby"])}
         bindir = str(Path(sys.executable).parent)
         base = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "TERM": "xterm", "PAGER": "cat",
-                "FULSK_BACKUP_CONF": str(stack.backup_conf_path), "FULSK_PYTHON": sys.executable,
+                "FULSK_BACKUP_CONF": str(conf_path), "FULSK_PYTHON": sys.executable,
                 **(compose.env if compose else {}), **(env or {})}
         if "BACKUP_DIR" in base:  # a condition moved it (e.g. onto a full disk)
             places["backup_dir"] = base["BACKUP_DIR"]

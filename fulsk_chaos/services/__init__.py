@@ -1,7 +1,9 @@
-"""The service catalogue: one module per server of the stack, each defining ``SPEC``.
+"""The service catalogue: one module per server of the stack, each defining ``SPEC`` (or ``SPECS``).
 
-A new service is one new module here (and, for Docker, its image lines in the spec): the
-catalogue finds it, its ``depends_on`` gives its proxied edges and its place in the start order.
+A new service is one new module here (and, for Docker, its image lines in the spec and its
+service in the compose file): the catalogue finds it, its ``depends_on`` gives its proxied edges
+and its place in the start order, its declarations (ServiceSpec: profile, instrument, serves,
+commands) what the stack, the fault search and bootstrap.sh need of it.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from ..config import Settings
 from ..errors import ConfigError, StackError
 from .spec import FIXTURES, Edge, ServiceContext, ServiceSpec, Topology
 
-__all__ = ["CATALOGUE", "MONITORING", "Catalogue", "Edge", "EdgeSpec", "FIXTURES", "ServiceContext", "ServiceSpec", "Topology",
+__all__ = ["CATALOGUE", "Catalogue", "Edge", "EdgeSpec", "FIXTURES", "ServiceContext", "ServiceSpec", "Topology",
            "discover"]
 
 
@@ -79,6 +81,24 @@ class Catalogue:
             placed.update(ready)
         return tuple(groups)
 
+    def instrument(self, name: str) -> bool:
+        """Whether ``name`` is part of the harness (an outside client, e.g. the inverters, is not)."""
+        return any(s.instrument for s in self.specs if s.name == name)
+
+    def for_settings(self, settings: Settings) -> "Catalogue":
+        """The services a stack with these settings runs: those of no profile, and those whose
+        profile (a [stack] switch: standby, monitoring) is on."""
+        profiles = [s.profile for s in self.specs if s.profile is not None]
+        unknown = sorted({p for p in profiles if not isinstance(getattr(settings.stack, p, None), bool)})
+        if unknown:
+            raise StackError(f"a service's profile {unknown[0]!r} is no [stack] switch (stack.{unknown[0]} = true "
+                             f"would add it): add it to config.StackSettings")
+        return Catalogue(tuple(s for s in self.specs if s.profile is None or getattr(settings.stack, s.profile)))
+
+    def commands(self) -> dict[str, str]:
+        """Every program the services run on the local stack, with its Debian package."""
+        return {command: package for spec in self.specs for command, package in spec.commands.items()}
+
     def check_settings(self, settings: Settings) -> None:
         """Settings that name services must name services of this catalogue."""
         unknown = sorted(set(settings.docker.images) - set(self.names))
@@ -90,27 +110,18 @@ class Catalogue:
 
 
 def discover(package: str = __name__) -> Catalogue:
-    """Every module of ``package`` that defines ``SPEC``, in start order."""
+    """Every spec the modules of ``package`` define (``SPEC``, or ``SPECS`` for several), in start order."""
     module = importlib.import_module(package)
     specs = []
     for info in pkgutil.iter_modules(module.__path__):
-        found = getattr(importlib.import_module(f"{package}.{info.name}"), "SPEC", None)
-        if isinstance(found, ServiceSpec):
-            specs.append(found)
+        if info.name.startswith("_"):  # __main__: the catalogue's command line
+            continue
+        found = importlib.import_module(f"{package}.{info.name}")
+        specs += [s for s in (getattr(found, "SPEC", None), *getattr(found, "SPECS", ())) if isinstance(s, ServiceSpec)]
     unordered = Catalogue(tuple(specs))
     order = [n for group in unordered.start_groups for n in group]
     return Catalogue(tuple(sorted(specs, key=lambda s: order.index(s.name))))
 
 
+# Every service, those of a profile included (a stack runs CATALOGUE.for_settings(settings)).
 CATALOGUE = discover()
-
-
-def _monitoring() -> tuple[ServiceSpec, ...]:
-    from .alertmanager import ALERTMANAGER
-    from .exporters import EXPORTERS
-    from .prometheus import PROMETHEUS
-    return (PROMETHEUS, ALERTMANAGER, *EXPORTERS)
-
-
-# Not in every stack: stack.monitoring = true adds them (their images are built with the others).
-MONITORING = _monitoring()

@@ -12,6 +12,8 @@ RECEIVER = "alert-receiver"  # the topology's name for the framework's webhook
 
 class Alertmanager(HttpService):
     name = "alertmanager"
+    commands = {"prometheus-alertmanager": "prometheus-alertmanager", "amtool": "prometheus-alertmanager"}
+    host_ports = (RECEIVER,)  # its webhook: the framework's, on the host
     registry_image = "prom/alertmanager:v0.25.0"
 
     def prepare(self, ctx: ServiceContext) -> None:
@@ -29,4 +31,4 @@ class Alertmanager(HttpService):
                 "--cluster.listen-address=", "--log.level=warn"]  # no gossip port: one instance, loopback only
 
 
-ALERTMANAGER = Alertmanager()
+ALERTMANAGER = SPEC = Alertmanager()

@@ -9,6 +9,7 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 from .postgres import dsn
 from .spec import HttpClient, ServiceContext, ServiceSpec
@@ -31,6 +32,8 @@ class Backend(ServiceSpec):
     registry_image = "fulsk-chaos/backend:latest"  # built from fixtures/backend
     offline_image = "fulsk-chaos/backend:latest"
     packages = ("python3", "python3-venv")
+    serves = ("http",)
+    compose_service = "backend"
     scalable = True  # SO_REUSEPORT; each instance leases its own MQTT client id
 
     def image_lines(self, fixtures: Path) -> list[str]:
@@ -76,6 +79,9 @@ class Backend(ServiceSpec):
 
     def address(self, ctx: ServiceContext) -> str:
         return f"http://127.0.0.1:{ctx.port}"
+
+    def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
+        return {"address": self.address(ctx), "metrics": self.address(ctx) + "/metrics"}
 
     def client(self, ctx: ServiceContext) -> HttpClient:
         return HttpClient(self.address(ctx))

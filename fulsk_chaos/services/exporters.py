@@ -20,6 +20,7 @@ class Exporter(HttpService):
 
 class PostgresExporter(Exporter):
     name = "postgres-exporter"
+    commands = {"prometheus-postgres-exporter": "prometheus-postgres-exporter"}
     registry_image = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1"
 
     def env(self, ctx: ServiceContext) -> dict[str, str]:
@@ -32,6 +33,7 @@ class PostgresExporter(Exporter):
 
 class RedisExporter(Exporter):
     name = "redis-exporter"
+    commands = {"prometheus-redis-exporter": "prometheus-redis-exporter"}
     registry_image = "oliver006/redis_exporter:v1.45.0"
 
     def argv(self, ctx: ServiceContext) -> list[str]:
@@ -42,6 +44,7 @@ class RedisExporter(Exporter):
 
 class NodeExporter(Exporter):
     name = "node-exporter"
+    commands = {"prometheus-node-exporter": "prometheus-node-exporter"}
     registry_image = "prom/node-exporter:v1.5.0"
 
     def argv(self, ctx: ServiceContext) -> list[str]:
@@ -52,6 +55,7 @@ class NodeExporter(Exporter):
 
 class BlackboxExporter(Exporter):
     name = "blackbox-exporter"
+    commands = {"prometheus-blackbox-exporter": "prometheus-blackbox-exporter"}
     registry_image = "prom/blackbox-exporter:v0.23.0"
     # A probe's timeout is the scrape's less this offset (the exporter's default, 0.5 s, would leave
     # nothing of a drill's 0.5 s scrapes).
@@ -66,4 +70,4 @@ class BlackboxExporter(Exporter):
                 self.listen(ctx), "--log.level=warn"]
 
 
-EXPORTERS = (PostgresExporter(), RedisExporter(), NodeExporter(), BlackboxExporter())
+EXPORTERS = SPECS = (PostgresExporter(), RedisExporter(), NodeExporter(), BlackboxExporter())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import signal
 from string import Template
+from typing import Any
 
 from .backend import check_health
 from .spec import HttpClient, ServiceContext, ServiceSpec
@@ -16,6 +17,9 @@ class Frontend(ServiceSpec):
     registry_image = "nginx:1.25"
     offline_image = "fulsk-chaos/nginx:1.22"
     packages = ("nginx-light",)
+    serves = ("http", "live-feed")
+    compose_service = "frontend"
+    commands = {"nginx": "nginx-light"}
     scalable = True  # listen ... reuseport
 
     def prepare(self, ctx: ServiceContext) -> None:
@@ -38,6 +42,11 @@ class Frontend(ServiceSpec):
 
     def address(self, ctx: ServiceContext) -> str:
         return f"http://127.0.0.1:{ctx.port}"
+
+    def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
+        address = self.address(ctx)
+        return {"address": address, "api": address + "/api",
+                "live_feed": address.replace("http://", "ws://", 1) + "/ws/readings"}
 
     def client(self, ctx: ServiceContext) -> HttpClient:
         return HttpClient(self.address(ctx))

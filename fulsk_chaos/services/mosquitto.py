@@ -4,15 +4,18 @@ from __future__ import annotations
 import threading
 import time
 from string import Template
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import TYPE_CHECKING, Any
 
 from .spec import ServiceContext, ServiceSpec, hand_over
+
+if TYPE_CHECKING:  # imported where used: bootstrap.sh reads the catalogue before pip installs them
+    import paho.mqtt.client as mqtt
 
 
 def mqtt_ping(port: int, timeout_s: float = 2.0) -> None:
     """A full MQTT CONNECT/CONNACK exchange, so 'healthy' means the broker speaks MQTT."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
     connected = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
     client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
@@ -34,6 +37,9 @@ class Mosquitto(ServiceSpec):
     registry_image = "eclipse-mosquitto:2"
     offline_image = "fulsk-chaos/mosquitto:2"
     packages = ("mosquitto",)
+    serves = ("mqtt",)
+    compose_service = "mqtt"
+    commands = {"mosquitto": "mosquitto", "mosquitto_pub": "mosquitto-clients", "mosquitto_sub": "mosquitto-clients"}
 
     def prepare(self, ctx: ServiceContext) -> None:
         template = Template((ctx.fixtures / "mqtt" / "mosquitto.conf.template").read_text())
@@ -45,12 +51,18 @@ class Mosquitto(ServiceSpec):
 
     def client(self, ctx: ServiceContext) -> mqtt.Client:
         """A connected MQTT 3.1.1 client (clean session); run its loop, then disconnect() it."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
         client.connect("127.0.0.1", ctx.port, keepalive=10)
         return client
 
     def address(self, ctx: ServiceContext) -> str:
         return f"mqtt://127.0.0.1:{ctx.port}"
+
+    def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
+        return {"address": self.address(ctx), "inverters": f"mqtt://127.0.0.1:{ctx.outside_port()}",
+                "topic": "fulsk/inverters/{inverter_id}/telemetry"}
 
     def check(self, ctx: ServiceContext) -> None:
         mqtt_ping(ctx.port)

@@ -6,11 +6,13 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from ..errors import StackError
 from .spec import ServiceContext, ServiceSpec, Topology, find_binary, hand_over
+
+if TYPE_CHECKING:  # imported where used: bootstrap.sh reads the catalogue before pip installs them
+    import psycopg
 
 DB_USER = "fulsk_user"  # the ops guide's database user
 DB_NAME = "fulsk"
@@ -57,6 +59,11 @@ class Postgres(ServiceSpec):
     registry_image = "timescale/timescaledb:latest-pg15"
     offline_image = "fulsk-chaos/postgres:15"
     packages = ("postgresql-15",)
+    serves = ("postgresql",)
+    compose_service = "postgres"
+    # the server, and its own tools: the backup tools', the standby's clone, the runbooks' psql
+    commands = {c: "postgresql-15" for c in ("postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_dump", "pg_restore")} | {
+        "pg_isready": "postgresql-client-15", "psql": "postgresql-client-15"}
 
     def image_lines(self, fixtures: Path) -> list[str]:
         return ["ENV PATH=/usr/lib/postgresql/15/bin:$PATH",
@@ -164,13 +171,16 @@ class Postgres(ServiceSpec):
         return dsn(ctx.topology, ctx.port)
 
     def client(self, ctx: ServiceContext) -> psycopg.Connection:
+        import psycopg
         return psycopg.connect(self.address(ctx), connect_timeout=5)
 
     def check(self, ctx: ServiceContext) -> None:
+        import psycopg
         with psycopg.connect(dsn(ctx.topology, ctx.port, "postgres"), connect_timeout=2) as conn:
             conn.execute("SELECT 1")
 
     def after_start(self, ctx: ServiceContext) -> None:
+        import psycopg
         with psycopg.connect(dsn(ctx.topology, ctx.port, "postgres"), connect_timeout=5,
                              autocommit=True) as conn:
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:

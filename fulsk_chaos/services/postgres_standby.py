@@ -8,8 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg
-
 from ..errors import StackError
 from .postgres import Postgres, _bindir_candidates, dsn
 from .spec import ServiceContext, find_binary, hand_over
@@ -25,6 +23,8 @@ def primary_conninfo(ctx: ServiceContext) -> str:
 class PostgresStandby(Postgres):
     name = NAME
     depends_on = ("postgres",)
+    profile = "standby"
+    compose_service = NAME  # in the file's "standby" profile
 
     def prepare(self, ctx: ServiceContext) -> None:
         """A data directory cloned from the primary (with standby.signal and primary_conninfo), once;
@@ -47,6 +47,7 @@ class PostgresStandby(Postgres):
 
     def ready(self, ctx: ServiceContext) -> None:
         """Streaming from the primary, not merely up."""
+        import psycopg
         self.check(ctx)
         with psycopg.connect(dsn(ctx.topology, ctx.port, "postgres"), connect_timeout=2) as conn:
             row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
@@ -69,4 +70,4 @@ def clone(pg_basebackup: str, conninfo: str, data: Path, user: str | None, timeo
         time.sleep(0.5)
 
 
-STANDBY = PostgresStandby()  # not SPEC: the default stack has no standby (stack.standby adds it)
+STANDBY = SPEC = PostgresStandby()  # only where stack.standby is set (its profile)

@@ -41,6 +41,9 @@ class HttpService(ServiceSpec):
     health_path = "/-/ready"
     offline_image = MONITORING_IMAGE
     packages = MONITORING_PACKAGES
+    profile = "monitoring"
+    instrument = True
+    serves = ("http",)
 
     def address(self, ctx: ServiceContext) -> str:
         return f"http://127.0.0.1:{ctx.port}"
@@ -54,6 +57,7 @@ class HttpService(ServiceSpec):
 
 class Prometheus(HttpService):
     name = NAME
+    commands = {"prometheus": "prometheus", "promtool": "prometheus"}
     registry_image = "prom/prometheus:v2.42.0"
 
     def prepare(self, ctx: ServiceContext) -> None:
@@ -89,4 +93,4 @@ class Prometheus(HttpService):
             raise RuntimeError(f"targets not scraped yet: {'; '.join(down) or 'none known'}")
 
 
-PROMETHEUS = Prometheus()
+PROMETHEUS = SPEC = Prometheus()

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import redis
+from typing import TYPE_CHECKING
 
 from .spec import ServiceContext, ServiceSpec, hand_over
+
+if TYPE_CHECKING:  # imported where used: bootstrap.sh reads the catalogue before pip installs them
+    import redis
 
 # Its runtime-settable memory limits: the start values, and what a memory-pressure fault must restore.
 MEMORY = {"maxmemory": str(256 * 1024 * 1024), "maxmemory-policy": "allkeys-lru"}
@@ -16,6 +18,9 @@ class Redis(ServiceSpec):
     registry_image = "redis:7"
     offline_image = "fulsk-chaos/redis:7"
     packages = ("redis-server",)
+    serves = ("redis",)
+    compose_service = "redis"
+    commands = {"redis-server": "redis-server", "redis-cli": "redis-tools"}
 
     def image_lines(self, fixtures: Path) -> list[str]:
         return ["COPY redis-cli.sh /usr/local/bin/redis-cli", "RUN chmod 0755 /usr/local/bin/redis-cli"]
@@ -40,6 +45,7 @@ class Redis(ServiceSpec):
                 "--maxmemory-policy", MEMORY["maxmemory-policy"], "--loglevel", "warning", "--logfile", ""]
 
     def client(self, ctx: ServiceContext) -> redis.Redis:
+        import redis
         return redis.Redis(host="127.0.0.1", port=ctx.port, socket_timeout=2, socket_connect_timeout=2)
 
     def address(self, ctx: ServiceContext) -> str:

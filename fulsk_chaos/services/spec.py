@@ -59,6 +59,13 @@ class ServiceContext:
     def port(self) -> int:
         return self.topology.ports[self.name]
 
+    def outside_port(self) -> int:
+        """The port its clients from outside the stack (spec.external_clients) reach: their proxied
+        edge's, where they have one, else its own."""
+        edge = next((e for e in self.topology.edges.values()
+                     if e.upstream == self.name and e.client not in self.topology.ports), None)
+        return edge.listen if edge else self.port
+
     def upstream_port(self, upstream: str) -> int:
         """The port this service connects to for ``upstream``: its proxied edge, never the server itself."""
         return self.topology.edge(self.name, upstream).listen
@@ -84,6 +91,21 @@ class ServiceSpec:
     # Instances can share its port and its state (Stack.scale): stateless servers that bind with
     # SO_REUSEPORT. Never a database or a broker.
     scalable: ClassVar[bool] = False
+    # What the stack needs of it, so that adding a server is its module (and its compose service):
+    # - profile: the [stack] switch that adds it (standby, monitoring); None: in every stack;
+    # - instrument: part of the harness (the proxy, the monitoring), never a target of the search;
+    # - serves: the protocols it answers, which fault kinds that need one target (FaultKind.needs);
+    # - compose_service: its name in the guide's docker-compose.prod.yml (None: not in that file);
+    # - commands: the programs it runs on the local stack, with the Debian package of each
+    #   (scripts/bootstrap.sh installs them: python3 -S -m fulsk_chaos.services --commands).
+    profile: ClassVar[str | None] = None
+    instrument: ClassVar[bool] = False
+    serves: ClassVar[tuple[str, ...]] = ()
+    compose_service: ClassVar[str | None] = None
+    commands: ClassVar[dict[str, str]] = {}
+    # Ports its configuration points at the framework's own listeners (Alertmanager's webhook),
+    # allocated with the stack's.
+    host_ports: ClassVar[tuple[str, ...]] = ()
 
     def image_lines(self, fixtures: Path) -> list[str]:
         """Dockerfile lines after the packages are installed (ENV, COPY, CMD...)."""
@@ -131,6 +153,10 @@ class ServiceSpec:
     def address(self, ctx: ServiceContext) -> str:
         """Where to reach the server directly, as a URL its own tools take."""
         return f"127.0.0.1:{ctx.port}"
+
+    def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
+        """Where its users reach it, for ``fulsk-chaos up`` (psql, curl, mosquitto_pub, locust)."""
+        return {"address": self.address(ctx)}
 
 
 def find_binary(name: str, *candidates: str) -> str:

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from ..errors import FulskChaosError
 from .spec import ServiceContext, ServiceSpec, find_binary
 
@@ -28,6 +26,7 @@ class ToxiproxyClient:
     timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        import requests
         self._http = requests.Session()
 
     @property
@@ -74,6 +73,7 @@ class ToxiproxyClient:
 class Toxiproxy(ServiceSpec):
     name = "toxiproxy"
     carries_edges = True
+    instrument = True  # the proxy every edge goes through: how network faults are made
     registry_image = "ghcr.io/shopify/toxiproxy:2.12.0"
     offline_image = "fulsk-chaos/toxiproxy:2.12.0"
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StackError
-from ..services import FIXTURES
+from ..services import CATALOGUE, FIXTURES, ServiceSpec
 
 COMPOSE_FILE = FIXTURES / "docker-compose.prod.yml"
-# the file's services, named as in the guide (postgres-standby: in the "standby" profile)
-SERVICES = ("postgres", "postgres-standby", "redis", "mqtt", "backend", "frontend")
+# the file's services, named as in the guide, from the specs that declare one (a profile's too)
+SERVICES: dict[str, ServiceSpec] = {s.compose_service: s for s in CATALOGUE.specs if s.compose_service}
 
 
 # docker-compose 1.x, a Python program, imports distutils, which setuptools' shim replaces with its
@@ -58,11 +58,12 @@ class ComposeProject:
     @classmethod
     def for_stack(cls, stack_id: str, ports: dict[str, int], db_password: str, images: dict[str, str],
                   owner: str) -> "ComposeProject":
-        env = {f"FULSK_{variable(s)}_PORT": str(ports[s]) for s in SERVICES if s in ports}
-        env |= {f"FULSK_{variable(s)}_IMAGE": images[s] for s in SERVICES if s in images}
+        env = {f"FULSK_{variable(s)}_PORT": str(ports[spec.name]) for s, spec in SERVICES.items() if spec.name in ports}
+        env |= {f"FULSK_{variable(s)}_IMAGE": images[spec.name] for s, spec in SERVICES.items() if spec.name in images}
         env |= {"FULSK_DB_PASSWORD": db_password, "FULSK_CHAOS_MANAGED": "true", "FULSK_CHAOS_OWNER": owner}
-        if "postgres-standby" in ports:
-            env["COMPOSE_PROFILES"] = "standby"
+        profiles = sorted({spec.profile for spec in SERVICES.values() if spec.profile and spec.name in ports})
+        if profiles:
+            env["COMPOSE_PROFILES"] = ",".join(profiles)
         return cls(f"fulsk-chaos-{stack_id}", env)
 
     @property

@@ -20,7 +20,7 @@ from testcontainers.core.container import DockerContainer
 
 from ..errors import StackError
 from ..host.engine import OWNER_LABEL, STACK_LABEL, engine, remove_orphans, remove_volume, stack_labels
-from ..services import CATALOGUE, ServiceContext, ServiceSpec, Topology
+from ..services import ServiceContext, ServiceSpec, Topology
 from .compose import SERVICES as COMPOSE_SERVICES, ComposeProject
 from ..wait import wait_until
 from .reaper import Reaper
@@ -57,8 +57,7 @@ class DockerProvider(Provider):
     def _compose(self, topology: Topology) -> None:
         """Label the containers as the Compose project of fixtures/docker-compose.prod.yml would
         (see .compose): the ops guide's docker-compose commands then act on this stack."""
-        images = {name: self._image(CATALOGUE.get(name)) for name in COMPOSE_SERVICES if name in CATALOGUE.names}
-        images["postgres-standby"] = images["postgres"]  # the same server, cloned
+        images = {spec.name: self._image(spec) for spec in COMPOSE_SERVICES.values()}  # every one the file names
         try:
             project = ComposeProject.for_stack(self.stack_id, topology.ports, topology.db_password, images,
                                                self.labels[OWNER_LABEL])
@@ -77,7 +76,7 @@ class DockerProvider(Provider):
         if self.compose is None and not self._compose_labels:
             self._compose(topology)
         ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures, in_container=True)
-        labels = {**self.labels, **self._compose_labels.get(spec.name, {})}
+        labels = {**self.labels, **self._compose_labels.get(spec.compose_service or "", {})}
         return DockerService(spec, ctx, self.engine, self._image(spec), labels, self.reaper,
                              self.stack_dir / "logs" / f"{spec.name}.log", self.settings.stack.start_timeout_s,
                              self.settings.stack.stop_grace_s, self.stack_dir)

@@ -23,12 +23,8 @@ from ..host.procs import listening_ports, service_processes
 from ..wait import wait_until
 from ..lifecycle import StartStop
 from ..services import CATALOGUE, FIXTURES, Catalogue, Edge, Topology
-from ..services import MONITORING
 from ..services.alertmanager import RECEIVER
-from ..services.postgres_standby import STANDBY
-from ..services.prometheus import NAME as PROMETHEUS
 from ..services.toxiproxy import ToxiproxyClient
-from ..recovery import conf as backup_conf
 from .alerts import AlertReceiver
 from .control import ControlServer
 from .reaper import Reaper
@@ -78,10 +74,7 @@ class Stack(StartStop):
             raise StackError(f"fixtures not found at {fixtures}: run from a checkout of fulsk-chaos "
                              f"(installed with `pip install -e .`)")
         self.settings = settings or Settings()
-        if self.settings.stack.standby and STANDBY.name not in catalogue.names:
-            catalogue = catalogue.with_specs(STANDBY)
-        if self.settings.stack.monitoring and PROMETHEUS not in catalogue.names:
-            catalogue = catalogue.with_specs(*MONITORING)
+        catalogue = catalogue.for_settings(self.settings)  # the standby, the monitoring: where switched on
         catalogue.check_settings(self.settings)
         self.provider = provider
         self.fixtures = fixtures
@@ -96,7 +89,6 @@ class Stack(StartStop):
         self._reaper: Reaper | None = None
         self._provider: Provider | None = None
         self._control: ControlServer | None = None
-        self.backup_conf_path: Path | None = None
         self.database = "postgres"  # the primary: where the truth is (a failover promotes another)
         self.alerts: AlertReceiver | None = None  # Alertmanager's webhook, when the stack has monitoring
 
@@ -118,14 +110,14 @@ class Stack(StartStop):
             self._provider.prepare()
         t0 = time.monotonic()
         names, edges = self.catalogue.names, self.catalogue.edges
-        monitored = PROMETHEUS in names
+        host_ports = [p for s in self.catalogue.specs for p in s.host_ports]
         with timed(step, "ports"):
-            ports = free_ports(len(names) + len(edges) + monitored)
+            ports = free_ports(len(names) + len(edges) + len(host_ports))
         self.topology = Topology(
-            ports=dict(zip(names, ports)) | ({RECEIVER: ports[-1]} if monitored else {}),
+            ports=dict(zip(names + host_ports, ports[:len(names)] + ports[len(names) + len(edges):])),
             edges={e.name: Edge(e.name, e.client, e.upstream, port) for e, port in zip(edges, ports[len(names):])},
             db_password=secrets.token_urlsafe(12))
-        if monitored:
+        if RECEIVER in self.topology.ports:  # Alertmanager's webhook: the framework listens
             with timed(step, "alert_receiver"):
                 self.alerts = AlertReceiver(self.topology.ports[RECEIVER]).start()
         with timed(step, "services"):  # on Docker, the Compose project's labels too
@@ -145,8 +137,6 @@ class Stack(StartStop):
         # what the ops guide's backup tools need to work on this stack from another process
         with timed(step, "control"):
             self._control = ControlServer(self, self.control_path).start()
-        with timed(step, "backup_conf"):
-            self.backup_conf_path = backup_conf.for_stack(self).write(self.dir / "backup.env")
         self.timings.services = {name: dict(service.phases) for name, service in self.services.items()}
         return self.timings.start_to_healthy_s
 

@@ -16,6 +16,7 @@ import psycopg
 import requests
 
 from fulsk_chaos.config import load
+from fulsk_chaos.recovery.conf import written_for
 from fulsk_chaos.recovery_drill import run_script
 from fulsk_chaos.stack import Stack
 
@@ -65,13 +66,13 @@ def main() -> None:
         sample = {f"bench-inv{i}": readings // INVERTERS for i in (1, INVERTERS // 2, INVERTERS)}
         results = []
         for kind, flags in (("dump (daily)", []), ("base backup + WAL (--full)", ["--full"])):
-            made = run_script("backup.sh", flags, stack.backup_conf_path)
+            made = run_script("backup.sh", flags, written_for(stack))
             if made.returncode:
                 raise SystemExit(f"backup.sh {' '.join(flags)} failed: {made.said}")
             backup = (stack.dir / "backups" / "latest_backup.tar.gz").resolve()
             lost_at = time.monotonic()
             stack.service("postgres").lose_data()
-            restore = run_script("disaster-recovery.sh", ["-f", backup.name], stack.backup_conf_path)
+            restore = run_script("disaster-recovery.sh", ["-f", backup.name], written_for(stack))
             if restore.returncode:
                 raise SystemExit(f"disaster-recovery.sh failed: {restore.said}")
             while not served(frontend, sample):

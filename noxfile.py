@@ -6,7 +6,7 @@ images; `nox -s bench` prints timings. The cadence of the ops guide: `nox -s loa
 (the backup and recovery drills, also in the drill); `nox -s runbook -- NAME` one of the ops
 guide's runbooks against a fresh stack (`-- --list` lists them; all of them are in the drill);
 `nox -s loadbench` prints the load generator's ceiling on this machine, `nox -s recoverybench` the
-RTO of a million-reading restore.
+RTO of a million-reading restore; `nox -s docs` regenerates the reference tables of docs/reference.
 
 Arguments after `--` go to pytest, e.g. `nox -s drill -- --stack local --report-dir DIR -k db_loss`.
 Which tests need Docker, or exercise the providers, is said by their markers (see the plugin), not here.
@@ -41,6 +41,14 @@ def stack_asked_for(posargs: list[str]) -> str | None:
         if arg == "--stack" and i + 1 < len(posargs):
             return posargs[i + 1]
     return os.environ.get("FULSK_CHAOS_STACK") or None
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/reference (fault kinds, configuration keys, expectations, bug switches) from
+    the code; `nox -s tests` fails while a checked-in page is stale (tests/test_docs.py)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "fulsk_chaos.docs", "--write", "docs/reference")
 
 
 @nox.session

@@ -145,7 +145,7 @@ class MonitoringSettings:
 
 @dataclass(frozen=True)
 class BackupSettings:
-    """Backups and disaster recovery (ops guide, 'Backup & Recovery'); targets justified in the README."""
+    """Backups and disaster recovery (ops guide, 'Backup & Recovery'); targets justified in docs/backup.md."""
     rto_s: float = 900.0           # a full restore of the reference data set: loss to fresh data served
     rpo_dump_s: float = 86400.0    # daily dumps: up to a day of readings may be lost
     rpo_wal_s: float = 60.0        # with continuous WAL archiving

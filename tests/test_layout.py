@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
 # of ours: at the bottom, so a fault kind can say what it must reach as an expectation.
 LAYERS = [["errors", "verdict"], ["config", "wait", "lifecycle", "host"], ["services"], ["images", "recovery"], ["stack"],
           ["probes"], ["faults"], ["checks"], ["load"], ["report"], ["experiment"],
-          ["schedules", "recovery_drill", "runbooks"], ["hooks", "plugin", "cli"]]
+          ["schedules", "recovery_drill", "runbooks"], ["hooks", "plugin", "cli", "docs"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

@@ -16,18 +16,20 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from .checks import alerts as alert_judge
 from .checks.alerts import AlertWindow
 from .checks import (FaultWindow, Observation, Recovery, fault_window, judge_answer, settle, steady_evidence,
-                     steady_measurements, steady_state, wait_for_recovery)
+                     steady_measurements, steady_state, ingest_of, wait_for_recovery)
 from .checks.dbload import DbLoadWindow
-from .checks.ledger import Key, never_stored
+from .checks.ledger import never_stored
 from .checks.timeline import timeline
 from .checks.steady import no_unanswered, no_wrong_answers, percentiles_only
 from .checks.validity import HostFigures
 from .config import Settings
+from .drills import LedgerPolicy, Phase, PhaseError, Phases
+from .drills.ledger import Allowance
 from .faults import Fault, FaultInjector
 from .faults.conditions import condition_expectation
 from .host.pressure import PressureSampler
@@ -99,14 +101,11 @@ class Experiment:
         self.faults = faults
         self.needs = needs
         self.load = load  # background load (chaos under load): judged before and after each fault
+        self.phases = Phases()  # Chaos Toolkit's order, enforced (drills.phases)
+        self.ledger = LedgerPolicy()  # what the ledger holds the run to (drills.ledger)
         self._recovered_at: float | None = None
         self._steady: list[float] = []  # steady windows' starts: the load's "before" and "after" start at them
-        self._method_started = False
         self._started: float | None = None
-        self._tracked: list[Fleet] = []
-        self._never_stored: list[tuple[str, str]] = []
-        self._loss_judge: Callable[[list[Key]], list[Key]] | None = None
-        self._excused: list[tuple[float, Callable[[], float]]] = []  # acknowledged in these spans: lost by design
         self._biting: list[Fault] = []  # injected by the method: each must reach its condition (judged in verdict)
         self.host = PressureSampler()  # the host's own pressure, next to every window's figures
         self._stalled: list[tuple[str, HostFigures]] = []  # windows whose latency alone broke on a stalled host
@@ -114,6 +113,7 @@ class Experiment:
 
     # --- the instruments -----------------------------------------------------------------------
     def __enter__(self) -> "Experiment":
+        self.phases.enter(Phase.OBSERVING)
         if self.load is not None:
             self.load.start()  # every user running and warmed up before the first window
         self._started = time.monotonic()
@@ -127,6 +127,7 @@ class Experiment:
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.phases.enter(Phase.CLOSED)
         self.probe.stop()
         self.feed.stop()
         self.fleet.stop(settle_s=0 if exc_type else 5.0)
@@ -140,19 +141,23 @@ class Experiment:
             self.record.expect([no_wrong_answers("at any time: ", [a for _, a in judged if a is not None])])
             self._record_timeline(judged, fleet)
             dsn = self.stack.endpoints.database_dsn
-            senders = [self.fleet, *self._tracked, *([result.ledger] if result is not None else [])]
+            senders = [self.fleet, *self.ledger.tracked, *([result.ledger] if result is not None else [])]
             if result is not None:
                 self._judge_load(result)
             ledger = settle(Fleets(*senders), dsn, timeout_s=self.settings.recovery.target_s,
                             allow_duplicates=self.settings.ledger.allow_duplicates)
-            if self._loss_judge is not None:  # e.g. a restore's RPO: the loss it allows is judged there
-                ledger = replace(ledger, lost=self._loss_judge(list(ledger.lost)))
+            if (allowance := self.ledger.allowance) is not None:  # a restore's RPO: the loss it may cause
+                acked_at = {m.key: m.acked_at for f in self.fleets for m in f.messages() if m.acked_at is not None}
+                judged = allowance.judge(list(ledger.lost), acked_at)
+                self.record.expect(judged.expectations, judged.evidence, first=True)
+                self.record.measure(**judged.measurements)
+                ledger = replace(ledger, lost=judged.unaccounted)
             self.record.expect(ledger.expectations(), first=True)  # data loss is reported first
             self.record.measure(**ledger.measurements())
             if result is not None:  # the background load's own share of the ledger
                 load_acked = result.ledger.acked()
                 self.record.measure(load_acked=len(load_acked), load_lost=len(load_acked & set(ledger.lost)))
-            self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self._never_stored])
+            self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self.ledger.never_stored])
 
     def _record_timeline(self, judged, fleet: FleetRecord) -> None:
         """The run second by second, with the moments that matter on it (for the report's chart)."""
@@ -214,8 +219,10 @@ class Experiment:
         does not hold ends the scenario with its verdict: a fault proves nothing about a stack
         that was not steady to begin with. During a fault users may be held to it too, without
         /health (``health=False``), which should then report the faulted dependency."""
+        self.phases.enter(self._phase_of(phase))
         needs = self.needs
-        attempts = 1 if self._method_started else max(1, self.settings.steady_state.before_attempts)
+        before_method = self.phases.current is Phase.BEFORE
+        attempts = max(1, self.settings.steady_state.before_attempts) if before_method else 1
         unsettled: list[str] = []
         for attempt in range(1, attempts + 1):
             self.record.note(f"steady state {phase} ({self.settings.steady_state.window_s:g} s)")
@@ -223,18 +230,18 @@ class Experiment:
             expectations = steady_state(obs, self.settings, judge_health=health)
             evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
                                        judged=needs.judged_per_window)
-            before = None if self._method_started else judge(self.record.hypothesis, expectations, evidence)
+            before = judge(self.record.hypothesis, expectations, evidence) if before_method else None
             if before is None or before.status == "pass" or attempt == attempts:
                 break
             unsettled.append(before.reason)  # not steady yet: measured once more before any fault
         extended: list[str] = []
-        if self._method_started and not self.faults.active:
+        if not before_method and not self.faults.active:
             obs, expectations, extended = self._extend(obs, expectations, health)
             evidence = steady_evidence(obs, samples=needs.samples_per_window, acked=needs.acked_per_window,
                                        judged=needs.judged_per_window)
         host = self.host_figures(obs.start, obs.end)
         remeasured: dict[str, Any] = {}
-        if self._method_started and (broken := percentiles_only(phase, expectations)) and host.beyond(self.settings):
+        if not before_method and (broken := percentiles_only(phase, expectations)) and host.beyond(self.settings):
             # Only a latency broke, on a stalled host: measured once more (before the method, the
             # attempts above did). A window that broke anything else keeps its findings.
             remeasured = {"why": host.beyond(self.settings), "broken": [e.describe() for e in broken],
@@ -267,6 +274,23 @@ class Experiment:
             raise VerdictReached(verdict)
         return expectations
 
+    def _phase_of(self, label: str) -> Phase:
+        """The phase a steady-state window labelled ``label`` belongs to: before the method, a
+        window while faults hold (or the method runs), or after it."""
+        if not self.phases.method_began:
+            if label != "before":
+                raise PhaseError(f"a steady state {label!r} before the method began: the first window is 'before'")
+            return Phase.BEFORE
+        if label == "before":
+            raise PhaseError("a steady state 'before' once the method began: a fault was injected, or the method "
+                             "began, before it")
+        if self.faults.active:
+            if label == "after":
+                raise PhaseError(f"a steady state 'after' while {', '.join(f'{f.record.kind} {f.record.target}' for f in self.faults.active)} "
+                                 f"still holds: roll it back first (leave its `with` block)")
+            return Phase.METHOD
+        return Phase.AFTER if label == "after" else Phase.METHOD
+
     def _extend(self, obs: Observation, expectations: list[Expectation], health: bool
                 ) -> tuple[Observation, list[Expectation], list[str]]:
         """A window after the method that failed on a latency percentile alone is extended, up to
@@ -286,12 +310,14 @@ class Experiment:
             expectations = steady_state(obs, self.settings, judge_health=health)
         return obs, expectations, extended
 
-    def begin_method(self) -> None:
-        """The method has begun (faults follow): a steady state that fails from here is a finding."""
-        self._method_started = True
+    def begin_method(self, *, disrupts: bool = False) -> None:
+        """The method has begun: a steady state that fails from here is a finding. ``disrupts``:
+        it takes something away from the stack (a fault, a lost database), so the stack's recovery
+        must be measured (``recover``, ``served_again``) before the steady state after."""
+        self.phases.enter(Phase.METHOD, disrupts=disrupts)
 
     def inject(self, kind: str, target: str, **params: Any) -> Fault:
-        self.begin_method()
+        self.begin_method(disrupts=True)
         fault = self.faults.inject(kind, target, **params)
         self.record.note(f"fault injected: {kind} {target}")
         self._biting.append(fault)
@@ -318,48 +344,62 @@ class Experiment:
         window = LoadSamples.read(self.load.out_dir).window(start + to_epoch, end + to_epoch)
         return sum(1 for s in window.group("api") if s.ok)
 
-    def track(self, fleet: Fleet) -> None:
-        """Hold another fleet's acknowledged readings to the ledger too (e.g. a flood's)."""
-        self._tracked.append(fleet)
+    def track(self, fleet: Any) -> None:
+        """Hold another sender's acknowledged readings to the ledger too (e.g. a flood's fleet)."""
+        self.ledger = self.ledger.track(fleet)
 
     @property
     def fleets(self) -> list[Fleet]:
         """Every fleet the ledger holds to account: the scenario's own, then those tracked."""
-        return [self.fleet, *self._tracked]
+        return [self.fleet, *self.ledger.tracked]
 
-    def excuse(self, start: float, end: Callable[[], float]) -> None:
-        """Readings acknowledged between monotonic ``start`` and ``end()`` (known once the method
-        has run) may be lost by design, as by a restore: answers are not due to hold them. Judge
-        their loss with ``judge_loss_with``."""
-        self._excused.append((start, end))
+    def excuse(self, start: float, end: float) -> None:
+        """Readings acknowledged between monotonic ``start`` and ``end`` may be lost by design:
+        answers are not due to hold them (their loss is the ledger's to judge)."""
+        self.ledger = self.ledger.excuse(start, end)
+
+    def allow_loss(self, allowance: Allowance) -> None:
+        """The loss the method may cause by design (a restore: checks.restore), judged over the
+        ledger once it has settled; answers are not due to hold what it excuses."""
+        self.ledger = self.ledger.allow(allowance)
 
     def fleet_record(self) -> FleetRecord:
         """The fleet's record as answers are judged against it: excused readings are not due."""
-        spans = [(start, end()) for start, end in self._excused]
+        spans = self.ledger.spans
         return self.fleet.record((lambda m: any(a <= m.acked_at <= b for a, b in spans)) if spans else None)
-
-    def judge_loss_with(self, judge: Callable[[list[Key]], list[Key]]) -> None:
-        """A scenario whose method may lose data by design (a restore from a backup) judges the lost
-        readings itself: ``judge`` gets them once the ledger has settled, records its expectations,
-        and returns those it does not account for, which count as lost."""
-        self._loss_judge = judge
 
     def expect_never_stored(self, prefix: str, what: str) -> None:
         """Nothing under inverter ids starting with ``prefix`` may ever be stored (judged with the ledger)."""
-        self._never_stored.append((prefix, what))
+        self.ledger = self.ledger.never(prefix, what)
 
     def recover(self, fault: Fault) -> Recovery:
         """Wait until the stack is steady again after the fault's rollback; judge it against the target."""
+        if fault.record.ended is None:
+            raise PhaseError(f"recovery from {fault.record.kind} {fault.record.target} measured while it still holds: "
+                             f"roll it back first (leave its `with` block)")
         self.record.note(f"waiting for recovery (target {self.settings.recovery.target_s:g} s)")
         target = self.settings.recovery.target_s
-        recovery = wait_for_recovery(self.probe, self.fleet, self.stack.endpoints.database_dsn, fault.ended,
-                                     self.settings,
+        recovery = wait_for_recovery(self.probe, self.fleet.record, fault.ended, self.settings,
+                                     ingest=ingest_of(self.fleet, self.stack.endpoints.database_dsn, fault.ended),
                                      waiting=lambda s: self.record.progress.step(f"{s:.0f}/{target:g} s"))
         recovering = self.probe.snapshot(self.settings.hang_s).window(fault.ended)
         self.record.expect([*recovery.expectations(), no_unanswered("recovering: ", recovering)])
         self.record.measure(**recovery.measurements())
-        self._recovered_at = time.monotonic()
+        self.recovered()
         return recovery
+
+    def served_again(self, since: float, deadline: float) -> float | None:
+        """When users were served fresh, correct data again (a whole streak begun after ``since``),
+        waiting until ``deadline`` (both monotonic) at most: the one wait every drill's recovery
+        uses. The recovery is then measured, whatever it found (``None``: never)."""
+        recovery = wait_for_recovery(self.probe, self.fleet_record, since, self.settings, deadline=deadline)
+        self.recovered()
+        return None if recovery.users_s is None else since + recovery.users_s
+
+    def recovered(self) -> None:
+        """The stack's recovery from the method has been measured (the steady state after may follow)."""
+        self.phases.enter(Phase.RECOVERED)
+        self._recovered_at = time.monotonic()
 
     def fault_window(self, fault: Fault, dependency: str | None = None, *, read_p95_ms: float | None = None,
                      read_error_rate: float | None = None) -> FaultWindow:
@@ -400,6 +440,7 @@ class Experiment:
         A fault of the method that never reached its condition makes it error, never pass. When all
         that failed is latency measured on a stalled host, the host's figures are the verdict's:
         ``invalid``, nothing blamed on the stack."""
+        self.phases.enter(Phase.JUDGED)
         biting, self._biting = self._biting, []
         self.record.expect([condition_expectation(f.record.kind, f.record.target, f.record.condition) for f in biting])
         failed = [e for e in self.record.expectations if e.held is False and e.kind == "hypothesis"]

@@ -7,11 +7,12 @@ target; the API held to what the restored database says.
         experiment.steady_state("before")
         backup = drill.backup()                      # backup.sh, then -v on what it wrote
         loss = drill.lose_database()                 # the data directory (or volume) destroyed
+        experiment.allow_loss(drill.rpo(loss, backup, target_s))   # what the restore may lose
         drill.restore("-f", "latest_backup.tar.gz")  # disaster-recovery.sh
-        drill.served_again(loss)                     # RTO
+        drill.served_again(loss)                     # RTO (the recovery, measured)
         experiment.steady_state("after")
         drill.answers_match_database()
-        experiment.judge_loss_with(drill.rpo(loss, backup, target_s))
+    experiment.verdict()                             # the ledger, with the loss allowed judged
 """
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import psycopg
 import requests
 
 from .checks.dbload import OURS
-from .checks.recovery import users_recovered_at
+from .checks.restore import PointInTime, Rpo
 from .experiment import Experiment, make_fleet
 from .lifecycle import Timed
 from .probes import Fleet
@@ -205,7 +206,7 @@ class RecoveryDrill:
 
     def lose_database(self) -> float:
         """Destroy PostgreSQL's data (its directory, or its volume) with the server: return when."""
-        self.experiment.begin_method()
+        self.experiment.begin_method(disrupts=True)
         self.schema_before = schema(self.dsn)
         lost_at = time.monotonic()
         self.stack.service("postgres").lose_data()
@@ -217,7 +218,7 @@ class RecoveryDrill:
 
     def accident(self, sql: str) -> float:
         """An operator's mistake, straight on the database (e.g. a DELETE without its WHERE)."""
-        self.experiment.begin_method()
+        self.experiment.begin_method(disrupts=True)
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
             rows = conn.execute(sql).rowcount
         self.record.measure(accident={"sql": sql, "rows": rows})
@@ -292,13 +293,9 @@ class RecoveryDrill:
                      target_s: float | None = None) -> float | None:
         """Wait until users are served fresh, correct readings again; judge the time from ``since``."""
         target_s = target_s if target_s is not None else self.settings.backup.rto_s
-        deadline = time.monotonic() + self.settings.recovery.target_s + self.settings.hang_s + \
-            self.settings.steady_state.streak_s
-        back = None
-        while back is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-            back = users_recovered_at(self.experiment.probe, self.experiment.fleet_record(), self.scripts[-1].ended,
-                                      self.settings)
+        s = self.settings
+        back = self.experiment.served_again(
+            self.scripts[-1].ended, time.monotonic() + s.recovery.target_s + s.hang_s + s.steady_state.streak_s)
         rto = None if back is None else back - since
         restore = self.scripts[-1]
         self.record.expect([at_most(what, rto if rto is not None else float("inf"), target_s, "s",
@@ -378,73 +375,26 @@ class RecoveryDrill:
         self.record.measure(wal_archived={"segment": segment, "at": self._iso(switched)})
         return switched
 
-    def rpo(self, lost_at: float, kept_until: float, target_s: float, what: str
-            ) -> Callable[[list[Key]], list[Key]]:
-        """Judge the acknowledged readings a total loss cost: only those acknowledged after
+    def rpo(self, lost_at: float, kept_until: float, target_s: float, what: str) -> Rpo:
+        """The loss a restore after a total loss may cause: only what was acknowledged after
         ``kept_until`` (monotonic: the backup's snapshot, or the last archived WAL) and before the
-        loss may be gone, and they may span at most ``target_s``. (Call before the restore: from
-        then on answers are not due to hold those readings.)"""
-        margin = self.settings.backup.commit_margin_s
-        gone_at = self.gone_at or lost_at
-        self.experiment.excuse(kept_until - margin, lambda: gone_at)
+        loss, spanning at most ``target_s`` (``experiment.allow_loss`` it before the restore: from
+        then on answers are not due to hold those readings; checks.restore judges it)."""
+        return Rpo(lost_at, self.gone_at or lost_at, kept_until, target_s, what, self.settings.backup.commit_margin_s)
 
-        def judge(lost: list[Key]) -> list[Key]:
-            acked_at = self._acked_at()
-            kept = [k for k in lost if acked_at[k] < kept_until - margin]
-            after_loss = [k for k in lost if acked_at[k] > gone_at]
-            between = [k for k in lost if k not in set(kept) | set(after_loss)]
-            span = max(0.0, lost_at - min(acked_at[k] for k in between)) if between else 0.0
-            self.record.expect([
-                none_of(f"lost though acknowledged before {what}", len(kept), detail=_keys(kept)),
-                none_of("lost though acknowledged after the loss (the broker holds them)", len(after_loss),
-                        detail=_keys(after_loss)),
-                at_most("RPO (span of acknowledged readings lost)", round(span, 2), target_s, "s",
-                        evidence={"lost": len(between)}, detail=f"{len(between)} readings lost"),
-            ], first=True)
-            acked_between = [k for k, t in acked_at.items() if kept_until <= t <= gone_at]
-            self.record.expect([], [Evidence(f"readings acknowledged between {what} and the loss",
-                                             len(acked_between), 10),
-                                    Evidence(f"readings acknowledged before {what}",
-                                             sum(1 for t in acked_at.values() if t < kept_until - margin), 10)])
-            self.record.measure(rpo_s=round(span, 2), rpo_target_s=target_s, rpo_margin_s=round(target_s - span, 2),
-                                lost_in_rpo=len(between))
-            return kept + after_loss  # the rest is what the RPO allows
-        return judge
-
-    def point_in_time(self, target: datetime) -> Callable[[list[Key]], list[Key]]:
-        """Judge a point-in-time restore: every reading acknowledged before the target (less the
-        commit margin) is back; nothing committed after the target and before the restore stopped
-        the database survived; what the broker held meanwhile is stored. (Call just before the restore.)"""
-        restore_started = time.monotonic()
-        t = target.timestamp() - self.to_epoch
-        margin = self.settings.backup.commit_margin_s
-
-        def stopped() -> float:
-            """Until the restore stopped the database, the stack committed what the target discards."""
-            return self.stopped_at("postgres", restore_started) or time.monotonic()
-        self.experiment.excuse(t - margin, stopped)
-
-        def judge(lost: list[Key]) -> list[Key]:
-            acked_at = self._acked_at()
-            before = [k for k in lost if acked_at[k] < t - margin]
-            after_stop = [k for k in lost if acked_at[k] > stopped()]
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                late = conn.execute(
-                    OURS + " SELECT inverter_id, seq FROM readings WHERE pg_xact_commit_timestamp(xmin) > %s "
-                    "AND pg_xact_commit_timestamp(xmin) < %s",
-                    (target, datetime.fromtimestamp(stopped() + self.to_epoch, timezone.utc))).fetchall()
-            due = sum(1 for a in acked_at.values() if a < t - margin)
-            self.record.expect([
-                none_of("lost though acknowledged before the recovery target", len(before), detail=_keys(before)),
-                none_of("committed after the recovery target (before the restore), yet present", len(late),
-                        detail=_keys([(i, int(s)) for i, s in late])),
-                none_of("lost though acknowledged after the restore stopped the database (the broker holds them)",
-                        len(after_stop), detail=_keys(after_stop)),
-            ], [Evidence("readings acknowledged before the recovery target", due, 10)], first=True)
-            self.record.measure(recovery_target=target.isoformat(),
-                                discarded_after_target=len(lost) - len(before) - len(after_stop))
-            return before + after_stop
-        return judge
+    def point_in_time(self, target: datetime, restore: ScriptRun) -> PointInTime:
+        """What a point-in-time ``restore`` to ``target`` may discard, measured once it is done: when
+        it had the database stopped (the stack committed until then what the target discards), and
+        what was committed after the target and before the stop yet is present (``experiment.
+        allow_loss`` it; checks.restore judges it with the ledger)."""
+        stopped = self.stopped_at("postgres", restore.started) or restore.ended
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+            late = conn.execute(
+                OURS + " SELECT inverter_id, seq FROM readings WHERE pg_xact_commit_timestamp(xmin) > %s "
+                "AND pg_xact_commit_timestamp(xmin) < %s",
+                (target, datetime.fromtimestamp(stopped + self.to_epoch, timezone.utc))).fetchall()
+        return PointInTime(target.timestamp() - self.to_epoch, target.isoformat(), stopped,
+                           self.settings.backup.commit_margin_s, [(i, int(seq)) for i, seq in late])
 
     def stopped_at(self, service: str, after: float) -> float | None:
         """When the restore had the stack stop ``service`` (its control socket's log)."""
@@ -457,10 +407,6 @@ class RecoveryDrill:
         quiet = make_fleet(self.stack, self.settings)
         self.experiment.track(quiet)
         return quiet
-
-    def _acked_at(self) -> dict[Key, float]:
-        return {m.key: m.acked_at for fleet in self.experiment.fleets for m in fleet.messages()
-                if m.acked_at is not None}
 
     def monotonic(self, epoch: float) -> float:
         return epoch - self.to_epoch
@@ -479,11 +425,6 @@ def _seqs(conn: psycopg.Connection, inverter: str, start: float, end: float) -> 
     rows = conn.execute(OURS + " SELECT seq FROM readings WHERE inverter_id = %s AND ts >= to_timestamp(%s) "
                         "AND ts <= to_timestamp(%s)", (inverter, start, end)).fetchall()
     return {int(r[0]) for r in rows}
-
-
-def _keys(keys: Sequence[Key], limit: int = 5) -> str:
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(f"{i}#{s}" for i, s in list(keys)[:limit]) + more
 
 
 def schema(dsn: str) -> list[str]:

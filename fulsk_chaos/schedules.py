@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, seed as seed_with, settings as hypoth
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, initialize, precondition, rule
 
-from .checks import wait_for_recovery
+from .checks import ingest_of, wait_for_recovery
 from .config import ScheduleProfile, Settings
 from .errors import FulskChaosError
 from .faults import Fault, FaultInjector
@@ -108,8 +108,8 @@ class Runner:
         fault.rollback()  # verified: a leftover raises
         if self.active:
             return  # other faults still active: nothing can be steady yet
-        recovery = wait_for_recovery(self.probe, self.fleet, self.stack.endpoints.database_dsn, fault.ended,
-                                     self.settings)
+        recovery = wait_for_recovery(self.probe, self.fleet.record, fault.ended, self.settings,
+                                     ingest=ingest_of(self.fleet, self.stack.endpoints.database_dsn, fault.ended))
         if recovery.recovery_s is None or recovery.recovery_s > recovery.target_s:
             raise ScheduleFailed(f"not steady within {recovery.target_s:g} s of healing {fault.record.kind} "
                                  f"{fault.record.target}: users {_s(recovery.users_s)}, ingest backlog of "

@@ -45,7 +45,7 @@ def test_total_loss(kind, experiment, recovery_drill, chaos_settings):
             kept_until, target, what = recovery_drill.archive_wal(), targets.rpo_wal_s, "the last WAL archived"
             time.sleep(window)
         lost_at = recovery_drill.lose_database()
-        experiment.judge_loss_with(recovery_drill.rpo(lost_at, kept_until, target, what))
+        experiment.allow_loss(recovery_drill.rpo(lost_at, kept_until, target, what))
         recovery_drill.restore("-f", "latest_backup.tar.gz")
         recovery_drill.served_again(lost_at)
         experiment.steady_state("after")
@@ -69,9 +69,9 @@ def test_point_in_time(experiment, recovery_drill, chaos_settings):
         quiet.stop()
         site = next(iter(experiment.fleet.sent().values()))["site_id"]
         recovery_drill.accident(f"DELETE FROM readings WHERE site_id = '{site}'")
-        experiment.judge_loss_with(recovery_drill.point_in_time(target))
         run = recovery_drill.restore("-f", "latest_backup.tar.gz", "--partial", "postgres",
                                      "--to", target.isoformat())
+        experiment.allow_loss(recovery_drill.point_in_time(target, run))
         recovery_drill.served_again(run.started, "RTO (restore begun to fresh data served)")
         experiment.steady_state("after")
         recovery_drill.answers_match_database([*experiment.fleet.inverter_ids, *quiet.inverter_ids])
@@ -115,8 +115,9 @@ def test_backup_failure(cause, experiment, recovery_drill, stack):
                 recovery_drill.nothing_passes_verification(directory)
                 recovery_drill.failure_detected("No space left on device", load(written_for(stack), env))
         else:
-            with experiment.inject("pause", "postgres"):
+            with experiment.inject("pause", "postgres") as paused:
                 recovery_drill.rejected(["backup.sh"], "unreachable", "a backup of a database that does not answer")
+            experiment.recover(paused)
             recovery_drill.nothing_passes_verification(recovery_drill.conf.backup_dir)
             recovery_drill.failure_detected("unreachable")
         recovery_drill.backup()  # the runbook's retry, once the cause is gone

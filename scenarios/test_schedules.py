@@ -31,7 +31,7 @@ def test_fault_schedules(experiment, chaos_settings, schedule_options, stack):
     profile = options.profile
     with experiment:
         experiment.steady_state("before")
-        experiment.begin_method()  # from here the steady state is judged, not a precondition
+        experiment.begin_method(disrupts=True)  # from here the steady state is judged, not a precondition
         runner = Runner(stack, chaos_settings, profile, experiment.faults, experiment.fleet, experiment.probe)
         if options.replay:
             steps = [Step.parse(s) for s in options.replay.split(",")]
@@ -59,5 +59,6 @@ def test_fault_schedules(experiment, chaos_settings, schedule_options, stack):
                          evidence={"examples": result.examples, "seed": result.seed}, detail=detail)],
                 [Evidence("schedule steps run", result.steps_run, 1),
                  Evidence("schedule faults that reached their condition", result.faults_reached, 1)])
+        experiment.recovered()  # after each heal the runner waited for it: a schedule that never recovered failed
         experiment.steady_state("after")
     experiment.verdict()

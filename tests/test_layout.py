@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
 # from its own layer or below, never above. Verdicts are data (expectations, evidence) with no import
 # of ours: at the bottom, so a fault kind can say what it must reach as an expectation.
 LAYERS = [["errors", "verdict"], ["config", "wait", "lifecycle", "host"], ["services"], ["images", "recovery"], ["stack"],
-          ["probes"], ["faults"], ["checks"], ["load"], ["report"], ["experiment"],
+          ["probes"], ["faults"], ["checks"], ["load"], ["report"], ["drills"], ["experiment"],
           ["schedules", "recovery_drill", "runbooks"], ["hooks", "plugin", "cli", "docs"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -235,3 +235,21 @@ def test_provider_specific_kinds_are_refused_where_the_provider_lacks_them(stack
 def test_the_catalogue_lists_the_process_family():
     assert {"kill", "stop", "pause", "restart", "volume-loss"} <= set(FAULTS)
     assert not FAULTS["volume-loss"].portable and FAULTS["kill"].portable
+
+
+def test_only_the_experiment_drives_the_phase_machine():
+    """One phase machine (drills.phases) under every drill: nothing else subclasses it, or moves
+    an experiment through its phases by hand."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "drills" in path.relative_to(PACKAGE).parts or path.name == "experiment.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", "")) in ("Phases", "Phase")
+                                                      for b in node.bases):
+                offenders.append(f"{path.name}: class {node.name}")
+            if isinstance(node, ast.Attribute) and node.attr == "enter" and isinstance(node.value, ast.Attribute) \
+                    and node.value.attr == "phases":
+                offenders.append(f"{path.name}:{node.lineno}: phases.enter")
+    assert offenders == []

@@ -18,6 +18,7 @@ SLOW_FEED_MS = 120  # on the frontend's edge to the backend: every feed message 
 def test_a_live_feed_that_stays_slow_after_the_method_fails_over_the_extended_window(experiment, stack):
     window_s = experiment.settings.steady_state.window_s
     with experiment:
+        experiment.steady_state("before")
         experiment.begin_method()  # as after a fault rolled back: the stack itself stays slow
         toxic = stack.toxiproxy.add_toxic("frontend-backend", "latency", {"latency": SLOW_FEED_MS, "jitter": 0})
         try:

@@ -43,29 +43,46 @@ def _s(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds:.1f} s"
 
 
-def wait_for_recovery(probe: Probe, fleet: Fleet, dsn: str, since: float, settings: Settings,
-                      poll_s: float = 0.2, waiting: Callable[[float], None] = lambda s: None) -> Recovery:
-    """Poll until both paths have recovered or the target (plus the streak and the hang threshold,
-    needed to judge the last samples) has passed."""
+@dataclass(frozen=True)
+class Ingest:
+    """What the broker acknowledged before ``since``: stored yet? (``caught_up``)."""
+    fleet: Fleet
+    dsn: str
+    backlog: frozenset
+
+    def caught_up(self) -> bool:
+        try:
+            return self.backlog <= set(stored_keys(self.dsn, self.fleet.inverter_ids))
+        except Exception:  # noqa: BLE001 - the database may still refuse us: not recovered yet
+            return False
+
+
+def ingest_of(fleet: Fleet, dsn: str, since: float) -> Ingest:
+    return Ingest(fleet, dsn, frozenset(fleet.acked(before=since)))
+
+
+def wait_for_recovery(probe: Probe, record: Callable[[], FleetRecord], since: float, settings: Settings, *,
+                      ingest: Ingest | None = None, deadline: float | None = None, poll_s: float = 0.2,
+                      waiting: Callable[[float], None] = lambda s: None) -> Recovery:
+    """The one wait for "served again": until users are served fresh, correct readings for a
+    whole streak begun after ``since`` (and, given ``ingest``, the backlog is stored), or until
+    ``deadline`` (default: the recovery target, plus the streak and the hang threshold needed to
+    judge the last samples). ``record``: the fleet's record as answers are judged against it."""
     target_s, streak_s = settings.recovery.target_s, settings.steady_state.streak_s
-    backlog = fleet.acked(before=since)
-    deadline = since + target_s + streak_s + settings.hang_s
-    users_at = ingest_at = None
+    deadline = deadline if deadline is not None else since + target_s + streak_s + settings.hang_s
+    users_at = None
+    ingest_at = None if ingest is not None else since
     while True:
-        if ingest_at is None:
-            try:
-                if backlog <= set(stored_keys(dsn, fleet.inverter_ids)):
-                    ingest_at = time.monotonic()
-            except Exception:  # noqa: BLE001 - the database may still refuse us: not recovered yet
-                pass
+        if ingest_at is None and ingest is not None and ingest.caught_up():
+            ingest_at = time.monotonic()
         if users_at is None:
-            users_at = users_recovered_at(probe, fleet.record(), since, settings)
+            users_at = users_recovered_at(probe, record(), since, settings)
         if (users_at is not None and ingest_at is not None) or time.monotonic() > deadline:
             break
         waiting(time.monotonic() - since)
         time.sleep(poll_s)
     return Recovery(target_s, None if users_at is None else users_at - since,
-                    None if ingest_at is None else ingest_at - since, len(backlog))
+                    None if ingest_at is None else ingest_at - since, len(ingest.backlog) if ingest else 0)
 
 
 def users_recovered_at(probe: Probe, record: FleetRecord, since: float, settings: Settings) -> float | None:

@@ -144,7 +144,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def describe(stack: Any) -> dict[str, Any]:
     """Where everything of a running stack is, for other tools (psql, toxiproxy-cli, mosquitto_pub, locust)."""
-    from .recovery.conf import written_for
+    from .backup.conf import written_for
     e = stack.endpoints
     return {"id": stack.id, "provider": stack.provider, "dir": str(stack.dir),
             "frontend": e.frontend_url, "api": e.frontend_url + "/api", "backend": e.backend_url,

@@ -17,14 +17,15 @@ import pytest
 
 from . import config as settings_module
 from .errors import ConfigError, FaultError
-from .experiment import Experiment, LoadScenario, Needs, make_feed, make_fleet, make_probe
+from .drills.experiment import Experiment, Needs, make_feed, make_fleet, make_probe
+from .drills.load import LoadScenario
 from .faults import FaultInjector
 from .host.gate import Gate
 from .load import BaselineStore, LoadProfile, LoadTest, load_profile, parse_duration
 from .load import knee
 from .load.under_fault import FaultSpec, UnderFault
 from .probes import Fleet, LiveFeed, Probe
-from .recovery_drill import RecoveryDrill
+from .drills.restore import RestoreDrill
 from .runbooks import RunbookError
 from .runbooks import load as load_runbook
 from .runbooks.drill import RunbookDrill
@@ -58,7 +59,7 @@ MARKERS = {
     "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",
     "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
     "quick": "a scenario of the representative quick subset CI runs on every provider (--catalogue quick)",
-    "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.experiment.Needs)",
+    "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.drills.experiment.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
 }
 
@@ -735,7 +736,7 @@ def runbook_drill(request: pytest.FixtureRequest, experiment: Experiment, chaos_
 
 
 @pytest.fixture
-def recovery_drill(experiment: Experiment) -> RecoveryDrill:
+def restore_drill(experiment: Experiment) -> RestoreDrill:
     """The ops guide's backup tools (backup.sh, disaster-recovery.sh) against the scenario's stack,
     measured into the experiment's journal (RTO, RPO, what users are served after a restore)."""
-    return RecoveryDrill(experiment)
+    return RestoreDrill(experiment)

@@ -56,7 +56,7 @@ RECOVERY_CASES = {
 
 
 @pytest.mark.parametrize(("scenario", "config", "env", "violated"), RECOVERY_CASES.values(), ids=RECOVERY_CASES)
-def test_recovery_drill_fails_on_a_broken_stack(run_scenario, monkeypatch, scenario, config, env, violated):
+def test_restore_drill_fails_on_a_broken_stack(run_scenario, monkeypatch, scenario, config, env, violated):
     for name, value in env.items():  # the backup tools read their settings from the environment too
         monkeypatch.setenv(name, value)
     run = run_scenario(scenario, config, timeout_s=600)

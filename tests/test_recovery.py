@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from fulsk_chaos import config
-from fulsk_chaos.recovery import archive
-from fulsk_chaos.recovery.conf import BackupConf, BackupError, load, one_line, written_for
-from fulsk_chaos.recovery_drill import damage
-from fulsk_chaos.recovery.status import backup_status
+from fulsk_chaos.backup import archive
+from fulsk_chaos.backup.conf import BackupConf, BackupError, load, one_line, written_for
+from fulsk_chaos.backup.scripts import damage
+from fulsk_chaos.backup.status import backup_status
 from fulsk_chaos.services import FIXTURES
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
@@ -167,7 +167,7 @@ def test_a_dump_restore_stops_the_writers_first_and_starts_them_last_even_when_i
     """The restore must have the database to itself: a backend let in creates its schema under it,
     or has readings stored, acknowledged and then dropped by --clean. The control command is a
     script that records what it is asked; the database does not answer, so the restore fails."""
-    from fulsk_chaos.recovery import parts
+    from fulsk_chaos.backup import parts
     asked = tmp_path / "asked"
     control = tmp_path / "control"
     control.write_text(f'#!/bin/sh\necho "$*" >> {asked}\n'

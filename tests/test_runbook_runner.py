@@ -228,7 +228,7 @@ def test_a_rule_that_would_firewall_the_stack_is_refused_before_it_runs(tmp_path
 def test_an_intruders_request_is_served_while_blocked_only_if_answered_before_the_lift():
     """TCP retransmits a request dropped just before the block is lifted, and it is answered
     after: that is the block working, not the intruder served."""
-    from fulsk_chaos.runbooks.drill import Intruder
+    from fulsk_chaos.runbooks.intrusion import Intruder
     intruder = Intruder("127.0.0.1", 1)
     intruder.attempts += [(9.0, 9.01, 200),    # before the block
                           (10.5, 12.5, None),  # dropped

@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 
 from ..probes import Samples
+from ..probes.truth import OURS
 from ..verdict import Expectation, at_most
 
-OURS = "/* fulsk-chaos */"  # marks the framework's own statements, which are not the stack's load
 _WRITES = ("insert", "update", "delete", "create", "alter", "drop", "truncate", "copy")
 
 

@@ -280,7 +280,7 @@ class Runner:
     @classmethod
     def for_stack(cls, stack: Any, env: dict[str, str] | None = None,
                   log: Callable[[str], None] = lambda line: None) -> "Runner":
-        from ..recovery.conf import load, written_for
+        from ..backup.conf import load, written_for
         e = stack.endpoints
         conf_path = written_for(stack)
         conf = load(conf_path)

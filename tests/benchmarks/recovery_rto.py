@@ -16,8 +16,8 @@ import psycopg
 import requests
 
 from fulsk_chaos.config import load
-from fulsk_chaos.recovery.conf import written_for
-from fulsk_chaos.recovery_drill import run_script
+from fulsk_chaos.backup.conf import written_for
+from fulsk_chaos.backup.scripts import run_script
 from fulsk_chaos.stack import Stack
 
 INVERTERS = 1000

@@ -41,7 +41,7 @@ import urllib.request
 from pathlib import Path
 
 from fulsk_chaos.config import load
-from fulsk_chaos.experiment import LoadScenario
+from fulsk_chaos.drills.load import LoadScenario
 from fulsk_chaos.load import LoadTest, knee, load_profile
 from fulsk_chaos.load.profile import from_mapping
 from fulsk_chaos.report import ScenarioRecord

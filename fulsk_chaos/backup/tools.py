@@ -201,6 +201,6 @@ def recovery_main(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("backup", "restore"):
-        print("usage: python -m fulsk_chaos.recovery {backup|restore} ...", file=sys.stderr)
+        print("usage: python -m fulsk_chaos.backup {backup|restore} ...", file=sys.stderr)
         return 2
     return (backup_main if argv[0] == "backup" else recovery_main)(argv[1:])

@@ -1,7 +1,7 @@
-"""Recovery drills: the ops guide's backup tools run against a stack the inverter fleet keeps
+"""Restore drills: the ops guide's backup tools run against a stack the inverter fleet keeps
 writing to, and judged with numbers: RTO from the loss to fresh data served, RPO from the ledger
-(the acknowledged readings that did not survive, and the span they cover), each against its
-target; the API held to what the restored database says.
+(the acknowledged readings that did not survive, and the span they cover: checks.restore), each
+against its target; the API held to what the restored database says (checks.answers).
 
     with experiment:
         experiment.steady_state("before")
@@ -16,137 +16,29 @@ target; the API held to what the restored database says.
 """
 from __future__ import annotations
 
-import io
-import os
 import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import psycopg
-import requests
 
-from .checks.dbload import OURS
-from .checks.restore import PointInTime, Rpo
+from ..backup import archive
+from ..backup.conf import BackupConf, load, written_for
+from ..backup.scripts import Backup, ScriptRun, ran_ok, run_script, switch_wal
+from ..checks import answers
+from ..checks.restore import PointInTime, Rpo
 from .experiment import Experiment, make_fleet
-from .lifecycle import Timed
-from .probes import Fleet
-from .recovery import archive
-from .recovery.conf import BackupConf, BackupError, load, written_for
-from .services import FIXTURES
-from .verdict import Evidence, Expectation, at_most, none_of
-
-Key = tuple[str, int]
-SCRIPTS = FIXTURES / "scripts"
+from ..probes import Fleet
+from ..probes.truth import OURS, answers_beside_database, live_state, rows_until, schema
+from ..verdict import at_most, none_of
 
 
-@dataclass(frozen=True)
-class ScriptRun(Timed):
-    """One run of an ops script: what it was asked, how it ended, what it said."""
-    argv: tuple[str, ...]
-    returncode: int
-    stderr: str
-    started: float  # time.monotonic()
-    ended: float
+class RestoreDrill:
+    """The ops guide's backup tools as a drill's method: what they do to the stack, and their
+    recovery measured (RTO), on the experiment (its phases, its record, its ledger)."""
 
-    @property
-    def said(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"command": " ".join(self.argv), "exit": self.returncode, "seconds": round(self.seconds, 2),
-                "said": self.said}
-
-
-@dataclass(frozen=True)
-class Backup:
-    run: ScriptRun
-    path: Path | None
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def taken_at(self) -> float | None:
-        """Epoch seconds of the dump's snapshot: what a restore from the dump holds."""
-        return self.manifest.get("postgres", {}).get("taken_at")
-
-
-def damage(path: Path, how: str, into: Path) -> Path:
-    """A damaged copy of a backup: ``truncated`` (its second half gone), ``flipped-byte`` (one
-    byte inverted in the middle), ``manifest-mismatch`` (rebuilt with one part changed and the
-    original manifest)."""
-    bad = into / f"{how}-{path.name}"
-    data = bytearray(path.read_bytes())
-    if how == "truncated":
-        bad.write_bytes(data[:len(data) // 2])
-    elif how == "flipped-byte":
-        data[len(data) // 2] ^= 0xFF
-        bad.write_bytes(bytes(data))
-    elif how == "manifest-mismatch":
-        with tarfile.open(path, "r:gz") as src, tarfile.open(bad, "w:gz") as out:
-            for member in src:
-                body = src.extractfile(member).read() if member.isfile() else b""
-                if member.name == "redis/dump.rdb":
-                    body += b"\0"  # one byte more than the manifest says
-                    member.size = len(body)
-                out.addfile(member, io.BytesIO(body))
-    else:
-        raise ValueError(f"unknown damage {how!r}: truncated, flipped-byte, manifest-mismatch")
-    return bad
-
-
-class SmallFilesystem:
-    """A size-limited filesystem (tmpfs) mounted under ``parent``: a backup directory that fills up.
-
-        fs = SmallFilesystem("1m", parent)
-        fs.mount()          # BackupError when this host does not let us mount (it needs root)
-        with fs:            # unmounted and removed at the end
-            ...
-    """
-
-    def __init__(self, size: str, parent: Path) -> None:
-        self.size = size
-        self.path = Path(tempfile.mkdtemp(prefix="small-fs-", dir=parent))
-
-    def mount(self) -> Path:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.path)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            self.path.rmdir()
-            raise BackupError(f"cannot mount a {self.size} tmpfs at {self.path} ({done.stderr.strip()}): "
-                              f"mounting needs root")
-        return self.path
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["umount", "--lazy", str(self.path)], capture_output=True)
-        self.path.rmdir()
-
-
-def run_script(name: str, args: Sequence[str], conf_path: Path, env: dict[str, str] | None = None,
-               timeout_s: float = 1800.0) -> ScriptRun:
-    argv = (str(SCRIPTS / name), *args)
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                          env={**os.environ, "FULSK_BACKUP_CONF": str(conf_path), "FULSK_PYTHON": sys.executable,
-                               **(env or {})})
-    return ScriptRun(tuple([name, *args]), done.returncode, done.stderr, started, time.monotonic())
-
-
-def ran_ok(run: ScriptRun) -> Expectation:
-    return at_most(f"{' '.join(run.argv[:3])} exit status", run.returncode, 0,
-                   detail=run.said if run.returncode else "")
-
-
-class RecoveryDrill:
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
         self.stack = experiment.stack
@@ -235,7 +127,7 @@ class RecoveryDrill:
 
     def failure_detected(self, reason: str, conf: BackupConf | None = None) -> None:
         """The backup check (what monitoring runs, the runbook's first step) reports the failure."""
-        from .recovery.status import backup_status
+        from ..backup.status import backup_status
         status = backup_status(conf or self.conf)
         self.record.measure(backup_status={"last_run": status.last_run, "problems": status.problems})
         said = " ".join(status.problems)
@@ -258,27 +150,11 @@ class RecoveryDrill:
 
     def live_state(self) -> dict[str, Any]:
         """What a refused restore must not have touched: the servers (not restarted) and the rows."""
-        import redis
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-            started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
-            cutoff = conn.execute("SELECT now() - interval '1 second'").fetchone()[0]
-            rows, digest = conn.execute(OURS + " SELECT count(*), md5(string_agg(inverter_id || seq::text || "
-                                        "power_w::text, ',' ORDER BY inverter_id, seq)) FROM readings "
-                                        "WHERE ts < %s", (cutoff,)).fetchone()
-        client = redis.Redis.from_url(self.stack.endpoints.redis_url, socket_timeout=5)
-        try:
-            run_id = client.info("server")["run_id"]
-        finally:
-            client.close()
-        return {"postgres_started": started.isoformat(), "cutoff": cutoff, "rows": rows, "digest": digest,
-                "redis_run_id": run_id}
+        return live_state(self.dsn, self.stack.endpoints.redis_url)
 
     def untouched(self, before: dict[str, Any]) -> None:
         now = self.live_state()
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-            rows, digest = conn.execute(OURS + " SELECT count(*), md5(string_agg(inverter_id || seq::text || "
-                                        "power_w::text, ',' ORDER BY inverter_id, seq)) FROM readings "
-                                        "WHERE ts < %s", (before["cutoff"],)).fetchone()
+        rows, digest = rows_until(self.dsn, before["cutoff"])
         changed = [what for what, same in (
             ("PostgreSQL was restarted", now["postgres_started"] == before["postgres_started"]),
             ("Redis was restarted", now["redis_run_id"] == before["redis_run_id"]),
@@ -308,49 +184,11 @@ class RecoveryDrill:
 
     def answers_match_database(self, inverter_ids: Sequence[str] | None = None, *, phase: str = "after the restore"
                                ) -> list[str]:
-        """What users are served must be what the database holds now: each inverter's latest reading
-        (a cache entry that predates the restore names a reading the database no longer has, or an
-        older one) and its recent history."""
+        """What users are served must be what the database holds now (checks.answers)."""
         ids = list(inverter_ids or self.experiment.fleet.inverter_ids)
-        lag = self.settings.steady_state.max_staleness_s
-        base = self.stack.endpoints.frontend_url
-        wrong: list[str] = []
-        now = time.time()
-        start, end = round(now - 30, 3), round(now - 2, 3)
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn, requests.Session() as http:
-            for inverter in ids:
-                newest = _latest(conn, inverter)
-                answer = http.get(f"{base}/api/inverters/{inverter}/latest", timeout=self.settings.hang_s)
-                if answer.status_code == 404:
-                    if newest is not None:
-                        wrong.append(f"{inverter}: no latest reading served; the database has #{newest[0]}")
-                    continue
-                if answer.status_code != 200:
-                    wrong.append(f"{inverter}: latest answered {answer.status_code}")
-                    continue
-                seq = int(answer.json()["seq"])
-                stored = conn.execute(OURS + " SELECT extract(epoch FROM ts) FROM readings WHERE inverter_id = %s "
-                                      "AND seq = %s", (inverter, seq)).fetchone()
-                if stored is None:
-                    wrong.append(f"{inverter}: latest is #{seq}, which the database does not hold")
-                elif newest is not None and float(stored[0]) < newest[1] - lag:
-                    wrong.append(f"{inverter}: latest is #{seq}, {newest[1] - float(stored[0]):.1f} s older than "
-                                 f"the database's #{newest[0]}")
-                before = _seqs(conn, inverter, start, end)
-                history = http.get(f"{base}/api/inverters/{inverter}/readings?from={start}&to={end}",
-                                   timeout=self.settings.hang_s)
-                after = _seqs(conn, inverter, start, end)
-                served = {int(r["seq"]) for r in history.json().get("readings", [])} if history.ok else None
-                if served is None:
-                    wrong.append(f"{inverter}: history answered {history.status_code}")
-                elif not before <= served <= after:
-                    wrong.append(f"{inverter}: history serves {len(served)} readings, the database has "
-                                 f"{len(after)} ({len(served - after)} it does not hold, {len(before - served)} "
-                                 f"missing)")
-        self.record.expect([none_of(f"answers the database contradicts ({phase})", len(wrong),
-                                    evidence={"inverters": len(ids)}, detail="; ".join(wrong[:3]))],
-                           [Evidence(f"inverters whose answers were compared ({phase})", len(ids), 1)])
-        return wrong
+        found = answers_beside_database(self.dsn, self.stack.endpoints.frontend_url, ids, self.settings.hang_s)
+        self.record.expect(*answers.judge(found, self.settings.steady_state.max_staleness_s, phase))
+        return answers.contradictions(found, self.settings.steady_state.max_staleness_s)
 
     def schema_matches(self) -> None:
         after = schema(self.dsn)
@@ -360,18 +198,8 @@ class RecoveryDrill:
 
     # --- loss, judged by the ledger --------------------------------------------------------------
     def archive_wal(self) -> float:
-        """Switch to a new WAL segment and wait until the archiver reports it archived: what
-        ``archive_timeout`` does on its own. Return when (monotonic): everything committed before
-        it is in the archive, if archiving works."""
-        with psycopg.connect(self.dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True, connect_timeout=5) as conn:
-            switched = time.monotonic()
-            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-            deadline = time.monotonic() + self.settings.backup.archive_timeout_s
-            while time.monotonic() < deadline:
-                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-                if last and last >= segment:
-                    break
-                time.sleep(0.1)
+        """Have PostgreSQL archive its WAL now (what ``archive_timeout`` does): return when (monotonic)."""
+        segment, switched = switch_wal(self.dsn, self.settings.backup.archive_timeout_s)
         self.record.measure(wal_archived={"segment": segment, "at": self._iso(switched)})
         return switched
 
@@ -413,27 +241,3 @@ class RecoveryDrill:
 
     def _iso(self, monotonic: float) -> str:
         return datetime.fromtimestamp(monotonic + self.to_epoch, timezone.utc).isoformat()
-
-
-def _latest(conn: psycopg.Connection, inverter: str) -> tuple[int, float] | None:
-    row = conn.execute(OURS + " SELECT seq, extract(epoch FROM ts) FROM readings WHERE inverter_id = %s "
-                       "ORDER BY ts DESC LIMIT 1", (inverter,)).fetchone()
-    return (int(row[0]), float(row[1])) if row else None
-
-
-def _seqs(conn: psycopg.Connection, inverter: str, start: float, end: float) -> set[int]:
-    rows = conn.execute(OURS + " SELECT seq FROM readings WHERE inverter_id = %s AND ts >= to_timestamp(%s) "
-                        "AND ts <= to_timestamp(%s)", (inverter, start, end)).fetchall()
-    return {int(r[0]) for r in rows}
-
-
-def schema(dsn: str) -> list[str]:
-    """The public schema as comparable lines: every column with its type, every index."""
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        columns = conn.execute(
-            OURS + " SELECT table_name || '.' || column_name || ' ' || data_type || "
-            "CASE WHEN is_nullable = 'NO' THEN ' not null' ELSE '' END FROM information_schema.columns "
-            "WHERE table_schema = 'public' ORDER BY 1").fetchall()
-        indexes = conn.execute(OURS + " SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' "
-                               "ORDER BY 1").fetchall()
-    return [r[0] for r in columns] + [r[0] for r in indexes]

@@ -59,15 +59,15 @@ class LedgerResult:
     def expectations(self) -> list[Expectation]:
         evidence = {"acked": self.acked, "sent": self.sent, "stored": self.stored}
         checks = [
-            none_of("lost (acknowledged, not stored)", len(self.lost), evidence=evidence, detail=_show(self.lost)),
+            none_of("lost (acknowledged, not stored)", len(self.lost), evidence=evidence, detail=show_keys(self.lost)),
             none_of("unexpected (stored, never sent)", len(self.unexpected), evidence=evidence,
-                    detail=_show(self.unexpected)),
+                    detail=show_keys(self.unexpected)),
             none_of("altered (stored with other values)", len(self.altered), evidence=evidence,
                     detail=", ".join(a.describe() for a in self.altered[:3])),
         ]
         if not self.allow_duplicates:
             checks.append(none_of("duplicates (stored more than once)", len(self.duplicates), evidence=evidence,
-                                  detail=_show(self.duplicates)))
+                                  detail=show_keys(self.duplicates)))
         return checks
 
     def measurements(self) -> dict[str, Any]:
@@ -79,13 +79,13 @@ class LedgerResult:
         parts = [f"{self.acked} acknowledged, {self.stored} stored"]
         for name, keys in (("LOST", self.lost), ("UNEXPECTED", self.unexpected), ("duplicated", self.duplicates)):
             if keys:
-                parts.append(f"{len(keys)} {name} ({_show(keys)})")
+                parts.append(f"{len(keys)} {name} ({show_keys(keys)})")
         if self.altered:
             parts.append(f"{len(self.altered)} ALTERED ({', '.join(a.describe() for a in self.altered[:3])})")
         return "; ".join(parts)
 
 
-def _show(keys: Sequence[Key], limit: int = 5) -> str:
+def show_keys(keys: Sequence[Key], limit: int = 5) -> str:
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(f"{i}#{s}" for i, s in keys[:limit]) + more
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
 from ..verdict import Evidence, Expectation, at_most, none_of
-from .ledger import Key
+from .ledger import Key, show_keys as keys
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,3 @@ class PointInTime:
 
 
 Allowance = Union[Rpo, PointInTime]
-
-
-def keys(found: Sequence[Key], limit: int = 5) -> str:
-    more = f" and {len(found) - limit} more" if len(found) > limit else ""
-    return ", ".join(f"{i}#{s}" for i, s in list(found)[:limit]) + more

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import enum
 import inspect
 import sys
@@ -175,8 +176,43 @@ def bug_switches() -> str:
             + "\n## The stack's own operations (`stack.bugs = [...]`)\n\n" + _table(["switch", "what it breaks"], stack))
 
 
+# --- results.json's figures --------------------------------------------------------------------------
+def _type_name(prop: dict[str, Any]) -> str:
+    if "anyOf" in prop:
+        return " or ".join(_type_name(p) for p in prop["anyOf"])
+    return str(prop.get("type", "any"))
+
+
+def results() -> str:
+    from . import figures
+    sections = []
+    for family in figures.FAMILIES:
+        props = figures._properties(family)
+        key = "`<phase>_{}`" if family.phased else "`{}`"
+        said = _field_comments(family)
+        rows = [[key.format(name), _type_name(prop), said.get(name, "")] for name, prop in props.items()]
+        optional = [f.name for f in dataclasses.fields(family) if f.metadata.get("optional")]
+        sections.append(f"## `{family.__name__}`\n\n{(family.__doc__ or '').strip()}"
+                        + (" Its keys are prefixed with the window's phase (`after_p95_ms`; a load run's "
+                           "whole window has none: `load`)." if family.phased else "")
+                        + (f" Left out when not measured: {', '.join(f'`{n}`' for n in optional)}." if optional
+                           else "") + "\n\n" + _table(["key", "type", "meaning"], rows))
+    return (HEADER.format(source="fulsk_chaos/figures.py")
+            + f"# results.json: a scenario's measurements\n\nresults.json names its version in `schema` "
+            f"(`{figures.SCHEMA}`). Each scenario's `measurements` is an object of flat keys, each a figure "
+            "of one family below (a dataclass in `fulsk_chaos/figures.py`: scenarios measure them whole, "
+            "the report reads them back as attributes). Its JSON Schema is "
+            "[results.schema.json](results.schema.json).\n\n" + "\n".join(sections))
+
+
+def results_schema() -> str:
+    from . import figures
+    return json.dumps(figures.schema(), indent=2) + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {"fault-kinds.md": fault_kinds, "configuration.md": configuration,
-                                       "expectations.md": expectations, "bug-switches.md": bug_switches}
+                                       "expectations.md": expectations, "bug-switches.md": bug_switches,
+                                       "results.md": results, "results.schema.json": results_schema}
 
 
 def stale(directory: Path) -> list[str]:

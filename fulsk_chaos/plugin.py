@@ -17,8 +17,11 @@ import pytest
 
 from . import config as settings_module
 from .errors import ConfigError, FaultError
-from .drills.experiment import Experiment, Needs, make_feed, make_fleet, make_probe
-from .drills.load import LoadScenario
+from .drills.experiment import Experiment
+from .figures import StressFigures
+from .drills.instruments import Needs, make_feed, make_fleet, make_probe
+from .drills.load import LoadDrill
+from .drills.schedule_search import ScheduleOptions
 from .faults import FaultInjector
 from .host.gate import Gate
 from .load import BaselineStore, LoadProfile, LoadTest, load_profile, parse_duration
@@ -59,7 +62,7 @@ MARKERS = {
     "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",
     "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
     "quick": "a scenario of the representative quick subset CI runs on every provider (--catalogue quick)",
-    "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.drills.experiment.Needs)",
+    "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.drills.instruments.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
 }
 
@@ -584,15 +587,6 @@ def live_feed(stack: Stack) -> Iterator[LiveFeed]:
     feed.stop()
 
 
-@dataclass(frozen=True)
-class ScheduleOptions:
-    profile_name: str
-    profile: settings_module.ScheduleProfile
-    seed: int
-    replay: str | None
-    command: list[str]  # the pytest command line that reruns this scenario, without the schedule options
-
-
 @pytest.fixture
 def schedule_options(request: pytest.FixtureRequest, chaos_settings: settings_module.Settings) -> ScheduleOptions:
     """How this run searches fault schedules (profile, seed) or which one it replays."""
@@ -674,9 +668,9 @@ def background_load(request: pytest.FixtureRequest, stack: Stack, load_options: 
 
 
 @pytest.fixture
-def load_scenario(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: Stack,
+def load_drill(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: Stack,
                   chaos_settings: settings_module.Settings, load_options: LoadOptions,
-                  chaos_run: RunRecord) -> Iterator[LoadScenario]:
+                  chaos_run: RunRecord) -> Iterator[LoadDrill]:
     """A load test of the profile named by --load-profile, else by the scenario's ``load`` marker
     (``kind="steady"``: the weekly profile; ``kind="stress"``: the stress ramp)."""
     marker = request.node.get_closest_marker("load")
@@ -690,7 +684,7 @@ def load_scenario(request: pytest.FixtureRequest, journal: ScenarioRecord, stack
     run_s = knee.run_bound_s(profile, chaos_settings.load.knee_resolution) if profile.stepped else None
     load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers, run_s=run_s)
     store = BaselineStore(load_options.baseline_dir, profile.name, chaos_run.provider)
-    yield LoadScenario(stack, chaos_settings, journal, load, store=store,
+    yield LoadDrill(stack, chaos_settings, journal, load, store=store,
                        accept_baseline=load_options.update_baseline, run_id=chaos_run.run_id)
     load.stop()
 
@@ -701,11 +695,10 @@ def under_fault(load_options: LoadOptions, faults: FaultInjector, chaos_run: Run
     run's healthy search (the scenario that measured one, if any) to compare with. A test that
     asks for it runs only with --under-fault."""
     assert load_options.under_fault is not None, "deselected without --under-fault"
-    healthy = next(({"capacity_rps": s.measurements["capacity_rps"],
-                     "capacity_bracket_rps": s.measurements.get("capacity_bracket_rps"),
+    searched = [(s, f) for s in reversed(chaos_run.scenarios) if (f := s.figure(StressFigures)) is not None]
+    healthy = next(({"capacity_rps": f.capacity_rps, "capacity_bracket_rps": f.capacity_bracket_rps,
                      "source": f"this run's healthy search ({s.name}, verdict {s.status})"}
-                    for s in reversed(chaos_run.scenarios)
-                    if "capacity_rps" in s.measurements and "under_fault" not in s.measurements), None)
+                    for s, f in searched if f.capacity_rps is not None and f.under_fault is None), None)
     return UnderFault(load_options.under_fault, faults, healthy)
 
 

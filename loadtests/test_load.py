@@ -17,8 +17,8 @@ from fulsk_chaos.checks.alerts import QUIET_UNDER_LOAD
 pytestmark = [pytest.mark.scenario, pytest.mark.load(kind="steady")]
 
 
-def test_load(load_scenario):
+def test_load(load_drill):
     began = time.monotonic()
-    load_scenario.steady()
-    load_scenario.quiet(QUIET_UNDER_LOAD, began)
-    load_scenario.verdict()
+    load_drill.steady()
+    load_drill.quiet(QUIET_UNDER_LOAD, began)
+    load_drill.verdict()

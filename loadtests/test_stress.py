@@ -19,19 +19,19 @@ from fulsk_chaos.checks.alerts import QUIET_UNDER_LOAD
 pytestmark = [pytest.mark.scenario, pytest.mark.load(kind="stress")]
 
 
-def test_stress(load_scenario):
+def test_stress(load_drill):
     began = time.monotonic()
-    load_scenario.ramp()
-    load_scenario.alerts_follow_users(QUIET_UNDER_LOAD, began)
-    load_scenario.verdict()
+    load_drill.ramp()
+    load_drill.alerts_follow_users(QUIET_UNDER_LOAD, began)
+    load_drill.verdict()
 
 
-def test_stress_under_fault(load_scenario, under_fault):
+def test_stress_under_fault(load_drill, under_fault):
     """Hypothesis: while the fault named by --under-fault holds (injected before the load starts,
     rolled back after it; or anew at every step), the stack still meets every baseline at the
     ramp's first step and loses no acknowledged reading; the same search finds its capacity under
     the fault, reported with its ratio to the healthy capacity (this run's healthy search, else the
     stored stress baseline). Its pages are the fault's: monitoring is not judged here. Runs only
     with --under-fault (after the healthy search, unless deselected with -k)."""
-    load_scenario.ramp(under=under_fault)
-    load_scenario.verdict()
+    load_drill.ramp(under=under_fault)
+    load_drill.verdict()

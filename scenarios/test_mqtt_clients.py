@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from fulsk_chaos.figures import ClientFigures
 from fulsk_chaos.verdict import Evidence
 
 
@@ -39,7 +40,7 @@ def test_flood_and_storm(experiment, chaos_settings):
     experiment.fault_window(flood)
     done = {**flood.record.details, **storm.record.details}
     garbage = sum(v for k, v in done.items() if k.startswith("garbage:"))
-    experiment.record.measure(storm_connected=done.get("connected", 0), garbage_sent=garbage)
+    experiment.record.measure(ClientFigures(storm_connected=done.get("connected", 0), garbage_sent=garbage))
     # The fault happened, or there is nothing to judge: a flood nobody acknowledged, a storm that never connected.
     experiment.record.expect([], [Evidence("flood readings acknowledged", done.get("legit_acked", 0), 100),
                                   Evidence("malformed messages published", garbage, 19),

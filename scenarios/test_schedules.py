@@ -19,46 +19,15 @@ from __future__ import annotations
 
 import pytest
 
-from fulsk_chaos.schedules import Runner, Step, format_command, search
-from fulsk_chaos.verdict import Evidence, none_of
+from fulsk_chaos.drills import schedule_search
 
 
 @pytest.mark.scenario
 @pytest.mark.quick
 @pytest.mark.evidence(acked_during_fault=0)
-def test_fault_schedules(experiment, chaos_settings, schedule_options, stack):
-    options = schedule_options
-    profile = options.profile
+def test_fault_schedules(experiment, schedule_options):
     with experiment:
         experiment.steady_state("before")
-        experiment.begin_method(disrupts=True)  # from here the steady state is judged, not a precondition
-        runner = Runner(stack, chaos_settings, profile, experiment.faults, experiment.fleet, experiment.probe)
-        if options.replay:
-            steps = [Step.parse(s) for s in options.replay.split(",")]
-            trial = runner.run(steps)
-            bit, missed = runner.bites()
-            experiment.record.measure(schedule={"replayed": [str(s) for s in steps], "failure": trial.failure,
-                                                "faults_reached_condition": bit, "faults_not_reached": missed})
-            experiment.record.expect([none_of("replayed schedule failed", int(trial.failure is not None),
-                                              evidence={"steps": len(steps)}, detail=trial.failure or "")],
-                                     [Evidence("schedule steps run", runner.steps_run, 1),
-                                      Evidence("schedule faults that reached their condition", bit, 1)])
-        else:
-            result = search(runner, options.profile_name, options.seed,
-                            lambda extra: format_command(options.command, extra))
-            experiment.record.measure(schedule=result.to_json())
-            detail = ""
-            if result.minimal:
-                detail = (f"smallest failing schedule: {', '.join(map(str, result.minimal))} "
-                          f"(failed {result.replay_failures} of {result.replays} replays): {result.failure}; "
-                          f"replay: {result.replay_command}")
-                print(f"\nfault schedule failed; replay it with:\n  {result.replay_command}\n"
-                      f"search again with:\n  {result.search_command}")
-            experiment.record.expect(
-                [none_of("failing fault schedules", int(result.minimal is not None),
-                         evidence={"examples": result.examples, "seed": result.seed}, detail=detail)],
-                [Evidence("schedule steps run", result.steps_run, 1),
-                 Evidence("schedule faults that reached their condition", result.faults_reached, 1)])
-        experiment.recovered()  # after each heal the runner waited for it: a schedule that never recovered failed
+        schedule_search.run(experiment, schedule_options)  # each heal waits for the recovery; a failing schedule fails
         experiment.steady_state("after")
     experiment.verdict()

@@ -26,7 +26,10 @@ class ScenarioRun:
 
     @property
     def results(self) -> dict[str, Any]:
-        return json.loads((self.report / "results.json").read_text())
+        """results.json, held to its documented schema: every drill kind run here checks it."""
+        data = json.loads((self.report / "results.json").read_text())
+        assert valid_results(data) == [], valid_results(data)
+        return data
 
     @property
     def scenario(self) -> dict[str, Any]:
@@ -35,6 +38,22 @@ class ScenarioRun:
 
     def expectations(self, held: bool | None = None) -> dict[str, dict[str, Any]]:
         return {e["name"]: e for e in self.scenario["expectations"] if held is None or e["held"] is held}
+
+
+def valid_results(data: dict[str, Any]) -> list[str]:
+    """What in a results.json breaks its schema (fulsk_chaos.figures): its version, and each
+    scenario's measurements against the JSON Schema and the families of figures."""
+    import jsonschema
+    from fulsk_chaos.figures import SCHEMA, Measured, SchemaError, schema
+    found = [] if data.get("schema") == SCHEMA else [f"schema {data.get('schema')!r}, not {SCHEMA!r}"]
+    validator = jsonschema.Draft202012Validator(schema())
+    for s in data.get("scenarios") or []:
+        found += [f"{s['name']}: {e.json_path}: {e.message}" for e in validator.iter_errors(s["measurements"])]
+        try:
+            Measured.read(s["measurements"], strict=True)
+        except SchemaError as exc:
+            found.append(f"{s['name']}: {exc}")
+    return found
 
 
 @pytest.fixture
@@ -55,5 +74,8 @@ def run_scenario(tmp_path: Path):
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
         (report,) = reports.glob("*/")
-        return ScenarioRun(done.returncode, done.stdout + done.stderr, report)
+        run = ScenarioRun(done.returncode, done.stdout + done.stderr, report)
+        if (report / "results.json").is_file():
+            assert valid_results(run.results) == []  # every drill kind run here holds results.json to its schema
+        return run
     return run

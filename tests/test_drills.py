@@ -80,7 +80,7 @@ def test_a_restore_may_lose_only_what_came_after_the_backup_and_within_the_rpo()
     assert held == {"lost though acknowledged before the backup": False,
                     "lost though acknowledged after the loss (the broker holds them)": False,
                     "RPO (span of acknowledged readings lost)": True}
-    assert judged.measurements["rpo_s"] == 4.0 and judged.measurements["lost_in_rpo"] == 2  # 10.0 - 6.0
+    assert judged.figures.rpo_s == 4.0 and judged.figures.lost_in_rpo == 2  # 10.0 - 6.0
     tight = Rpo(lost_at=10.0, gone_at=10.5, kept_until=5.0, target_s=3.0, what="the backup", margin_s=1.0)
     assert not next(e for e in tight.judge([("a", 2)], ACKED).expectations if e.name.startswith("RPO")).held
 
@@ -93,7 +93,7 @@ def test_a_point_in_time_recovery_discards_only_what_came_after_its_target():
     assert failed == {"lost though acknowledged before the recovery target",
                       "committed after the recovery target (before the restore), yet present",
                       "lost though acknowledged after the restore stopped the database (the broker holds them)"}
-    assert judged.measurements["discarded_after_target"] == 1 and pit.excused == (6.0, 11.0)
+    assert judged.figures.discarded_after_target == 1 and pit.excused == (6.0, 11.0)
 
 
 def test_an_experiment_refuses_its_phases_out_of_order(experiment):

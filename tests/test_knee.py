@@ -307,10 +307,10 @@ def test_the_capacity_under_fault_is_compared_with_what_is_known_and_says_with_w
     same_run = {"capacity_rps": 800, "capacity_bracket_rps": [800, 860], "source": "this run's healthy search"}
     stored = {"capacity_rps": 700, "capacity_bracket_rps": [700, 760], "source": "the stored stress baseline"}
     found = compare(400, [400, 430], UnderFault(spec, FakeInjector(), same_run), stored)
-    assert found["capacity_ratio"] == 0.5 and found["healthy_capacity"]["source"] == "this run's healthy search"
-    assert found["capacity_ratio_bracket"] == [round(400 / 860, 3), round(430 / 800, 3)]
-    assert compare(400, [400, 430], UnderFault(spec, FakeInjector()), stored)["capacity_ratio"] == round(400 / 700, 3)
+    assert found.capacity_ratio == 0.5 and found.healthy_capacity["source"] == "this run's healthy search"
+    assert found.capacity_ratio_bracket == [round(400 / 860, 3), round(430 / 800, 3)]
+    assert compare(400, [400, 430], UnderFault(spec, FakeInjector()), stored).capacity_ratio == round(400 / 700, 3)
     alone = compare(400, [400, 430], UnderFault(spec, FakeInjector()), None, "no stress baseline is stored")
-    assert "capacity_ratio" not in alone
-    assert alone["capacity_ratio_not_computed"].endswith("and no stress baseline is stored")
-    assert alone["under_fault"] == {"fault": "flushall:redis", "params": {}, "every_step": True, "scale": None}
+    assert "capacity_ratio" not in alone.to_json()
+    assert alone.capacity_ratio_not_computed.endswith("and no stress baseline is stored")
+    assert alone.under_fault == {"fault": "flushall:redis", "params": {}, "every_step": True, "scale": None}

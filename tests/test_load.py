@@ -144,7 +144,7 @@ def test_under_load_before_and_after_are_the_scenarios_steady_windows():
                                       steady=[10.0, 40.0])
     held = {e.name: e.held for e in judged.expectations if "API response" in e.name}
     assert held == {"before: API response p95 (baseline)": True, "after: API response p95 (baseline)": True}
-    assert judged.measurements["load_baselines_during_faults"]["during kill postgres"][
+    assert judged.figures[-1].load_baselines_during_faults["during kill postgres"][
         "API response p95 (baseline)"]["held"] is False
     late = load_judge.around_faults(_result(samples, 60.0), Settings(), [("kill postgres", 20.0, 30.0)],
                                     steady=[10.0])  # no steady window after the fault: from its rollback
@@ -242,10 +242,10 @@ def test_a_load_run_measures_every_figure_on_this_provider(stack, tmp_path):
     assert "gevent" not in sys.modules
     assert None not in generator and survivors(generator) == []
     judged = load_judge.window(result, settings, result.measured_from, result.measured_to)
-    figures = judged.measurements["load"]
+    figures = judged.load
     assert {"page load", "api", "http", "websocket", "mqtt publish"} <= set(figures)
     assert all(e.enough for e in judged.evidence), [e.describe() for e in judged.evidence]
-    resources = judged.measurements["resources"]
+    resources = judged.figures[0].resources
     assert set(stack.services) | {"generator master", "generator worker-0", "generator worker-1"} <= set(resources)
     assert resources["backend"]["cpu_mean_cores"] > 0 and resources["postgres"]["rss_max_mb"] > 0
     assert load_judge.db_expectation(result, settings).measured is not None

@@ -107,7 +107,7 @@ def test_ci_runs_every_test_and_each_quick_scenario_once(noxfile):
 
 
 @pytest.mark.parametrize("name, path", [("load", "loadtests/test_load.py"), ("stress", "loadtests/test_stress.py")])
-def test_the_load_cadence_sessions_run_their_load_scenario_with_the_given_parameters(noxfile, name, path):
+def test_the_load_cadence_sessions_run_their_load_drill_with_the_given_parameters(noxfile, name, path):
     session = RecordingSession(["--stack", "local", "--duration", "60s", "--workers", "2"])
     getattr(noxfile, name)(session)
     assert session.commands[-1] == ("pytest", path, "--monitoring", "--stack", "local", "--duration", "60s",

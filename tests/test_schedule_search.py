@@ -7,7 +7,8 @@ from fulsk_chaos.config import ConfigError, from_mapping
 from fulsk_chaos.errors import FulskChaosError
 from fulsk_chaos.faults import CATALOGUE, FaultInjector
 from fulsk_chaos.checks.dbload import OURS, is_user_read
-from fulsk_chaos.schedules import Step, format_command, menu
+from fulsk_chaos.drills.schedule_search import format_command
+from fulsk_chaos.drills.schedules import ScheduleStep as Step, menu
 
 
 def test_a_step_reads_as_it_prints():

@@ -13,6 +13,7 @@ import requests
 
 from ..config import AlertSettings, MonitoringSettings
 from ..errors import FulskChaosError
+from ..figures import AlertFigures
 from ..verdict import Evidence, Expectation, none_of
 from ..stack.alerts import AlertReceiver, Notification
 from ..wait import epoch_of
@@ -79,7 +80,7 @@ def wait_resolved(receiver: AlertReceiver, window: AlertWindow, m: MonitoringSet
 
 
 def judge(notifications: Sequence[Notification], window: AlertWindow, m: MonitoringSettings,
-          rules: set[str]) -> tuple[list[Expectation], dict[str, Any]]:
+          rules: set[str]) -> tuple[list[Expectation], AlertFigures]:
     unknown = sorted(set(window.fire + window.silent) - rules)
     if unknown:
         raise MonitoringError(f"no alerting rule named {', '.join(unknown)} in fixtures/monitoring/alerts.yml.template "
@@ -107,8 +108,9 @@ def judge(notifications: Sequence[Notification], window: AlertWindow, m: Monitor
                         "fired_at": fired.received_at if fired else None,
                         "resolved_at": resolved.received_at if resolved else None}
     found += silence(notifications, window.silent, window.observed_from, window.began, "the fault")
-    return found, {"alerts": times, "alert_bounds_s": {"fire": round(fire_s, 2), "resolve": round(resolve_s, 2)},
-                   "alert_notifications": [n.to_json() for n in notifications if n.received >= window.observed_from]}
+    return found, AlertFigures(
+        alerts=times, alert_bounds_s={"fire": round(fire_s, 2), "resolve": round(resolve_s, 2)},
+        alert_notifications=[n.to_json() for n in notifications if n.received >= window.observed_from])
 
 
 def silence(notifications: Sequence[Notification], alerts: Sequence[str], since: float, mark: float,
@@ -166,7 +168,7 @@ def users_past(window: UsersWindow, thresholds: AlertSettings) -> list[str]:
 
 
 def follow_users(notifications: Sequence[Notification], windows: Sequence[UsersWindow], thresholds: AlertSettings,
-                 m: MonitoringSettings, silent: Sequence[str]) -> tuple[list[Expectation], dict[str, Any]]:
+                 m: MonitoringSettings, silent: Sequence[str]) -> tuple[list[Expectation], AlertFigures]:
     """Pages agree with what users measured: while every window stayed under the alert thresholds,
     ``silent`` sent nothing; the first window whose users waited past the HTTP threshold (p95) or
     saw more errors than it is paged within what the rule allows (its rate window filled, then
@@ -198,8 +200,9 @@ def follow_users(notifications: Sequence[Notification], windows: Sequence[UsersW
                                  detail="" if fired else "never notified: users were past the threshold and "
                                  "nobody was paged"))
         paged[kind] = {"window": window.name, "alert": fired.alert if fired else None, "fired_after_s": _round(after)}
-    return found, {"alerts_vs_users": {"past_thresholds": paged or "no window reached an alert threshold",
-                                       "quiet_until_s": round(quiet_until - since, 2) if windows else None}}
+    return found, AlertFigures(alerts_vs_users={"past_thresholds": paged or "no window reached an alert threshold",
+                                                "quiet_until_s": round(quiet_until - since, 2) if windows else None},
+                               alert_notifications=[n.to_json() for n in notifications])
 
 
 def _or_never(value: float | None) -> float:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 
+from ..figures import DbReadFigures
 from ..probes import Samples
 from ..probes.truth import OURS
 from ..verdict import Expectation, at_most
@@ -108,5 +108,5 @@ class DbLoadWindow:
                        detail="pg_stat_statements is not available" if reads is None else
                        "; ".join(f"{calls}x {q}" for q, calls in top))
 
-    def measurements(self, phase: str) -> dict[str, Any]:
-        return {f"{phase}_db_reads": self.reads, f"{phase}_db_reads_by_statement": dict(self.per_statement)}
+    def figures(self, phase: str) -> DbReadFigures:
+        return DbReadFigures(phase, db_reads=self.reads, db_reads_by_statement=dict(self.per_statement))

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 import psycopg
 
 from ..errors import FulskChaosError
+from ..figures import LedgerFigures
 from ..verdict import Expectation, none_of
 from .dbload import OURS
 
@@ -70,10 +71,10 @@ class LedgerResult:
                                   detail=show_keys(self.duplicates)))
         return checks
 
-    def measurements(self) -> dict[str, Any]:
-        return {"sent": self.sent, "acked": self.acked, "stored": self.stored, "lost": len(self.lost),
-                "unexpected": len(self.unexpected), "duplicates": len(self.duplicates),
-                "altered": len(self.altered), "unacked_stored": self.unacked_stored}
+    def figures(self) -> LedgerFigures:
+        return LedgerFigures(sent=self.sent, acked=self.acked, stored=self.stored, lost=len(self.lost),
+                             unexpected=len(self.unexpected), duplicates=len(self.duplicates),
+                             altered=len(self.altered), unacked_stored=self.unacked_stored)
 
     def describe(self) -> str:
         parts = [f"{self.acked} acknowledged, {self.stored} stored"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from ..config import Settings
+from ..figures import RecoveryFigures
 from ..probes import Fleet, FleetRecord, Probe, Sample
 from ..verdict import Expectation, at_most
 from .ledger import stored_keys
@@ -34,9 +35,9 @@ class Recovery:
         return [at_most("recovery (back in steady state after the dependency returned)", measured, self.target_s,
                         "s", evidence={"backlog": self.backlog}, detail=detail)]
 
-    def measurements(self) -> dict[str, Any]:
-        return {"recovery_s": self.recovery_s, "recovery_target_s": self.target_s, "api_recovery_s": self.users_s,
-                "ingest_recovery_s": self.ingest_s}
+    def figures(self) -> RecoveryFigures:
+        return RecoveryFigures(recovery_s=self.recovery_s, recovery_target_s=self.target_s,
+                               api_recovery_s=self.users_s, ingest_recovery_s=self.ingest_s)
 
 
 def _s(seconds: float | None) -> str:

@@ -11,8 +11,9 @@ what the drill measured of the restore. No server is asked anything here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
+from ..figures import PointInTimeFigures, RpoFigures
 from ..verdict import Evidence, Expectation, at_most, none_of
 from .ledger import Key, show_keys as keys
 
@@ -21,7 +22,7 @@ from .ledger import Key, show_keys as keys
 class LossJudgement:
     expectations: list[Expectation]
     evidence: list[Evidence]
-    measurements: dict[str, Any]
+    figures: RpoFigures | PointInTimeFigures
     unaccounted: list[Key]  # lost, and not what the restore may lose: lost, for the ledger
 
 
@@ -55,8 +56,8 @@ class Rpo:
                      evidence={"lost": len(between)}, detail=f"{len(between)} readings lost")],
             [Evidence(f"readings acknowledged between {self.what} and the loss", acked_between, 10),
              Evidence(f"readings acknowledged before {self.what}", acked_before, 10)],
-            {"rpo_s": round(span, 2), "rpo_target_s": self.target_s, "rpo_margin_s": round(self.target_s - span, 2),
-             "lost_in_rpo": len(between)},
+            RpoFigures(rpo_s=round(span, 2), rpo_target_s=self.target_s, rpo_margin_s=round(self.target_s - span, 2),
+                       lost_in_rpo=len(between)),
             kept + after_loss)
 
 
@@ -84,7 +85,8 @@ class PointInTime:
              none_of("lost though acknowledged after the restore stopped the database (the broker holds them)",
                      len(after_stop), detail=keys(after_stop))],
             [Evidence("readings acknowledged before the recovery target", due, 10)],
-            {"recovery_target": self.target_iso, "discarded_after_target": len(lost) - len(before) - len(after_stop)},
+            PointInTimeFigures(recovery_target=self.target_iso,
+                               discarded_after_target=len(lost) - len(before) - len(after_stop)),
             before + after_stop)
 
 

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from ..config import Settings
+from ..figures import SteadyFigures
 from ..probes import FleetRecord, Key, Samples
 from ..probes.http import quantile
 from ..verdict import Evidence, Expectation, at_most, none_of
@@ -114,13 +115,13 @@ def steady_evidence(obs: Observation, *, samples: int, acked: int, judged: int) 
     ]
 
 
-def steady_measurements(obs: Observation) -> dict[str, Any]:
+def steady_figures(obs: Observation, **more: Any) -> SteadyFigures:
+    """The window's figures; ``more``: what the experiment adds (the host's pressure, ...)."""
     api = obs.samples.target("api")
     staleness = [s.staleness_s for s in obs.served if s.staleness_s is not None]
     _, delays = obs.live_delays_ms
-    return {f"{obs.phase}_p95_ms": api.quantile_ms(0.95), f"{obs.phase}_error_rate": api.error_rate(),
-            f"{obs.phase}_staleness_p95_s": quantile(staleness, 0.95),
-            f"{obs.phase}_live_delay_p95_ms": quantile(delays, 0.95)}
+    return SteadyFigures(obs.phase, p95_ms=api.quantile_ms(0.95), error_rate=api.error_rate(),
+                         staleness_p95_s=quantile(staleness, 0.95), live_delay_p95_ms=quantile(delays, 0.95), **more)
 
 
 def _round(value: float) -> float | None:

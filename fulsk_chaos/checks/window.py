@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
+from ..figures import FaultWindowFigures
 from ..probes import FleetRecord, Samples
 from ..verdict import Evidence, Expectation, at_least, at_most, below
 from .steady import no_unanswered
@@ -75,13 +76,14 @@ class FaultWindow:
         return [Evidence("during: API samples", len(self.api), samples),
                 Evidence("during: readings acknowledged by the broker", self.acked, acked)]
 
-    def measurements(self) -> dict[str, Any]:
+    def figures(self, host: dict[str, Any] | None = None) -> FaultWindowFigures:
         api = self.api
-        return {"error_rate": api.error_rate(), "p95_ms": api.quantile_ms(0.95), "p99_ms": api.quantile_ms(0.99),
-                "read_p95_ms": self.reads.quantile_ms(0.95), "read_error_rate": self.reads.error_rate(answered_ok),
-                "max_ms": api.max_ms(), "unanswered": self.samples.unanswered(), "fault_samples": len(self.samples),
-                "health_detect_s": self.health_detect_s, "health_reported_down": len(self.reported_down),
-                "acked_during_fault": self.acked}
+        return FaultWindowFigures(
+            error_rate=api.error_rate(), p95_ms=api.quantile_ms(0.95), p99_ms=api.quantile_ms(0.99),
+            read_p95_ms=self.reads.quantile_ms(0.95), read_error_rate=self.reads.error_rate(answered_ok),
+            max_ms=api.max_ms(), unanswered=self.samples.unanswered(), fault_samples=len(self.samples),
+            health_detect_s=self.health_detect_s, health_reported_down=len(self.reported_down),
+            acked_during_fault=self.acked, fault_host=host)
 
 
 def fault_window(snapshot: Samples, fleet: FleetRecord, start: float, end: float, *,

@@ -1,10 +1,11 @@
-"""The load scenarios (the weekly load test, the monthly stress ramp) judged as drills are: the
-profile's load on a healthy stack against the ops guide's baselines and alert thresholds, the
-stored baseline, and the ledger; the stress ramp's knee bisected (load.knee).
+"""The load drills (the weekly load test, the monthly stress ramp), on the one experiment base
+(drills.base): the stack shown healthy before, the profile's load as the method, judged against
+the ops guide's baselines and alert thresholds, the stored baseline, and the ledger; the stress
+ramp's knee bisected (load.knee).
 
-    scenario.steady()    # the weekly load: the whole run is one window
-    scenario.ramp()      # the stress test: the ladder until a step breaks, then bisection to the knee
-    scenario.verdict()
+    drill.steady()    # the weekly load: the whole run is one window
+    drill.ramp()      # the stress test: the ladder until a step breaks, then bisection to the knee
+    drill.verdict()
 """
 from __future__ import annotations
 
@@ -13,36 +14,26 @@ import time
 from typing import Any, Sequence
 
 from ..checks import alerts as alert_judge
-from ..checks import settle
 from ..config import Settings
-from ..faults.conditions import condition_expectation
+from ..figures import AlertFigures, LoadFigures, StressFigures
 from ..host.pressure import PressureSampler
 from ..load import BaselineStore, LoadResult, LoadSamples, LoadTest, Tolerance, comparable, regressions
-from ..load import judge as load_judge
-from ..load import knee, under_fault
+from ..load import judge as load_judge, knee, under_fault
+from ..load.history import stored_capacity
 from ..load.steering import Steering
 from ..load.under_fault import UnderFault
 from ..report import ScenarioRecord
 from ..stack import Stack
-from ..verdict import Verdict, at_least, judge
-from .experiment import monitoring_of
+from ..verdict import Expectation, at_least, judge
+from .base import Drill
+from .phases import Phase
 
 
-class LoadScenario:
-    """A load test judged like a chaos scenario: the profile's load on a healthy stack, measured
-    against the ops guide's baselines and alert thresholds, the stored baseline, and the ledger.
-
-        scenario.steady()    # the weekly load: the whole run is one window
-        scenario.ramp()      # the stress test: the ladder until a step breaks, then bisection to the knee
-        scenario.verdict()
-    """
-
+class LoadDrill(Drill):
     def __init__(self, stack: Stack, settings: Settings, record: ScenarioRecord, load: LoadTest, *,
                  store: BaselineStore | None = None, accept_baseline: bool = False, min_samples: int = 10,
                  run_id: str = "") -> None:
-        self.stack = stack
-        self.settings = settings
-        self.record = record
+        super().__init__(stack, settings, record)
         self.load = load
         self.store = store
         self.accept_baseline = accept_baseline
@@ -58,8 +49,26 @@ class LoadScenario:
         offset = time.monotonic() - time.time()
         return self.host.shares(start_epoch + offset, end_epoch + offset)
 
+    def healthy_before(self) -> None:
+        """The steady state before the load: every service of the stack healthy. A load on a stack
+        that was not proves nothing about it: that is the verdict, and no load runs."""
+        self.phases.enter(Phase.OBSERVING)
+        self.phases.enter(Phase.BEFORE)
+        try:
+            detail = f"healthy within {self.stack.wait_healthy(timeout_s=self.settings.recovery.target_s):.1f} s"
+            held = True
+        except Exception as exc:  # noqa: BLE001 - whatever stops a service answering: not healthy
+            detail, held = f"{type(exc).__name__}: {exc}", False
+        expectation = Expectation("before the load: every service of the stack healthy", int(held), "==", 1,
+                                  detail=detail)
+        self.record.expect([expectation])
+        if not held:
+            self.not_steady_before(judge(self.record.hypothesis, [expectation], []), "the load")
+
     def steady(self) -> LoadResult:
         """Run the profile to its end and judge the whole run as one window."""
+        self.healthy_before()
+        self.begin_method()
         self.record.note(f"load: the {self.load.profile.name} profile for {self.load.locust.run_s:g} s")
         with self.host.start(), self.load:
             self.load.wait()
@@ -68,8 +77,9 @@ class LoadScenario:
         judged = load_judge.window(result, self.settings, result.measured_from, result.measured_to,
                                    minimum=self.min_samples)
         self.record.expect(judged.expectations, judged.evidence)
-        self.record.measure(load_profile=result.profile.name, **judged.measurements,
-                            host_stall_share=self._host_stall(result.measured_from, result.measured_to))
+        self.record.measure(LoadFigures(load_profile=result.profile.name,
+                                        host_stall_share=self._host_stall(result.measured_from, result.measured_to)),
+                            *judged.figures)
         self._judge_run(result)
         return result
 
@@ -87,6 +97,8 @@ class LoadScenario:
             raise ValueError(f"the load run is bounded at {self.load.locust.run_s:.0f} s and the search may take "
                              f"{bound:.0f} s: give its LoadTest run_s=knee.run_bound_s(profile, resolution)")
         floor, settings = profile.api.steps[0], self.settings
+        self.healthy_before()
+        self.begin_method(disrupts=under is not None)
         with contextlib.ExitStack() as held:
             held.enter_context(self.host.start())
             each_step = held.enter_context(under.holding(self.record.note)) if under is not None else None
@@ -101,6 +113,8 @@ class LoadScenario:
                     cooldown_max=knee.cooldown_max_s(profile.timeout_s), note=self.record.note)
         result = self.load.result
         assert result is not None
+        for fault in self.record.faults:  # what the ramp ran under must have bitten
+            self.must_bite(fault)
         self._conclude_ramp(found)
         self._judge_run(result, history=False)
         self._compare_capacity(found, under)
@@ -112,7 +126,7 @@ class LoadScenario:
         partial = LoadResult(self.load.profile, self.load.out_dir, samples, start, end, self.load.sampler, None, None)
         api_sent = [s for s in samples.window(start, end).group("api") if s.sent]
         judged = load_judge.window(partial, self.settings, start, end, f"step {k + 1}", minimum=self.min_samples)
-        api = judged.measurements[f"step {k + 1}_load"].get("api", {})
+        api = judged.load.get("api", {})
         broken = [e for e in judged.expectations if e.held is False and e.kind != "validity"]
         invalid = [e for e in judged.expectations if e.held is False and e.kind == "validity"]
         short = [e.describe() for e in judged.evidence if not e.enough]
@@ -140,12 +154,11 @@ class LoadScenario:
         last = steps[-1] if steps else None
         first_broken = next((s for s in steps if s["broken"]), None)
         profile = self.load.profile
-        self.record.measure(
-            load_profile=profile.name, capacity_rps=capacity, capacity_bracket_rps=found.bracket,
-            knee_resolution=self.settings.load.knee_resolution,
+        self.record.measure(LoadFigures(load_profile=profile.name), StressFigures(
+            capacity_rps=capacity, capacity_bracket_rps=found.bracket, knee_resolution=self.settings.load.knee_resolution,
             first_broken=({"step": first_broken["step"], "rate_rps": first_broken["rate_rps"],
                            "baselines": first_broken["broken"]} if first_broken else None),
-            search_ended=found.ended, steps=[{k: v for k, v in s.items() if k != "judged"} for s in steps])
+            search_ended=found.ended, steps=[{k: v for k, v in s.items() if k != "judged"} for s in steps]))
         # What the verdict stands on: the first step is the load the stack must carry; every later one
         # is a measurement of its capacity, not a requirement.
         if steps:
@@ -168,36 +181,28 @@ class LoadScenario:
         figures = {"profile": profile.name, "fingerprint": profile.fingerprint, "capacity_rps": found.capacity,
                    "capacity_bracket_rps": found.bracket, "knee_resolution": self.settings.load.knee_resolution}
         baseline = self.store.baseline() if self.store is not None else None
-        stored, why_not = None, "no stress baseline is stored"
-        if baseline is not None and comparable(figures, baseline):
-            why_not = f"the stored stress baseline (run {baseline.get('run_id')}) had another traffic mix or step_s"
-        elif baseline is not None and not baseline.get("capacity_rps"):
-            why_not = f"the stored stress baseline (run {baseline.get('run_id')}) has no capacity"
-        elif baseline is not None:
-            stored = {"capacity_rps": baseline["capacity_rps"],
-                      "capacity_bracket_rps": baseline.get("capacity_bracket_rps"),
-                      "source": f"the stored stress baseline (run {baseline.get('run_id')}, {baseline.get('at')})"}
+        stored, why_not = stored_capacity(baseline, figures)
         if under is not None:  # a faulted capacity is never a baseline
-            self.record.measure(**under_fault.compare(found.capacity, found.bracket, under, stored, why_not))
+            self.record.measure(under_fault.compare(found.capacity, found.bracket, under, stored, why_not))
             return
         assert self.store is not None
         if stored is not None and found.capacity is not None and not self.accept_baseline:
             ratio = round(found.capacity / stored["capacity_rps"], 3)
-            self.record.measure(capacity_vs_baseline={**stored, "ratio": ratio})
+            self.record.measure(StressFigures(capacity_vs_baseline={**stored, "ratio": ratio}))
         elif baseline is not None and not self.accept_baseline:
-            self.record.measure(capacity_not_compared=why_not)
+            self.record.measure(StressFigures(capacity_not_compared=why_not))
         passed = judge(self.record.hypothesis, self.record.expectations, self.record.evidence).status == "pass"
-        self.record.measure(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
-                                                       passed=passed))
+        self.record.measure(LoadFigures(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
+                                                                   passed=passed)))
 
     def _judge_run(self, result: LoadResult, history: bool = True) -> None:
+        self.phases.enter(Phase.CLOSED)  # the load has stopped: its ledger settles
         self.record.expect([load_judge.db_expectation(result, self.settings)])
-        ledger = settle(result.ledger, self.stack.endpoints.database_dsn, timeout_s=self.settings.recovery.target_s,
-                        allow_duplicates=self.settings.ledger.allow_duplicates)
-        self.record.expect(ledger.expectations(), first=True)
-        self.record.measure(**ledger.measurements(), locust=result.locust_stats.get("entries", []),
-                            db_statements=[{"query": t.query, "calls": t.calls, "mean_ms": round(t.mean_ms, 3)}
-                                           for t in (result.db_times() or [])[:10]])
+        self.judge_ledger([result.ledger])
+        self.record.measure(LoadFigures(locust=result.locust_stats.get("entries", []),
+                                        db_statements=[{"query": t.query, "calls": t.calls,
+                                                        "mean_ms": round(t.mean_ms, 3)}
+                                                       for t in (result.db_times() or [])[:10]]))
         if not history or self.store is None:
             return
         figures = load_judge.figures_for_history(result)
@@ -206,30 +211,30 @@ class LoadScenario:
         if baseline is not None and not self.accept_baseline:
             load = self.settings.load
             if (why_not := comparable(figures, baseline)) is not None:
-                self.record.measure(baseline_not_compared=why_not)
+                self.record.measure(LoadFigures(baseline_not_compared=why_not))
             else:
                 self.record.expect(regressions(figures, baseline, Tolerance(load.regression_tolerance,
                                                                              load.regression_floor_ms,
                                                                              load.regression_floor_error_rate)))
-        self.record.measure(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
-                                                       passed=passed))
+        self.record.measure(LoadFigures(baseline=self.store.record(figures, self.run_id, accept=self.accept_baseline,
+                                                                   passed=passed)))
 
     def quiet(self, silent: Sequence[str], began: float) -> None:
         """Under load on a healthy stack, none of ``silent`` may page (since ``began``,
         time.monotonic()); not judged on a stack without monitoring (``alerts_not_judged``)."""
-        if (monitoring := monitoring_of(self.stack, self.record, silent=list(silent))) is None:
+        if (monitoring := self.monitoring(silent=list(silent))) is None:
             return
         receiver, prometheus = monitoring
         notifications = receiver.notifications(began)
         self.record.expect(alert_judge.silence(notifications, silent, began, began, "the load's start"),
                            alert_judge.evidence(prometheus, began, time.monotonic(), 3, "under the load"))
-        self.record.measure(alert_notifications=[n.to_json() for n in notifications])
+        self.record.measure(AlertFigures(alert_notifications=[n.to_json() for n in notifications]))
 
     def alerts_follow_users(self, silent: Sequence[str], began: float) -> None:
         """After ``ramp()``: pages agree with what the ramp's users measured. While the steps stayed
         under the alert thresholds none of ``silent`` paged; the first step whose users were past
         one (p95 over the HTTP threshold, errors over the rate) paged (checks.alerts.follow_users)."""
-        if (monitoring := monitoring_of(self.stack, self.record, follow_users=list(silent))) is None:
+        if (monitoring := self.monitoring(follow_users=list(silent))) is None:
             return
         receiver, prometheus = monitoring
         m = self.settings.monitoring
@@ -238,11 +243,4 @@ class LoadScenario:
         notifications = receiver.notifications(began)
         found, measured = alert_judge.follow_users(notifications, self.windows, self.settings.alerts, m, silent)
         self.record.expect(found, alert_judge.evidence(prometheus, began, time.monotonic(), 3, "under the ramp"))
-        self.record.measure(**measured, alert_notifications=[n.to_json() for n in notifications])
-
-    def verdict(self) -> Verdict:
-        """A fault the load ran under (--under-fault) that never reached its condition makes it error."""
-        self.record.expect([condition_expectation(r.kind, r.target, r.condition) for r in self.record.faults])
-        verdict = judge(self.record.hypothesis, self.record.expectations, self.record.evidence)
-        self.record.conclude(verdict)
-        return verdict
+        self.record.measure(measured)

@@ -29,7 +29,9 @@ from ..backup.conf import BackupConf, load, written_for
 from ..backup.scripts import Backup, ScriptRun, ran_ok, run_script, switch_wal
 from ..checks import answers
 from ..checks.restore import PointInTime, Rpo
-from .experiment import Experiment, make_fleet
+from ..figures import RestoreFigures
+from .experiment import Experiment
+from .instruments import make_fleet
 from ..probes import Fleet
 from ..probes.truth import OURS, answers_beside_database, live_state, rows_until, schema
 from ..verdict import at_most, none_of
@@ -55,7 +57,7 @@ class RestoreDrill:
     def script(self, name: str, *args: str, env: dict[str, str] | None = None) -> ScriptRun:
         run = run_script(name, args, self.conf_path, env)
         self.scripts.append(run)
-        self.record.measure(scripts=[r.to_json() for r in self.scripts])
+        self.record.measure(RestoreFigures(scripts=[r.to_json() for r in self.scripts]))
         return run
 
     def backup(self, *flags: str, env: dict[str, str] | None = None) -> Backup:
@@ -75,7 +77,7 @@ class RestoreDrill:
         self.record.note(f"restoring: disaster-recovery.sh {' '.join(args)}")
         run = self.script("disaster-recovery.sh", *args)
         self.record.expect([ran_ok(run)])
-        self.record.measure(restore_s=round(run.seconds, 2))
+        self.record.measure(RestoreFigures(restore_s=round(run.seconds, 2)))
         if run.returncode != 0:
             self._rescue()
         return run
@@ -94,7 +96,7 @@ class RestoreDrill:
         postgres.start_healthy()
         self.stack.service("backend").restart()
         self.stack.wait_ready()
-        self.record.measure(rescued="the restore left no working database: an empty one was started")
+        self.record.measure(RestoreFigures(rescued="the restore left no working database: an empty one was started"))
 
     def lose_database(self) -> float:
         """Destroy PostgreSQL's data (its directory, or its volume) with the server: return when."""
@@ -105,7 +107,7 @@ class RestoreDrill:
         # Until the server is gone it may still commit what the broker acknowledged meanwhile: those
         # readings go with the data (the RPO's), only what comes after is the broker's to keep.
         self.gone_at = time.monotonic()
-        self.record.measure(lost_at=self._iso(lost_at), loss_took_s=round(self.gone_at - lost_at, 3))
+        self.record.measure(RestoreFigures(lost_at=self._iso(lost_at), loss_took_s=round(self.gone_at - lost_at, 3)))
         return lost_at
 
     def accident(self, sql: str) -> float:
@@ -113,7 +115,7 @@ class RestoreDrill:
         self.experiment.begin_method(disrupts=True)
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
             rows = conn.execute(sql).rowcount
-        self.record.measure(accident={"sql": sql, "rows": rows})
+        self.record.measure(RestoreFigures(accident={"sql": sql, "rows": rows}))
         return time.monotonic()
 
     def rejected(self, args: Sequence[str], reason: str, what: str, env: dict[str, str] | None = None) -> ScriptRun:
@@ -129,7 +131,7 @@ class RestoreDrill:
         """The backup check (what monitoring runs, the runbook's first step) reports the failure."""
         from ..backup.status import backup_status
         status = backup_status(conf or self.conf)
-        self.record.measure(backup_status={"last_run": status.last_run, "problems": status.problems})
+        self.record.measure(RestoreFigures(backup_status={"last_run": status.last_run, "problems": status.problems}))
         said = " ".join(status.problems)
         self.record.expect([none_of(f"backup failure undetected by the backup check ({reason!r} not reported)",
                                     0 if "the last backup failed" in said and reason in said else 1,
@@ -178,8 +180,8 @@ class RestoreDrill:
                                     detail=f"restore {restore.seconds:.1f} s, then "
                                            + (f"{back - restore.ended:.1f} s to a steady streak" if back else
                                               "users were never served fresh data again"))])
-        self.record.measure(rto_s=None if rto is None else round(rto, 2), rto_target_s=target_s,
-                            rto_margin_s=None if rto is None else round(target_s - rto, 2))
+        self.record.measure(RestoreFigures(rto_s=None if rto is None else round(rto, 2), rto_target_s=target_s,
+                                           rto_margin_s=None if rto is None else round(target_s - rto, 2)))
         return rto
 
     def answers_match_database(self, inverter_ids: Sequence[str] | None = None, *, phase: str = "after the restore"
@@ -200,7 +202,7 @@ class RestoreDrill:
     def archive_wal(self) -> float:
         """Have PostgreSQL archive its WAL now (what ``archive_timeout`` does): return when (monotonic)."""
         segment, switched = switch_wal(self.dsn, self.settings.backup.archive_timeout_s)
-        self.record.measure(wal_archived={"segment": segment, "at": self._iso(switched)})
+        self.record.measure(RestoreFigures(wal_archived={"segment": segment, "at": self._iso(switched)}))
         return switched
 
     def rpo(self, lost_at: float, kept_until: float, target_s: float, what: str) -> Rpo:

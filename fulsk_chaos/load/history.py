@@ -92,3 +92,17 @@ def regressions(current: dict[str, Any], baseline: dict[str, Any], tolerance: To
                                      round(tolerance.limit_rate(b["error_rate"]), 5), evidence=evidence,
                                      detail=f"baseline error rate {b['error_rate']}"))
     return found
+
+
+def stored_capacity(baseline: dict[str, Any] | None, figures: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The stored stress baseline's capacity, to compare this search's ``figures`` with, or why
+    there is none to use."""
+    if baseline is None:
+        return None, "no stress baseline is stored"
+    if comparable(figures, baseline):
+        return None, f"the stored stress baseline (run {baseline.get('run_id')}) had another traffic mix or step_s"
+    if not baseline.get("capacity_rps"):
+        return None, f"the stored stress baseline (run {baseline.get('run_id')}) has no capacity"
+    return {"capacity_rps": baseline["capacity_rps"], "capacity_bracket_rps": baseline.get("capacity_bracket_rps"),
+            "source": f"the stored stress baseline (run {baseline.get('run_id')}, {baseline.get('at')})"}, ""
+

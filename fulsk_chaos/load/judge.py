@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
+from ..figures import LoadFigures, LoadWindowFigures
 from ..verdict import Evidence, Expectation, at_most
 from .resources import UsageSummary
 from .run import LoadResult
@@ -24,7 +25,12 @@ _PRODUCED_BY = {"page load": "dashboard", "api": "api", "websocket": "viewers", 
 class Judged:
     expectations: list[Expectation]
     evidence: list[Evidence]
-    measurements: dict[str, Any]
+    figures: list[LoadWindowFigures | LoadFigures]
+
+    @property
+    def load(self) -> dict[str, Any]:
+        """The first window's figures per request group."""
+        return next(f.load for f in self.figures if isinstance(f, LoadWindowFigures))
 
 
 def _p(name: str, phase: str) -> str:
@@ -132,11 +138,9 @@ def window(result: LoadResult, settings: Settings, start: float, end: float, pha
     if resources:
         expectations += resource_expectations(usage, settings, phase)
     expectations += generator_validity(usage, settings, phase)
-    prefix = f"{phase}_" if phase else ""
-    measurements = {f"{prefix}load": {g: f.to_json() for g, f in figures.items()},
-                    f"{prefix}resources": {n: u.to_json() for n, u in usage.items()},
-                    f"{prefix}load_window_s": round(duration, 2)}
-    return Judged(expectations, evidence(figures, result, minimum, phase), measurements)
+    measured = LoadWindowFigures(phase, load={g: f.to_json() for g, f in figures.items()},
+                                 resources={n: u.to_json() for n, u in usage.items()}, load_window_s=round(duration, 2))
+    return Judged(expectations, evidence(figures, result, minimum, phase), [measured])
 
 
 def figures_for_history(result: LoadResult) -> dict[str, Any]:
@@ -161,7 +165,7 @@ def around_faults(result: LoadResult, settings: Settings, faults: list[tuple[str
     last = max((f[2] or end for f in faults), default=result.measured_from)
     start = max(result.measured_from, min(steady, default=0.0))
     after = min((t for t in steady if t >= last), default=max(last, recovered_at or last))
-    expectations, found_evidence, measurements = [], [], {}
+    expectations, found_evidence, measured = [], [], []
     phases = [("before", start, first, True)]
     seen: dict[str, int] = {}
     for label, s, e in faults:  # a schedule may fault the same target the same way again
@@ -175,12 +179,11 @@ def around_faults(result: LoadResult, settings: Settings, faults: list[tuple[str
                 found_evidence.append(Evidence(f"{phase}: seconds under load", 0, 1))
             continue
         part = window(result, settings, a, b, phase, minimum=minimum, finished=phase == "before")
-        measurements.update(part.measurements)
+        measured += part.figures
         if judged:
             expectations += part.expectations
             found_evidence += part.evidence
         else:
             shown[phase] = {e.name.split(": ", 1)[1]: {"measured": e.measured, "threshold": e.threshold,
                                                        "held": e.held} for e in part.expectations}
-    measurements["load_baselines_during_faults"] = shown
-    return Judged(expectations, found_evidence, measurements)
+    return Judged(expectations, found_evidence, [*measured, LoadFigures(load_baselines_during_faults=shown)])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import FaultError
+from ..figures import StressFigures
 from ..faults import CATALOGUE, Fault, FaultInjector
 
 EVERY_STEP = "step"
@@ -110,27 +111,26 @@ class UnderFault:
 
 
 def compare(capacity: float | None, bracket: list[float | None], under: UnderFault,
-            stored: dict[str, Any] | None, stored_why_not: str = "") -> dict[str, Any]:
+            stored: dict[str, Any] | None, stored_why_not: str = "") -> StressFigures:
     """The measurements of a search under fault: the fault, the healthy capacity it is compared
     with (this run's healthy search, else ``stored``: the stored baseline's; ``stored_why_not``:
     why there is none to use), and the ratio."""
     healthy = under.healthy or stored
-    found: dict[str, Any] = {"under_fault": under.spec.to_json()}
+    spec = under.spec.to_json()
     if healthy is None or not healthy.get("capacity_rps"):
-        found["capacity_ratio_not_computed"] = (
+        return StressFigures(under_fault=spec, capacity_ratio_not_computed=(
             f"no healthy capacity to compare with: no healthy search ran before it in this run (test_stress, "
             f"deselected by -k?) and {stored_why_not or 'none is stored'}" if healthy is None
-            else f"the healthy capacity ({healthy.get('source')}) is {healthy.get('capacity_rps')}")
-        return found
-    found["healthy_capacity"] = healthy
+            else f"the healthy capacity ({healthy.get('source')}) is {healthy.get('capacity_rps')}"))
     if under.spec.scale:
-        found["healthy_capacity"] = {**healthy, "note": f"the healthy search ran one {under.spec.target} instance; "
-                                                        f"this one ran {under.spec.scale}"}
-    if capacity is not None:
-        held, broken = healthy.get("capacity_bracket_rps") or (None, None)
-        found["capacity_ratio"] = round(capacity / healthy["capacity_rps"], 3)
-        found["capacity_ratio_bracket"] = [_ratio(bracket[0], broken), _ratio(bracket[1], held)]
-    return found
+        healthy = {**healthy, "note": f"the healthy search ran one {under.spec.target} instance; "
+                                      f"this one ran {under.spec.scale}"}
+    if capacity is None:
+        return StressFigures(under_fault=spec, healthy_capacity=healthy)
+    held, broken = healthy.get("capacity_bracket_rps") or (None, None)
+    return StressFigures(under_fault=spec, healthy_capacity=healthy,
+                         capacity_ratio=round(capacity / healthy["capacity_rps"], 3),
+                         capacity_ratio_bracket=[_ratio(bracket[0], broken), _ratio(bracket[1], held)])
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

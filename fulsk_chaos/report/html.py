@@ -17,6 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..figures import (AlertFigures, FaultWindowFigures, LedgerFigures, Measured, RecoveryFigures, StressFigures,
+                       TimelineFigures)
 from . import trends
 from .svg import STYLE, inline, pyplot
 from .writers import FromResults
@@ -58,14 +60,16 @@ def _badge(status: Any) -> str:
 def _summary(scenarios: list[dict[str, Any]]) -> str:
     rows = []
     for i, s in enumerate(scenarios):
-        m = s.get("measurements") or {}
-        recovery = (f"{m['recovery_s']:.1f} s / {m.get('recovery_target_s', 0):g} s"
-                    if isinstance(m.get("recovery_s"), (int, float)) else "—")
-        lost = f"{m.get('lost')} of {m['acked']}" if m.get("acked") is not None else "—"
-        p99 = f"{m['p99_ms']:.0f} ms" if isinstance(m.get("p99_ms"), (int, float)) else "—"
+        m = Measured.read(s.get("measurements") or {})
+        rec, ledger, window = m.get(RecoveryFigures), m.get(LedgerFigures), m.get(FaultWindowFigures)
+        alerts = m.get(AlertFigures)
+        recovery = (f"{rec.recovery_s:.1f} s / {rec.recovery_target_s or 0:g} s"
+                    if rec is not None and isinstance(rec.recovery_s, (int, float)) else "—")
+        lost = f"{ledger.lost} of {ledger.acked}" if ledger is not None and ledger.acked is not None else "—"
+        p99 = f"{window.p99_ms:.0f} ms" if window is not None and isinstance(window.p99_ms, (int, float)) else "—"
         rows.append(f"<tr><td><a href='#scenario-{i}'>{escape(s['name'])}</a></td><td>{_badge(s.get('verdict'))}</td>"
                     f"<td class=num>{recovery}</td><td class=num>{lost}</td><td class=num>{p99}</td>"
-                    f"<td>{_alerts_line(m.get('alerts') or {})}</td></tr>")
+                    f"<td>{_alerts_line((alerts.alerts if alerts else None) or {})}</td></tr>")
     return ("<table class=summary><thead><tr><th>scenario</th><th>verdict</th><th>recovery / target</th>"
             "<th>lost</th><th>p99 during fault</th><th>alerts</th></tr></thead><tbody>" + "".join(rows)
             + "</tbody></table>")
@@ -82,17 +86,17 @@ def _alerts_line(alerts: dict[str, Any]) -> str:
 
 
 def _scenario(i: int, s: dict[str, Any], report_dir: Path | None) -> str:
-    m = s.get("measurements") or {}
+    m = Measured.read(s.get("measurements") or {})
     parts = [f"<section class=scenario id='scenario-{i}' data-verdict='{escape(str(s.get('verdict')))}'>",
              f"<h2>{escape(s['name'])} {_badge(s.get('verdict'))}</h2>",
              f"<p class=hypothesis>{escape(s.get('hypothesis') or '')}</p>"]
     if s.get("reason"):
         parts.append(f"<p class=reason>{escape(s['reason'])}</p>")
-    if isinstance(m.get("series"), dict):
-        parts.append(f"<figure class=chart>{chart(s)}<figcaption class=meta>API latency, error rate, readings "
+    if (series := m.get(TimelineFigures)) is not None and isinstance(series.series, dict):
+        parts.append(f"<figure class=chart>{chart(s, series.series, m.get(AlertFigures))}<figcaption class=meta>API latency, error rate, readings "
                      f"and staleness per second; faults shaded, alerts marked, recovery dashed</figcaption></figure>")
-    if "capacity_bracket_rps" in m:
-        parts.append(_stress(m))
+    if (stress := m.get(StressFigures)) is not None and stress.capacity_bracket_rps is not None:
+        parts.append(_stress(stress))
     parts.append(_expectations(s.get("expectations") or []))
     evidence = s.get("evidence") or []
     if evidence:
@@ -113,21 +117,21 @@ def _scenario(i: int, s: dict[str, Any], report_dir: Path | None) -> str:
     return "\n".join(parts)
 
 
-def _stress(m: dict[str, Any]) -> str:
+def _stress(m: StressFigures) -> str:
     """The stress search: the capacity with its bracket, why the search ended, every step."""
     def rps(v: Any) -> str:
         return "—" if v is None else f"{v:g}"
-    held, broken = m["capacity_bracket_rps"]
-    line = (f"capacity {rps(m.get('capacity_rps'))} req/s, knee in [{rps(held)}, {rps(broken)}] req/s "
-            f"(resolution {m.get('knee_resolution', 0):.0%}): {m.get('search_ended', '')}")
-    if m.get("capacity_ratio") is not None:
-        line += (f"; {m['capacity_ratio']:.0%} of the healthy capacity "
-                 f"({(m.get('healthy_capacity') or {}).get('source', '')})")
+    held, broken = m.capacity_bracket_rps or (None, None)
+    line = (f"capacity {rps(m.capacity_rps)} req/s, knee in [{rps(held)}, {rps(broken)}] req/s "
+            f"(resolution {m.knee_resolution or 0:.0%}): {m.search_ended or ''}")
+    if m.capacity_ratio is not None:
+        line += (f"; {m.capacity_ratio:.0%} of the healthy capacity "
+                 f"({(m.healthy_capacity or {}).get('source', '')})")
     rows = "".join(f"<tr><td class=num>{st.get('step')}</td><td>{escape(str(st.get('phase', '')))}</td>"
                    f"<td class=num>{rps(st.get('rate_rps'))}</td>"
                    f"<td class=num>{_value(st.get('api_p95_ms'), 'ms')}</td>"
                    f"<td>{escape((st.get('broken') or st.get('invalid') or st.get('short') or [''])[0])}</td></tr>"
-                   for st in m.get("steps") or [])
+                   for st in m.steps or [])
     return (f"<p class=meta>{escape(line)}</p><details><summary>steps</summary><table><tr><th>step</th><th>phase</th>"
             f"<th>req/s</th><th>API p95</th><th>broke</th></tr>{rows}</table></details>")
 
@@ -186,10 +190,9 @@ def _epoch(stamp: Any) -> float | None:
         return None
 
 
-def chart(s: dict[str, Any]) -> str:
+def chart(s: dict[str, Any], series: dict[str, Any], alerts: AlertFigures | None) -> str:
     """The scenario's timeline as inline SVG: three panels on one time axis."""
     plt = pyplot()
-    series = s["measurements"]["series"]
     t0, t = series["t0"], series["t"]
     fig, (lat, err, rate) = plt.subplots(3, 1, figsize=(11, 5.2), sharex=True,
                                          gridspec_kw={"height_ratios": [1.4, 1, 1.2]})
@@ -217,7 +220,7 @@ def chart(s: dict[str, Any]) -> str:
             ax.axvspan(start - t0, (end or start) - t0, color="#fd8c73", alpha=0.25, lw=0)
         lat.annotate(f"{f.get('kind')} {f.get('target')}", (start - t0, 1), xycoords=("data", "axes fraction"),
                      va="bottom", fontsize=8, color="#a40e26")
-    for name, times in ((s["measurements"].get("alerts") or {}).items()):
+    for name, times in (((alerts.alerts if alerts else None) or {}).items()):
         for key, marker, color in (("fired_at", "^", "#cf222e"), ("resolved_at", "v", "#1f883d")):
             if times.get(key):
                 x = times[key] - t0

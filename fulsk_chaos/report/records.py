@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..faults import FaultRecord
+from ..figures import SCHEMA, F, Figures, Measured
 from ..verdict import Evidence, Expectation, Verdict
 from .progress import Progress, quiet
 
@@ -48,7 +49,7 @@ class ScenarioRecord:
     expectations: list[Expectation] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
-    measurements: dict[str, Any] = field(default_factory=dict)
+    figures: Measured = field(default_factory=Measured)
     timeline: list[dict[str, Any]] = field(default_factory=list)  # what happened when (a runbook's steps)
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
@@ -58,8 +59,19 @@ class ScenarioRecord:
         """A new phase of the scenario, for the run's progress line."""
         self.progress.phase(f"{self.name}: {phase}")
 
-    def measure(self, **values: Any) -> None:
-        self.measurements.update(values)
+    def measure(self, *figures: Figures) -> None:
+        """Figures measured (fulsk_chaos.figures): a family measured again keeps what the new
+        measurement did not set."""
+        for f in figures:
+            self.figures.add(f)
+
+    def figure(self, family: type[F], phase: str = "") -> F | None:
+        return self.figures.get(family, phase)
+
+    @property
+    def measurements(self) -> dict[str, Any]:
+        """The figures as results.json carries them (flat keys)."""
+        return self.figures.to_json()
 
     def expect(self, expectations: list[Expectation], evidence: list[Evidence] = (), *, first: bool = False) -> None:
         """Add judged expectations (replacing any of the same name: the latest judgement counts);
@@ -107,7 +119,8 @@ class ScenarioRecord:
         verdict = None if data["verdict"] == "interrupted" else Verdict(
             data["verdict"], data.get("reason"), data.get("hypothesis", ""), tuple(expectations), tuple(evidence))
         return cls(data["name"], data["nodeid"], data.get("hypothesis", ""), verdict, expectations, evidence,
-                   [FaultRecord.from_json(f) for f in data.get("faults") or []], data.get("measurements") or {},
+                   [FaultRecord.from_json(f) for f in data.get("faults") or []],
+                   Measured.read(data.get("measurements") or {}),
                    data.get("timeline") or [], data.get("started_at") or now_iso(), data.get("finished_at"))
 
 
@@ -148,6 +161,6 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return clean({
-            "run_id": self.run_id, "provider": self.provider, "started_at": self.started_at,
+            "schema": SCHEMA, "run_id": self.run_id, "provider": self.provider, "started_at": self.started_at,
             "finished_at": self.finished_at, "verdict": self.verdict, "error": self.error, "stack": self.stack,
             "scenarios": [s.to_json() for s in self.scenarios], "config": self.config})

@@ -8,22 +8,35 @@ import json
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from ..figures import (FaultWindowFigures, Figures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
+                       RestoreFigures, RpoFigures, StressFigures)
 from .svg import STYLE, inline, pyplot
 
 FILENAME = "trends.html"
-# figure -> (label, unit, how to read it from a scenario's measurements)
-FIGURES: dict[str, tuple[str, str, Any]] = {
-    "p95": ("API p95", "ms", lambda m: m.get("p95_ms") or ((m.get("load") or {}).get("api") or {}).get("p95_ms")),
-    "error_rate": ("API error rate", "", lambda m: m.get("error_rate")
-                   if m.get("error_rate") is not None else ((m.get("load") or {}).get("api") or {}).get("error_rate")),
-    "recovery": ("recovery", "s", lambda m: m.get("recovery_s")),
-    "lost": ("readings lost", "", lambda m: m.get("lost")),
-    "capacity": ("capacity", "req/s", lambda m: m.get("capacity_rps")),
-    "rto": ("RTO", "s", lambda m: m.get("rto_s")),
-    "rpo": ("RPO", "s", lambda m: m.get("rpo_s")),
+# figure -> (label, unit, how to read it from a scenario's figures)
+FIGURES: dict[str, tuple[str, str, Callable[[Measured], Any]]] = {
+    "p95": ("API p95", "ms", lambda m: _of(m, FaultWindowFigures, "p95_ms") or _api(m, "p95_ms")),
+    "error_rate": ("API error rate", "", lambda m: v if (v := _of(m, FaultWindowFigures, "error_rate")) is not None
+                   else _api(m, "error_rate")),
+    "recovery": ("recovery", "s", lambda m: _of(m, RecoveryFigures, "recovery_s")),
+    "lost": ("readings lost", "", lambda m: _of(m, LedgerFigures, "lost")),
+    "capacity": ("capacity", "req/s", lambda m: _of(m, StressFigures, "capacity_rps")),
+    "rto": ("RTO", "s", lambda m: _of(m, RestoreFigures, "rto_s")),
+    "rpo": ("RPO", "s", lambda m: _of(m, RpoFigures, "rpo_s")),
 }
+
+
+def _of(m: Measured, family: type[Figures], name: str) -> Any:
+    found = m.get(family)
+    return None if found is None else getattr(found, name)
+
+
+def _api(m: Measured, name: str) -> Any:
+    """A load run's API figure (the whole run's window)."""
+    load = m.get(LoadWindowFigures)
+    return (((load.load if load else None) or {}).get("api") or {}).get(name)
 
 
 RUNS = 60  # the newest runs shown
@@ -39,7 +52,7 @@ def history(report_dir: Path, runs: int = RUNS) -> dict[str, list[dict[str, Any]
         except (ValueError, KeyError, OSError):
             continue  # a run still being written, or not one of ours
         for s in run.get("scenarios") or []:
-            m = s.get("measurements") or {}
+            m = Measured.read(s.get("measurements") or {})
             figures = {k: read(m) for k, (_, _, read) in FIGURES.items()}
             found.setdefault(s["name"], []).append({"when": when, "run": run.get("run_id"), "verdict": s.get("verdict"),
                                                     **{k: v for k, v in figures.items() if isinstance(v, (int, float))}})

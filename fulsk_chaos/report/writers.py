@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 from xml.etree import ElementTree as ET
 
+from ..figures import (FaultWindowFigures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
+                       StressFigures)
 from .records import RunRecord, ScenarioRecord
 
 
@@ -136,27 +138,7 @@ class TerminalSummary:
         if run.error:
             self.write_line(f"ERROR the run: {run.error}")
         for s in run.scenarios:
-            m = s.measurements
-            parts = [f"{s.status.upper():5} {s.name}"]
-            if m.get("recovery_s") is not None:
-                parts.append(f"recovery {m['recovery_s']:.1f} s (target {m.get('recovery_target_s', 0):g} s)")
-            if m.get("acked") is not None:
-                parts.append(f"lost {m.get('lost')} of {m['acked']} acked")
-            if m.get("p99_ms") is not None:
-                parts.append(f"p99 {m['p99_ms']:.0f} ms during fault")
-            api = (m.get("load") or {}).get("api") or {}
-            if api.get("p95_ms") is not None:
-                parts.append(f"API p95 {api['p95_ms']:.0f} ms at {api['throughput_rps']:.0f} req/s")
-            if "capacity_rps" in m:
-                broken = m.get("first_broken")
-                parts.append(f"capacity {m['capacity_rps']} req/s" if m["capacity_rps"] is not None else "capacity unknown")
-                if m.get("capacity_bracket_rps"):  # the knee lies between them (broken None: above the ladder)
-                    held, above = m["capacity_bracket_rps"]
-                    parts.append(f"knee in [{held:g}, {'-' if above is None else f'{above:g}'}] req/s")
-                if m.get("capacity_ratio") is not None:
-                    parts.append(f"{m['capacity_ratio']:.0%} of the healthy capacity")
-                if broken:
-                    parts.append(f"first broken at {broken['rate_rps']:g} req/s: {broken['baselines'][0]}")
+            parts = [f"{s.status.upper():5} {s.name}", *figures_line(s.figures)]
             self.write_line("  ".join(parts))
             if s.status != "pass" and s.reason:
                 failed = s.verdict.failed if s.verdict else []
@@ -168,3 +150,30 @@ class TerminalSummary:
             self.write_line("images: " + " ".join(images))
         verdict = f"verdict {run.verdict}" if run.scenarios or run.error else "no scenario ran"
         self.write_line(f"{verdict}; provider {run.provider}" + (f"; stack {timing}" if timing else ""))
+
+
+def figures_line(m: Measured) -> list[str]:
+    """A scenario's headline figures, for the terminal's summary line."""
+    parts = []
+    rec, ledger, window = m.get(RecoveryFigures), m.get(LedgerFigures), m.get(FaultWindowFigures)
+    if rec is not None and rec.recovery_s is not None:
+        parts.append(f"recovery {rec.recovery_s:.1f} s (target {rec.recovery_target_s or 0:g} s)")
+    if ledger is not None and ledger.acked is not None:
+        parts.append(f"lost {ledger.lost} of {ledger.acked} acked")
+    if window is not None and window.p99_ms is not None:
+        parts.append(f"p99 {window.p99_ms:.0f} ms during fault")
+    load = m.get(LoadWindowFigures)
+    api = ((load.load if load else None) or {}).get("api") or {}
+    if api.get("p95_ms") is not None:
+        parts.append(f"API p95 {api['p95_ms']:.0f} ms at {api['throughput_rps']:.0f} req/s")
+    stress = m.get(StressFigures)
+    if stress is not None and stress.capacity_bracket_rps is not None:
+        broken = stress.first_broken
+        parts.append(f"capacity {stress.capacity_rps} req/s" if stress.capacity_rps is not None else "capacity unknown")
+        held, above = stress.capacity_bracket_rps  # the knee lies between them (above None: above the ladder)
+        parts.append(f"knee in [{held:g}, {'-' if above is None else f'{above:g}'}] req/s")
+        if stress.capacity_ratio is not None:
+            parts.append(f"{stress.capacity_ratio:.0%} of the healthy capacity")
+        if broken:
+            parts.append(f"first broken at {broken['rate_rps']:g} req/s: {broken['baselines'][0]}")
+    return parts

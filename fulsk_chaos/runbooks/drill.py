@@ -19,6 +19,7 @@ import time
 from importlib import import_module
 from typing import Any, Callable, ContextManager, Iterator
 
+from ..figures import RecoveryFigures, RunbookFigures
 from ..drills.experiment import Experiment
 from ..verdict import Expectation, at_most, none_of
 from .model import Runbook, Trigger
@@ -100,14 +101,13 @@ class RunbookDrill:
             {"event": "trigger", "at_s": 0.0, "what": trigger.name, "case": trigger.case},
             *({"event": "step", **s} for s in run.timeline(onset)),
             {"event": "recovered", "at_s": round(recovered_s, 3) if recovered_s is not None else None}]
-        exp.record.measure(
+        exp.record.measure(RecoveryFigures(recovered_s, runbook.target_s), RunbookFigures(
             runbook=runbook.name, runbook_title=runbook.title, case=trigger.case, provider=run.provider,
-            recovery_s=recovered_s, recovery_target_s=runbook.target_s,
             recovery_margin_s=None if recovered_s is None else runbook.target_s - recovered_s,
             runbook_s=(run.ended or onset) - onset, users_back_s=None if users_at is None else users_at - onset,
             drift=[{"step": s.step.name, "documented": s.attempts[0].documented, "why": s.drift,
                     "corrected": s.known_drift, "guide_should_say": s.step.corrected.note if s.step.corrected else None}
-                   for s in run.drift], findings=run.findings)
+                   for s in run.drift], findings=run.findings))
         self.log(run.describe())
         return run
 

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import psycopg
 
+from ..figures import RunbookFigures
 from ..backup import archive
 from ..backup.conf import BackupError, load, written_for
 from ..backup.scripts import SmallFilesystem, run_script
@@ -146,7 +147,7 @@ def primary_fails(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, s
     rpo_s = drill.runbook.rpo_s if drill.runbook and drill.runbook.rpo_s is not None else 0.0
     drill.experiment.allow_loss(Rpo(failed_at, gone_at, failed_at - rpo_s, rpo_s, f"{rpo_s:g} s before the failure",
                                     drill.settings.backup.commit_margin_s))
-    drill.experiment.record.measure(replication_at_failure=lag)
+    drill.experiment.record.measure(RunbookFigures(replication_at_failure=lag))
     yield {}
 
 

@@ -25,6 +25,7 @@ import requests
 from ..checks import Served, judge_answer
 from ..checks.steady import no_wrong_answers
 from ..errors import FulskChaosError
+from ..figures import LoadFigures, RunbookFigures
 from ..load import LoadTest, load_profile
 from ..load import judge as load_judge
 from ..probes import Sample
@@ -194,7 +195,7 @@ def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[E
     # Through the frontend, nginx's pooled connections decide: shown (how the load was spread), and
     # none of it may fail.
     spread, failed = instances_serving(endpoints.frontend_url + "/api/inverters")
-    drill.experiment.record.measure(backend_instances_through_frontend=dict(spread))
+    drill.experiment.record.measure(RunbookFigures(backend_instances_through_frontend=dict(spread)))
     found.append(none_of("requests through the frontend that failed, scaled out", failed,
                          evidence={"requests": sum(spread.values()) + failed}, detail=_spread(spread, failed)))
     # every reading acknowledged while the feeds listen, on every instance's feed
@@ -234,7 +235,7 @@ def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
     judged = {phase: load_judge.window(result, settings, *span, phase=phase, resources=False)
               for phase, span in phases.items()}
     exp.record.expect(judged["after scaling"].expectations, judged["after scaling"].evidence)
-    figures = {phase: j.measurements[f"{phase}_load"] for phase, j in judged.items()}
+    figures = {phase: j.load for phase, j in judged.items()}
     side_by_side = {}
     for group in ("api", "page load", "websocket", "http"):
         b, a = figures["before scaling"].get(group), figures["after scaling"].get(group)
@@ -242,8 +243,8 @@ def _load_after(drill: RunbookDrill, trigger: Trigger) -> list[Expectation]:
             side_by_side[group] = {"p50_ms": (b["p50_ms"], a["p50_ms"]), "p95_ms": (b["p95_ms"], a["p95_ms"]),
                                    "throughput_rps": (b["throughput_rps"], a["throughput_rps"]),
                                    "p95_after_over_before": round(a["p95_ms"] / b["p95_ms"], 2) if b["p95_ms"] else None}
-    exp.record.measure(load_profile=result.profile.name, scaling_before_after=side_by_side,
-                       **{k: v for j in judged.values() for k, v in j.measurements.items()})
+    exp.record.measure(LoadFigures(load_profile=result.profile.name), RunbookFigures(scaling_before_after=side_by_side),
+                       *(f for j in judged.values() for f in j.figures))
     scaling, after = figures["while scaling"].get("http", {}), figures["after scaling"].get("http", {})
     limit = 100 * settings.load.host_max_cpu
     return [none_of("requests that failed while scaling out", scaling.get("failures"),

@@ -41,7 +41,8 @@ import urllib.request
 from pathlib import Path
 
 from fulsk_chaos.config import load
-from fulsk_chaos.drills.load import LoadScenario
+from fulsk_chaos.drills.load import LoadDrill
+from fulsk_chaos.figures import StressFigures
 from fulsk_chaos.load import LoadTest, knee, load_profile
 from fulsk_chaos.load.profile import from_mapping
 from fulsk_chaos.report import ScenarioRecord
@@ -109,9 +110,9 @@ def main() -> None:
             record = ScenarioRecord("stress-api", "benchmark")
             search = LoadTest(stack, profile, Path(tmp) / "search", workers=workers,
                               run_s=knee.run_bound_s(profile, resolution))
-            LoadScenario(stack, settings, record, search).ramp()
-            m = record.measurements
-            at_knee = next((s for s in m["steps"] if s["rate_rps"] == m["capacity_rps"]), None)
+            LoadDrill(stack, settings, record, search).ramp()
+            m = record.figure(StressFigures)
+            at_knee = next((s for s in m.steps if s["rate_rps"] == m.capacity_rps), None)
             same = max(1, math.ceil(at_knee["api_in_flight"])) if at_knee else 1
             stack.service("backend").restart()
             stack.wait_ready()
@@ -128,13 +129,13 @@ def main() -> None:
     report(m, workers, sweep, same, wrk_s, baseline_ms, settings.alerts.error_rate)
 
 
-def report(m: dict, workers: int, sweep: dict[int, dict[str, float]], same: int, wrk_s: float, baseline_ms: float,
+def report(m: StressFigures, workers: int, sweep: dict[int, dict[str, float]], same: int, wrk_s: float, baseline_ms: float,
            error_rate: float) -> None:
-    held, broken = m["capacity_bracket_rps"]
-    print(f"\nLocust, open model (the stress search, {workers} worker): capacity {m['capacity_rps']} req/s, "
-          f"bracket [{held}, {broken}]; {m['search_ended']}")
+    held, broken = m.capacity_bracket_rps
+    print(f"\nLocust, open model (the stress search, {workers} worker): capacity {m.capacity_rps} req/s, "
+          f"bracket [{held}, {broken}]; {m.search_ended}")
     print(f"{'step':>5} {'phase':>7} {'rate':>7} {'achieved':>9} {'p95 ms':>8} {'in flight':>10}  broke")
-    for s in m["steps"]:
+    for s in m.steps:
         broke = (s["broken"] or s["invalid"] or [""])[0][:70]
         print(f"{s['step']:>5} {s['phase']:>7} {s['rate_rps']:>7g} {s['achieved_api_rps'] or 0:>9.0f} "
               f"{s['api_p95_ms'] or 0:>8.1f} {s['api_in_flight']:>10.2f}  {broke}")
@@ -146,13 +147,13 @@ def report(m: dict, workers: int, sweep: dict[int, dict[str, float]], same: int,
               f"{f['error_rate']:>7.1%}{mark}")
     within = {c: f for c, f in sweep.items() if f["p95"] <= baseline_ms and f["error_rate"] <= error_rate}
     best = max(within, key=lambda c: within[c]["rps"]) if within else None
-    at_knee = next((s for s in m["steps"] if s["rate_rps"] == m["capacity_rps"]), None)
-    print(f"\nthe search's knee: {m['capacity_rps']} req/s (bracket [{held}, {broken}]), "
+    at_knee = next((s for s in m.steps if s["rate_rps"] == m.capacity_rps), None)
+    print(f"\nthe search's knee: {m.capacity_rps} req/s (bracket [{held}, {broken}]), "
           f"{at_knee['api_in_flight'] if at_knee else '-'} requests in flight at it")
     print(f"wrk at the same concurrency ({same} connections): {sweep[same]['rps']:.0f} req/s, p95 "
           f"{sweep[same]['p95']:.1f} ms")
     if best is not None:
-        capacity = m["capacity_rps"]
+        capacity = m.capacity_rps
         ratio = f"; the search's knee is {capacity / within[best]['rps']:.2f} of it" if capacity else ""
         print(f"wrk's knee (the most answered within the {baseline_ms:g} ms API baseline): "
               f"{within[best]['rps']:.0f} req/s at {best} connections{ratio}")

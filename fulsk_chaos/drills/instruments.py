@@ -1,0 +1,54 @@
+"""The observers an experiment watches the stack through, as users and inverters meet it: the
+fleet publishing through its proxied edge, the probe asking through the frontend, a dashboard's
+live feed; and the least evidence a verdict rests on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..probes import Fleet, LiveFeed, Probe, Target
+from ..stack import Stack
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The least evidence a verdict rests on; below it the verdict is ``error``, never ``pass``."""
+    samples_per_window: int = 10   # probe samples of each target, and API answers, in each window
+    acked_per_window: int = 10     # readings the broker acknowledged in each steady window
+    judged_per_window: int = 5     # latest-reading answers that could be judged for freshness
+    acked_during_fault: int = 10   # readings the broker acknowledged while the fault was active
+    samples_during_fault: int | None = None  # API samples while it was active (default: samples_per_window)
+
+
+HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a dashboard chart does
+LISTING_PATH = "/api/inverters"  # its answer, when it is the API path probed, is judged for completeness
+
+
+def user_targets(settings: Settings, inverter_ids: list[str]) -> list[Target]:
+    """What the probe asks for through the frontend: /health, the API, and, for each inverter in
+    turn, its latest reading and its recent history."""
+    ids = tuple(inverter_ids)
+    listing = settings.probe.api_path == LISTING_PATH
+    return [Target("health", "/health", json=True),
+            Target("api", settings.probe.api_path, json=listing, meta={"listing": True} if listing else {}),
+            Target("latest", "/api/inverters/{inverter}/latest", json=True, inverters=ids),
+            Target("history", "/api/inverters/{inverter}/readings?from={from}&to={to}", json=True, inverters=ids,
+                   span_s=HISTORY_S)]
+
+
+def make_fleet(stack: Stack, settings: Settings) -> Fleet:
+    """Simulated inverters publishing through their own proxied edge (not started)."""
+    endpoints, fleet = stack.endpoints, settings.fleet
+    return Fleet(endpoints.mqtt_host, endpoints.mqtt_port, inverters=fleet.inverters, sites=fleet.sites,
+                 interval_s=fleet.interval_s)
+
+
+def make_probe(stack: Stack, settings: Settings, fleet: Fleet) -> Probe:
+    """The user-side probe through the frontend, asking for the fleet's readings (not started)."""
+    return Probe(stack.endpoints.frontend_url, user_targets(settings, fleet.inverter_ids),
+                 interval_s=settings.probe.interval_s, timeout_s=settings.probe_timeout_s)
+
+
+def make_feed(stack: Stack) -> LiveFeed:
+    """A dashboard's live-feed client through the frontend (not started)."""
+    return LiveFeed(stack.endpoints.live_feed_url)

@@ -292,7 +292,9 @@ def _expected_s(item: pytest.Item, measured: dict[str, float]) -> float:
 def durations_key(config: pytest.Config) -> str:
     """Durations are kept per shape of run: the drill's schedule search (monitored, its profile)
     takes ten times the tests session's, and started last it made the drill wait for it alone."""
-    monitored = "monitored" if config.getoption("--monitoring", False) else "plain"
+    settings = config.stash.get(SETTINGS, None)  # the run's own: monitoring set in TOML counts too
+    monitoring = settings.stack.monitoring if settings is not None else config.getoption("--monitoring", False)
+    monitored = "monitored" if monitoring else "plain"
     return f"{DURATIONS}/{config.getoption('--stack', 'local')}-{monitored}-{config.getoption('--schedule-profile', 'quick')}"
 
 

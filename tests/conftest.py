@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ class ScenarioRun:
 
     def expectations(self, held: bool | None = None) -> dict[str, dict[str, Any]]:
         return {e["name"]: e for e in self.scenario["expectations"] if held is None or e["held"] is held}
+
+
+def as_in_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it (a ``preexec_fn``): a job started in the background by a
+    shell without job control (nohup ... &, as CI may run) inherits SIGINT ignored, and its
+    runner never saw it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def valid_results(data: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from docker.errors import NotFound
 
 from fulsk_chaos.faults import FaultInjector
 from fulsk_chaos.host.engine import LABEL, OWNER_LABEL, STACK_LABEL, remove_orphans
-from test_teardown import as_in_a_terminal  # Ctrl-C as a terminal delivers it
+from conftest import as_in_a_terminal  # Ctrl-C as a terminal delivers it
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.docker

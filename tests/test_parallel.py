@@ -96,3 +96,15 @@ def test_serial_tests_go_first_then_the_longest_by_what_this_shape_of_run_measur
     drill = durations_key(pytester.parseconfig("--monitoring", "--schedule-profile", "drill"))
     tests = durations_key(pytester.parseconfig())
     assert drill != tests and drill.startswith(DURATIONS) and tests.startswith(DURATIONS)
+
+
+def test_durations_are_kept_per_shape_of_run_as_its_settings_say(pytester):
+    """A run monitored by its configuration (stack.monitoring in TOML) is the same shape of run
+    as one monitored by --monitoring: it reads and keeps the same durations."""
+    config = pytester.path / "monitored.toml"
+    config.write_text("[stack]\nmonitoring = true\n")
+    by_flag = durations_key(pytester.parseconfigure("--monitoring", "--report-dir", str(pytester.path / "r")))
+    by_toml = durations_key(pytester.parseconfigure("--chaos-config", str(config), "--report-dir",
+                                                    str(pytester.path / "r")))
+    plain = durations_key(pytester.parseconfigure("--report-dir", str(pytester.path / "r")))
+    assert by_flag == by_toml != plain

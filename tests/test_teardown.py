@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import as_in_a_terminal
 
 from fulsk_chaos.stack import Stack
 from fulsk_chaos.host.procs import identity, listening_ports, service_processes, survivors, wait_exited
@@ -143,12 +144,6 @@ def test_a_killed_test_process_leaves_nothing():
 
 def _descendants(pid: int) -> set:
     return {identity(p) for p in service_processes(pid) if p != pid} - {None}
-
-
-def as_in_a_terminal() -> None:
-    """Ctrl-C as a terminal delivers it: a job started in the background by a shell without job
-    control (nohup ... &, as CI may run) inherits SIGINT ignored, and its runner never saw it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])

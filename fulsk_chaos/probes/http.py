@@ -208,41 +208,40 @@ class Probe(Observed):
                 horizon = min(horizon, started)
         return Samples(samples, horizon)
 
-    def settle(self, until: float, hang_s: float, poll_s: float = 0.02) -> None:
+    def settle(self, until: float, hang_s: float) -> None:
         """Wait until every request started by ``until`` is here, and answered or old enough to be a hang."""
-        observer = self.observer
-        deadline = max(until, time.monotonic()) + hang_s + 10.0  # an observer that stopped ticking is said so
-        while observer is not None:
-            observer.check()
-            seen_at = observer.horizon
+        def settled(observer: Any) -> bool:
             with self._lock:
-                waiting = [s for _, s, _ in self._inflight.values() if s <= until and seen_at - s < hang_s]
-            if seen_at >= until and not waiting or not observer.running:
-                return
-            if time.monotonic() > deadline:
-                raise ObserverError(f"the probe observer has not ticked since {time.monotonic() - seen_at:.1f} s ago: "
-                                    f"{observer.stderr_tail()}")
-            time.sleep(poll_s)
+                waiting = [s for _, s, _ in self._inflight.values() if s <= until and observer.horizon - s < hang_s]
+            return observer.horizon >= until and not waiting
+        self._poll(settled, max(until, time.monotonic()) + hang_s + 10.0, 0.02, lambda observer:
+                   f"the probe observer has not ticked since {time.monotonic() - observer.horizon:.1f} s ago")
 
-    def asked_since(self, since: float, timeout_s: float | None = None, poll_s: float = 0.01) -> None:
+    def asked_since(self, since: float, timeout_s: float | None = None) -> None:
         """Wait until every target has been asked at least once at or after ``since``: a fault over
         in less than the probe's interval (a graceful restart, tens of ms) is then still sampled."""
-        observer = self.observer
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 3 * self.interval_s + 10.0)
-        while observer is not None and observer.running:
-            observer.check()
+        def asked() -> set[str]:
             with self._lock:
-                asked = {n for n, s, _ in self._inflight.values() if s >= since}
+                found = {n for n, s, _ in self._inflight.values() if s >= since}
                 for sample in reversed(self._samples):  # in the order answered: none started before since - timeout after
                     if sample.started < since - self.timeout_s:
                         break
                     if sample.started >= since:
-                        asked.add(sample.target)
-            if asked >= set(self.targets):
+                        found.add(sample.target)
+            return found
+        self._poll(lambda _: asked() >= set(self.targets),
+                   time.monotonic() + (timeout_s if timeout_s is not None else 3 * self.interval_s + 10.0), 0.01,
+                   lambda _: f"the probe asked only {sorted(asked())} of {sorted(self.targets)} since the fault began")
+
+    def _poll(self, done: Callable[[Any], bool], deadline: float, poll_s: float, why: Callable[[Any], str]) -> None:
+        """The observer's progress, polled until ``done`` (or the observer stopped); past
+        ``deadline`` it is an ObserverError saying ``why`` with the observer's last words."""
+        while (observer := self.observer) is not None and observer.running:
+            observer.check()
+            if done(observer):
                 return
             if time.monotonic() > deadline:
-                raise ObserverError(f"the probe asked only {sorted(asked)} of {sorted(self.targets)} since the "
-                                    f"fault began: {observer.stderr_tail()}")
+                raise ObserverError(f"{why(observer)}: {observer.stderr_tail()}")
             time.sleep(poll_s)
 
     def lags_s(self, start: float, end: float) -> list[float]:

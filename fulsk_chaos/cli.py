@@ -1,6 +1,7 @@
 """``fulsk-chaos``: the commands that are not pytest's.
 
     fulsk-chaos up [--stack local|docker] [--json] [--chaos-config FILE]
+    fulsk-chaos contract check [CONTRACT] [--stack local|docker] [--chaos-config FILE]
     fulsk-chaos images build --offline
     fulsk-chaos runbook --list | --check NAME...
     fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|restart|kill|wipe|reload} SERVICE
@@ -34,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
     up.add_argument("--chaos-config", type=Path, default=None,
                     help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
+
+    contract = commands.add_parser("contract", help="a backend's contract (how it is spoken to and read)")
+    contract_commands = contract.add_subparsers(dest="action", required=True)
+    contract_check = contract_commands.add_parser(
+        "check", help="start the stack with the backend, publish a few readings as the contract says, and try each "
+                      "item of it once (one line each: ok, or what to change)")
+    contract_check.add_argument("contract", type=Path, nargs="?", default=None,
+                                help="the contract file (default: backend.contract, else the reference backend's)")
+    contract_check.add_argument("--stack", choices=["local", "docker"], default="local")
+    contract_check.add_argument("--chaos-config", type=Path, default=None,
+                                help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
 
     ctl = commands.add_parser("ctl", help="stop, start, restart, kill, wipe, scale or reload a service of a running "
                                           "stack (its control socket)")
@@ -72,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "runbook":
             return _runbooks(args)
+        if args.command == "contract":
+            return _check_contract(args)
         if args.command == "trends":
             from .report import trends
             print(trends.write(args.report_dir))
@@ -89,6 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - e.g. the docker SDK's own errors: one line, not a traceback
         print(f"fulsk-chaos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _check_contract(args: argparse.Namespace) -> int:
+    """Exit 0 when every item of the contract held, 1 otherwise (each said on its own line)."""
+    from dataclasses import replace
+    from .contract_check import check
+    from .stack import Stack
+    settings = _settings(args.chaos_config)
+    if args.contract is not None:
+        settings = replace(settings, backend=replace(settings.backend, contract=str(args.contract.resolve())))
+    with Stack(settings, args.stack) as stack:
+        print(f"fulsk-chaos: contract {stack.contract.name} against the {args.stack} stack", flush=True)
+        items = check(stack)
+    for item in items:
+        print(item.line())
+    return 0 if all(i.ok for i in items) else 1
 
 
 def _runbooks(args: argparse.Namespace) -> int:
@@ -145,12 +175,12 @@ def _up(args: argparse.Namespace) -> int:
 def describe(stack: Any) -> dict[str, Any]:
     """Where everything of a running stack is, for other tools (psql, toxiproxy-cli, mosquitto_pub, locust)."""
     from .backup.conf import written_for
-    e = stack.endpoints
+    e, contract = stack.endpoints, stack.contract
     return {"id": stack.id, "provider": stack.provider, "dir": str(stack.dir),
-            "frontend": e.frontend_url, "api": e.frontend_url + "/api", "backend": e.backend_url,
-            "live_feed": e.live_feed_url,
+            "frontend": e.frontend_url, "api": e.frontend_url + contract.reads.listing.path, "backend": e.backend_url,
+            "live_feed": e.live_feed_url, "contract": contract.name,
             "metrics": e.metrics_url, "mqtt": {"host": e.mqtt_host, "port": e.mqtt_port,
-                                               "topic": "fulsk/inverters/{inverter_id}/telemetry"},
+                                               "topic": contract.publish.topic},
             "database": e.database_dsn, "redis": e.redis_url,
             "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies},
             "backup_conf": str(written_for(stack)), "control": str(stack.control_path),

@@ -91,7 +91,7 @@ class FleetSettings:
 @dataclass(frozen=True)
 class ProbeSettings:
     interval_s: float = 0.1
-    api_path: str = "/api/inverters"
+    api_path: str = ""  # empty: the backend contract's inverter list (reads.listing)
     # Unset: the HTTP response-time alert threshold, so a request the alert would fire on is a hang.
     timeout_s: float | None = None
 
@@ -101,6 +101,7 @@ class BackendSettings:
     """The backend under test. An empty command runs the reference backend in fixtures/."""
     command: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    contract: str = ""  # its contract file (how it is spoken to and read); empty: the reference backend's
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import time
-from datetime import datetime
 from pathlib import Path
 
 import gevent
@@ -33,7 +32,8 @@ from locust.runners import MasterRunner, WorkerRunner
 from fulsk_chaos.load import steering
 from fulsk_chaos.load.profile import from_env
 from fulsk_chaos.load.samples import UNSENT
-from fulsk_chaos.probes.fleet import TOPIC, paho_client, reading
+from fulsk_chaos.contract import from_env as contract_from_env, from_epoch
+from fulsk_chaos.probes.fleet import paho_client, reading
 
 
 
@@ -42,13 +42,16 @@ class NotSent(RuntimeError):
     generator held it back. A failure of the stack to keep up, but not an answer it gave."""
 
 PROFILE = from_env()
+CONTRACT = contract_from_env(os.environ)  # how the backend under test is published to and read
+READS = CONTRACT.reads
 OUT = Path(os.environ.get("FULSK_LOAD_OUT", "."))
 # The API arrival rate: the profile's (its ladder, for a stress ramp) until the stress search steers it.
 SCHEDULE = steering.RateSchedule(PROFILE.rate_at)
 RUN = os.environ.get("FULSK_LOAD_RUN", "load")
 MQTT_HOST, _, MQTT_PORT = os.environ.get("FULSK_MQTT", "127.0.0.1:1883").rpartition(":")
 
-PAGE = ("/", "/health", "/api/generation")  # the dashboard page and the calls its script makes
+# the dashboard page and the calls its script makes
+PAGE = tuple(p for p in ("/", CONTRACT.health.path, READS.generation.path) if p)
 PAGE_LOAD = "dashboard page load"
 READING_DELAY = "reading publish to arrival"
 PUBLISH = "publish qos1 (to PUBACK)"
@@ -163,23 +166,25 @@ class Reads:
             path = PROFILE.api.paths[next(self.turn) % len(PROFILE.api.paths)]
             return path, path
         if not self.ids or rng.random() < 0.1:
-            return "/api/inverters", "/api/inverters"
+            return READS.listing.path, READS.listing.path
         inverter = rng.choice(self.ids)
-        kind = rng.choice(("latest", "latest", "readings", "generation"))
+        kind = rng.choice(("latest", "latest", "readings", "generation") if READS.generation.path else
+                          ("latest", "latest", "readings"))
         if kind == "latest":
-            return f"/api/inverters/{inverter}/latest", "/api/inverters/[id]/latest"
+            return READS.latest.path.format(inverter=inverter), READS.latest.path.format(inverter="[id]")
         if kind == "readings":
             end = time.time()
-            return (f"/api/inverters/{inverter}/readings?from={end - 30:.3f}&to={end:.3f}",
-                    "/api/inverters/[id]/readings")
-        return "/api/generation", "/api/generation"
+            form = READS.history.units.timestamp
+            return (READS.history.path.format(inverter=inverter, **{"from": from_epoch(round(end - 30, 3), form),
+                                                                      "to": from_epoch(round(end, 3), form)}),
+                    READS.history.path.split("?")[0].format(inverter="[id]"))
+        return READS.generation.path, READS.generation.path
 
     def learn(self, path: str, response) -> None:
-        if path == "/api/inverters" and response.status_code == 200:
+        if path == READS.listing.path and response.status_code == 200:
             try:
-                self.ids = [i["inverter_id"] if isinstance(i, dict) else i
-                            for i in response.json().get("inverters", [])][:200]
-            except (ValueError, AttributeError, TypeError):
+                self.ids = [r["inverter_id"] for r in READS.listing.rows(response.json()) if "inverter_id" in r][:200]
+            except (ValueError, AttributeError, TypeError, KeyError):
                 pass
 
 
@@ -297,7 +302,7 @@ class LiveViewer(User):
 
     @task
     def watch(self) -> None:
-        url = self.host.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws/readings"
+        url = self.host.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + CONTRACT.feed.path
         try:
             ws = websocket.create_connection(url, timeout=PROFILE.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any refusal is a failed connection, measured
@@ -309,13 +314,13 @@ class LiveViewer(User):
                 arrived = time.time()
                 if not message:
                     raise ConnectionError("the feed closed")
-                for r in json.loads(message).get("readings", []):
-                    try:
-                        published = datetime.fromisoformat(r["ts"]).timestamp() if isinstance(r["ts"], str) \
-                            else float(r["ts"])
-                    except (KeyError, TypeError, ValueError):
-                        continue
-                    self._fire("WS", READING_DELAY, max(0.0, arrived - published) * 1000, None)
+                try:
+                    rows = CONTRACT.feed.rows(json.loads(message))
+                except (KeyError, TypeError, ValueError, IndexError):
+                    rows = []  # a message the contract cannot read carries nothing users see
+                for r in rows:
+                    if "ts" in r:
+                        self._fire("WS", READING_DELAY, max(0.0, arrived - r["ts"]) * 1000, None)
         except websocket.WebSocketTimeoutException:
             self._fire("WS", "feed silent", PROFILE.timeout_s * 1000,
                        TimeoutError(f"no reading for {PROFILE.timeout_s} s"))
@@ -373,10 +378,11 @@ class InverterUser(User):
     @task
     def publish(self) -> None:
         self.seq += 1
-        values, payload = reading(self.inverter_id, self.seq, self.site_id, self.rated_w, self.rng)
-        RECORDER.ledger.append({"k": [self.inverter_id, self.seq], "v": values})
+        values, payload = reading(self.inverter_id, self.seq, self.site_id, self.rated_w, self.rng, CONTRACT)
+        key = CONTRACT.key({"inverter_id": self.inverter_id, "seq": self.seq, **values})
+        RECORDER.ledger.append({"k": list(key), "v": values})
         at = time.time()
-        info = self.mqtt.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=1)
+        info = self.mqtt.publish(CONTRACT.publish.topic.format(inverter_id=self.inverter_id), payload, qos=1)
         if info.rc != 0:
             self.environment.events.request.fire(request_type="MQTT", name=PUBLISH, response_time=0,
                                                  response_length=0, exception=ConnectionError(f"rc={info.rc}"),
@@ -384,6 +390,6 @@ class InverterUser(User):
             return
         early = self.early.pop(info.mid, None)
         if early is not None:
-            self._settle(((self.inverter_id, self.seq), at), early)
+            self._settle((key, at), early)
         else:
-            self.awaiting[info.mid] = ((self.inverter_id, self.seq), at)
+            self.awaiting[info.mid] = (key, at)

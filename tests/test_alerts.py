@@ -33,7 +33,7 @@ def test_an_alert_that_fires_in_time_and_resolves_after_the_recovery_holds():
     found, measured = judge([note("FulskDatabaseErrors", "firing", 113.0), note("FulskDatabaseErrors", "resolved", 120.0)],
                             WINDOW, M, RULES)
     assert all(e.held for e in found), [e.describe() for e in found]
-    assert measured["alerts"]["FulskDatabaseErrors"] == {
+    assert measured.alerts["FulskDatabaseErrors"] == {
         "fired_after_s": 3.0, "resolved_after_recovery_s": 3.0, "fired_at": 1.8e9 + 113.0, "resolved_at": 1.8e9 + 120.0}
 
 

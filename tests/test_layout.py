@@ -22,9 +22,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fulsk_chaos"
 # config -> stack -> faults and probes -> measurements -> load -> report, lowest first: a module imports
 # from its own layer or below, never above. Verdicts are data (expectations, evidence) with no import
 # of ours: at the bottom, so a fault kind can say what it must reach as an expectation.
-LAYERS = [["errors", "verdict", "figures"], ["config", "wait", "lifecycle", "host"], ["services"], ["images", "backup"], ["stack"],
+LAYERS = [["errors", "verdict", "figures"], ["config", "contract", "wait", "lifecycle", "host"], ["services"], ["images", "backup"], ["stack"],
           ["probes"], ["faults"], ["checks"], ["load"], ["report"], ["drills"],
-          ["runbooks"], ["hooks", "plugin", "cli", "docs"]]
+          ["runbooks"], ["hooks", "plugin", "cli", "contract_check", "docs"]]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

@@ -62,7 +62,7 @@ def test_stored_twice_is_a_duplicate_and_fails_unless_allowed():
     assert [e.name for e in strict.expectations() if not e.held] == ["duplicates (stored more than once)"]
     lenient = check_ledger(sent, sent, stored, allow_duplicates=True)
     assert lenient.ok and lenient.duplicates == [("a", 1)]  # still reported, in the measurements
-    assert lenient.measurements()["duplicates"] == 1
+    assert lenient.figures().duplicates == 1
 
 
 @pytest.mark.parametrize("field, stored_value", [

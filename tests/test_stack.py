@@ -139,13 +139,14 @@ def test_a_scaled_service_shares_its_port_and_each_backend_has_its_own_mqtt_sess
     down stops the newest."""
     from fulsk_chaos.runbooks.scaling import instances_serving
     from fulsk_chaos.stack.control import request
+    header = stack.contract.capabilities.instance_header
     if stack.provider != "local":
         pytest.skip("on Docker, replicas are Compose's (the scale-up runbook scales them with docker-compose)")
     try:
         answer = request(stack.control_path, "scale", "backend", count=3)
         assert answer["instances"] == ["running"] * 3
         def each_answers_under_its_own_id() -> None:  # a new instance is "unslotted" until it leases its slot
-            served, failed = instances_serving(stack.endpoints.backend_url + "/health")
+            served, failed = instances_serving(stack.endpoints.backend_url + "/health", header)
             assert set(served) - {"unslotted"} == {"fulsk-backend", "fulsk-backend-1", "fulsk-backend-2"}, served
             assert failed == 0
         wait_until(each_answers_under_its_own_id, 30, "each backend instance answering under its own client id")
@@ -163,7 +164,7 @@ def test_a_scaled_service_shares_its_port_and_each_backend_has_its_own_mqtt_sess
         def the_one_left_holds_the_configured_id() -> None:
             # it may have held another slot (its lease relocked while a replica moved down): it moves
             # down to slot 0, and the session the broker keeps for the backend, within a heartbeat
-            served, _ = instances_serving(stack.endpoints.backend_url + "/health", bursts=1)
+            served, _ = instances_serving(stack.endpoints.backend_url + "/health", header, bursts=1)
             assert set(served) == {"fulsk-backend"}, served
         wait_until(the_one_left_holds_the_configured_id, 10, "the instance left answering as fulsk-backend")
         # the departed instances unsubscribed: every reading is still stored, once

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import psycopg
 
+from ..contract import Contract
 from ..errors import FulskChaosError
 from ..figures import LedgerFigures
 from ..verdict import Expectation, none_of
@@ -142,31 +143,49 @@ def check_ledger(sent: Mapping[Key, Values], acked: Iterable[Key], stored: Mappi
     )
 
 
-def read_stored(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 10.0) -> dict[Key, list[dict[str, Any]]]:
-    """Every stored row of these inverters, per (inverter_id, seq), read straight from PostgreSQL."""
-    ids = list(inverter_ids)
+def _identity(contract: Contract, inverter_id: Any, value: Any) -> Key:
+    """A stored reading's key, as the contract identifies it (seq, or its timestamp in ms)."""
+    if contract.ledger.identity == "ts":
+        return str(inverter_id), int(round(epoch(value) * 1000))
+    return str(inverter_id), int(value)
+
+
+def _query(conn: psycopg.Connection, contract: Contract, sql: str, params: dict[str, Any]) -> list[Any]:
+    """A query over the contract's ledger query (``stored``: its rows, under canonical names)."""
+    try:
+        return conn.execute(f"{OURS} {sql.format(stored=f'({contract.ledger.query}) AS stored')}", params).fetchall()
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable, psycopg.errors.SyntaxError) as exc:
+        raise ContractError(f"the backend contract's ledger query ({contract.name}) does not read what the ledger "
+                            f"needs ({str(exc).splitlines()[0]}): it must return inverter_id, "
+                            f"{contract.ledger.identity}, {', '.join(FIELDS)} for the ids in %(ids)s") from None
+
+
+def read_stored(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 10.0, *,
+                contract: Contract = Contract()) -> dict[Key, list[dict[str, Any]]]:
+    """Every stored row of these inverters, per key, read straight from the database by the
+    backend contract's ledger query."""
+    identity = contract.ledger.identity
+    columns = ", ".join(["inverter_id", *([identity] if identity != "ts" else []), *FIELDS])
     with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        try:
-            rows = conn.execute(
-                f"{OURS} SELECT inverter_id, seq, {', '.join(FIELDS)} FROM readings WHERE inverter_id = ANY(%s)",
-                (ids,)).fetchall()
-        except psycopg.errors.UndefinedColumn as exc:
-            raise ContractError(f"the backend's readings table lacks a column the ledger reads ({exc}): the "
-                                f"contract is readings(inverter_id, seq, {', '.join(FIELDS)})") from None
+        rows = _query(conn, contract, f"SELECT {columns} FROM {{stored}}", {"ids": list(inverter_ids)})
     stored: dict[Key, list[dict[str, Any]]] = {}
-    for inverter_id, seq, *values in rows:
-        stored.setdefault((inverter_id, int(seq)), []).append(dict(zip(FIELDS, values)))
+    for inverter_id, *rest in rows:
+        values = dict(zip(FIELDS, rest[-len(FIELDS):]))
+        key = _identity(contract, inverter_id, values["ts"] if identity == "ts" else rest[0])
+        stored.setdefault(key, []).append(values)
     return stored
 
 
-def stored_keys(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 2.0) -> Counter[Key]:
+def stored_keys(dsn: str, inverter_ids: Iterable[str], timeout_s: float = 2.0, *,
+                contract: Contract = Contract()) -> Counter[Key]:
     """How many times each key is stored (cheap: for polling while the pipeline drains)."""
+    identity = contract.ledger.identity
     with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        rows = conn.execute(OURS + " SELECT inverter_id, seq, count(*) FROM readings WHERE inverter_id = ANY(%s) "
-                            "GROUP BY 1, 2", (list(inverter_ids),)).fetchall()
-    return Counter({(i, int(s)): int(n) for i, s, n in rows})
+        rows = _query(conn, contract, f"SELECT inverter_id, {identity}, count(*) FROM {{stored}} GROUP BY 1, 2",
+                      {"ids": list(inverter_ids)})
+    return Counter({_identity(contract, i, s): int(n) for i, s, n in rows})
 
 
 class Sender(Protocol):
@@ -178,7 +197,7 @@ class Sender(Protocol):
 
 
 def settle(fleet: Sender, dsn: str, *, timeout_s: float, allow_duplicates: bool = False, quiet_s: float = 2.0,
-           poll_s: float = 0.2) -> LedgerResult:
+           poll_s: float = 0.2, contract: Contract = Contract()) -> LedgerResult:
     """The ledger once the pipeline has drained: nothing is missing, or nothing new was stored for
     ``quiet_s`` (what is missing then stays missing), or ``timeout_s`` passed.
 
@@ -189,29 +208,32 @@ def settle(fleet: Sender, dsn: str, *, timeout_s: float, allow_duplicates: bool 
     last_count, last_change = -1, time.monotonic()
     acked = fleet.acked()
     while True:
-        counts = stored_keys(dsn, fleet.inverter_ids, timeout_s=5)
+        counts = stored_keys(dsn, fleet.inverter_ids, timeout_s=5, contract=contract)
         now = time.monotonic()
         if sum(counts.values()) != last_count:
             last_count, last_change = sum(counts.values()), now
         if acked <= set(counts) or now - last_change >= quiet_s or now >= deadline:
             break
         time.sleep(poll_s)
-    return check_ledger(fleet.sent(), acked, read_stored(dsn, fleet.inverter_ids), allow_duplicates=allow_duplicates)
+    return check_ledger(fleet.sent(), acked, read_stored(dsn, fleet.inverter_ids, contract=contract),
+                        allow_duplicates=allow_duplicates)
 
 
-def stored_with_prefix(dsn: str, prefix: str, timeout_s: float = 5.0) -> list[str]:
-    """Inverter ids starting with ``prefix`` that have rows stored (e.g. ids only garbage carried)."""
+def stored_with_prefix(dsn: str, prefix: str, timeout_s: float = 5.0, *, contract: Contract = Contract()
+                       ) -> list[str]:
+    """Inverter ids starting with ``prefix`` that have rows stored (e.g. ids only garbage carried),
+    from the contract's list of stored inverters."""
     with psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s))) as conn:
         conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-        rows = conn.execute(OURS + " SELECT DISTINCT inverter_id FROM readings WHERE starts_with(inverter_id, %s)",
-                            (prefix,)).fetchall()
+        rows = conn.execute(f"{OURS} SELECT DISTINCT inverter_id FROM ({contract.ledger.inverters}) AS stored "
+                            f"WHERE starts_with(inverter_id, %(prefix)s)", {"prefix": prefix}).fetchall()
     return [r[0] for r in rows]
 
 
-def never_stored(dsn: str, prefix: str, what: str) -> Expectation:
+def never_stored(dsn: str, prefix: str, what: str, contract: Contract = Contract()) -> Expectation:
     """Nothing that was not a reading may be stored as one."""
     try:
-        found = stored_with_prefix(dsn, prefix)
+        found = stored_with_prefix(dsn, prefix, contract=contract)
     except psycopg.Error as exc:
         return none_of(f"{what} stored", None, detail=f"could not be read: {exc}")
     return none_of(f"{what} stored", len(found), evidence={"prefix": prefix},

@@ -53,7 +53,7 @@ class Ingest:
 
     def caught_up(self) -> bool:
         try:
-            return self.backlog <= set(stored_keys(self.dsn, self.fleet.inverter_ids))
+            return self.backlog <= set(stored_keys(self.dsn, self.fleet.inverter_ids, contract=self.fleet.contract))
         except Exception:  # noqa: BLE001 - the database may still refuse us: not recovered yet
             return False
 

@@ -20,8 +20,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..contract import Read
 from ..probes import FleetRecord, Sample
-from .ledger import FIELDS, epoch, same_value
+from .ledger import FIELDS, same_value
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,39 @@ def _wrong_values(key: tuple[str, int], served: dict[str, Any], fleet: FleetReco
     return None
 
 
+def _rows(read: Read, body: Any) -> list[dict[str, Any]] | None:
+    """The answer's readings as the backend's contract reads them; None: not what it says."""
+    try:
+        return read.rows(body)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _key(fleet: FleetRecord, row: dict[str, Any]) -> tuple[str, int] | None:
+    try:
+        return fleet.contract.key(row)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def judge_latest(sample: Sample, fleet: FleetRecord) -> Served | None:
     inverter = sample.meta.get("inverter_id")
     newest = fleet.newest_acked(inverter, sample.started)
-    if sample.status == 404:
+    read = fleet.contract.reads.latest
+    if sample.status == read.absent_status:
         first = fleet.first_acked(inverter)
         if newest is None or first is None:
             return None
         return Served(sample, max(0.0, sample.started - first.acked_at))
     if not sample.ok:
         return None
-    body = sample.body if isinstance(sample.body, dict) else {}
-    try:
-        key = (str(body["inverter_id"]), int(body["seq"]))
-    except (KeyError, TypeError, ValueError):
-        return Served(sample, None, f"answer without inverter_id and seq: {str(sample.body)[:120]}")
+    rows = _rows(read, sample.body)
+    carried = {} if read.fields.inverter_id else {"inverter_id": inverter}  # an answer that names no inverter
+    key = _key(fleet, {**carried, **rows[0]}) if rows else None
+    if key is None:
+        return Served(sample, None, f"an answer without the reading's identity ({fleet.contract.ledger.identity}) "
+                                    f"where the contract says: {str(sample.body)[:120]}")
+    body = rows[0]
     if key[0] != inverter:
         return Served(sample, None, f"asked for {inverter}, served {key[0]}#{key[1]}")
     if wrong := _wrong_values(key, body, fleet):
@@ -88,14 +107,13 @@ def judge_latest(sample: Sample, fleet: FleetRecord) -> Served | None:
 
 def judge_history(sample: Sample, fleet: FleetRecord) -> Served | None:
     inverter, start, end = sample.meta["inverter_id"], sample.meta["from"], sample.meta["to"]
-    body = sample.body if isinstance(sample.body, dict) else {}
-    rows = body.get("readings")
-    if not isinstance(rows, list) or body.get("inverter_id", inverter) != inverter:
+    rows = _rows(fleet.contract.reads.history, sample.body)
+    if rows is None or any(row.get("inverter_id", inverter) != inverter for row in rows):
         return Served(sample, None, f"not {inverter}'s history: {str(sample.body)[:120]}")
-    try:
-        keys = [(inverter, int(row["seq"])) for row in rows]
-    except (KeyError, TypeError, ValueError):
-        return Served(sample, None, f"a reading of {inverter}'s history without its seq")
+    keys = [_key(fleet, {"inverter_id": inverter, **row}) for row in rows]
+    if None in keys:
+        return Served(sample, None, f"a reading of {inverter}'s history without its identity "
+                                    f"({fleet.contract.ledger.identity})")
     if twice := [k for k, n in Counter(keys).items() if n > 1]:
         return Served(sample, None, f"served {twice[0][0]}#{twice[0][1]} twice in one history")
     for key, row in zip(keys, rows):
@@ -111,11 +129,13 @@ def judge_history(sample: Sample, fleet: FleetRecord) -> Served | None:
 
 
 def judge_listing(sample: Sample, fleet: FleetRecord) -> Served | None:
-    body = sample.body if isinstance(sample.body, dict) else {}
-    entries = body.get("inverters")
-    if not isinstance(entries, list):
-        return Served(sample, None, f"an inverter list without 'inverters': {str(sample.body)[:120]}")
-    listed = {str(e["inverter_id"]): e for e in entries if isinstance(e, dict) and "inverter_id" in e}
+    read = fleet.contract.reads.listing
+    try:
+        entries = read.rows(sample.body)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return Served(sample, None, f"an inverter list not where the contract says ({read.items!r}: {exc}): "
+                                    f"{str(sample.body)[:120]}")
+    listed = {e["inverter_id"]: e for e in entries if "inverter_id" in e}
     lags = []
     for inverter in fleet.inverters:
         newest = fleet.newest_acked(inverter, sample.started)
@@ -125,10 +145,7 @@ def judge_listing(sample: Sample, fleet: FleetRecord) -> Served | None:
         if entry is None:  # left out although the broker holds its readings: it lags by all of them
             lags.append(sample.started - fleet.first_acked(inverter).acked_at)
         elif "last_seen" in entry:
-            try:
-                lags.append(newest.values["ts"] - epoch(entry["last_seen"]))
-            except (TypeError, ValueError, OverflowError):
-                return Served(sample, None, f"{inverter}'s last_seen {entry['last_seen']!r} is not a time")
+            lags.append(newest.values["ts"] - entry["last_seen"])
     if not lags:
         return None
     return Served(sample, max(0.0, *lags))

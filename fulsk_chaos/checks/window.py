@@ -38,7 +38,7 @@ class FaultWindow:
     def reported_down(self) -> Samples:
         if self.dependency is None:
             return Samples([])
-        return self.samples.target("health").where(lambda s: s.dependency(self.dependency) == "down")
+        return self.samples.target("health").where(lambda s: s.reports_down(self.dependency))
 
     @property
     def health_detect_s(self) -> float | None:

@@ -86,7 +86,7 @@ class Drill:
         dsn = self.stack.endpoints.database_dsn
         senders = [*senders, *self.ledger.tracked]
         ledger = settle(Fleets(*senders), dsn, timeout_s=self.settings.recovery.target_s,
-                        allow_duplicates=self.settings.ledger.allow_duplicates)
+                        allow_duplicates=self.settings.ledger.allow_duplicates, contract=self.stack.contract)
         if (allowance := self.ledger.allowance) is not None:  # a restore's RPO: the loss it may cause
             acked_at = {m.key: m.acked_at for f in senders if hasattr(f, "messages") for m in f.messages()
                         if m.acked_at is not None}
@@ -96,7 +96,8 @@ class Drill:
             ledger = replace(ledger, lost=judged.unaccounted)
         self.record.expect(ledger.expectations(), first=True)
         self.record.measure(ledger.figures())
-        self.record.expect([never_stored(dsn, prefix, what) for prefix, what in self.ledger.never_stored])
+        self.record.expect([never_stored(dsn, prefix, what, self.stack.contract)
+                            for prefix, what in self.ledger.never_stored])
         return ledger
 
     # --- on a stalled host ---------------------------------------------------------------------

@@ -3,9 +3,10 @@ fleet publishing through its proxied edge, the probe asking through the frontend
 live feed; and the least evidence a verdict rests on."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..config import Settings
+from ..contract import Contract
 from ..probes import Fleet, LiveFeed, Probe, Target
 from ..stack import Stack
 
@@ -21,34 +22,36 @@ class Needs:
 
 
 HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a dashboard chart does
-LISTING_PATH = "/api/inverters"  # its answer, when it is the API path probed, is judged for completeness
 
 
-def user_targets(settings: Settings, inverter_ids: list[str]) -> list[Target]:
-    """What the probe asks for through the frontend: /health, the API, and, for each inverter in
-    turn, its latest reading and its recent history."""
+def user_targets(settings: Settings, inverter_ids: list[str], contract: Contract = Contract()) -> list[Target]:
+    """What the probe asks for through the frontend, on the paths the backend's contract names:
+    its health, the API (the inverter list, unless ``probe.api_path`` names another path), and,
+    for each inverter in turn, its latest reading and its recent history."""
     ids = tuple(inverter_ids)
-    listing = settings.probe.api_path == LISTING_PATH
-    return [Target("health", "/health", json=True),
-            Target("api", settings.probe.api_path, json=listing, meta={"listing": True} if listing else {}),
-            Target("latest", "/api/inverters/{inverter}/latest", json=True, inverters=ids),
-            Target("history", "/api/inverters/{inverter}/readings?from={from}&to={to}", json=True, inverters=ids,
-                   span_s=HISTORY_S)]
+    reads = contract.reads
+    api_path = settings.probe.api_path or reads.listing.path
+    listing = api_path == reads.listing.path  # its answer is then judged for completeness
+    return [Target("health", contract.health.path, json=True, meta={"health": asdict(contract.health)}),
+            Target("api", api_path, json=listing, meta={"listing": True} if listing else {}),
+            Target("latest", reads.latest.path, json=True, inverters=ids),
+            Target("history", reads.history.path, json=True, inverters=ids, span_s=HISTORY_S,
+                   time_format=reads.history.units.timestamp)]
 
 
 def make_fleet(stack: Stack, settings: Settings) -> Fleet:
     """Simulated inverters publishing through their own proxied edge (not started)."""
     endpoints, fleet = stack.endpoints, settings.fleet
     return Fleet(endpoints.mqtt_host, endpoints.mqtt_port, inverters=fleet.inverters, sites=fleet.sites,
-                 interval_s=fleet.interval_s)
+                 interval_s=fleet.interval_s, contract=stack.contract)
 
 
 def make_probe(stack: Stack, settings: Settings, fleet: Fleet) -> Probe:
     """The user-side probe through the frontend, asking for the fleet's readings (not started)."""
-    return Probe(stack.endpoints.frontend_url, user_targets(settings, fleet.inverter_ids),
+    return Probe(stack.endpoints.frontend_url, user_targets(settings, fleet.inverter_ids, stack.contract),
                  interval_s=settings.probe.interval_s, timeout_s=settings.probe_timeout_s)
 
 
 def make_feed(stack: Stack) -> LiveFeed:
     """A dashboard's live-feed client through the frontend (not started)."""
-    return LiveFeed(stack.endpoints.live_feed_url)
+    return LiveFeed(stack.endpoints.live_feed_url, contract=stack.contract)

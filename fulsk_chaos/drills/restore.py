@@ -152,11 +152,11 @@ class RestoreDrill:
 
     def live_state(self) -> dict[str, Any]:
         """What a refused restore must not have touched: the servers (not restarted) and the rows."""
-        return live_state(self.dsn, self.stack.endpoints.redis_url)
+        return live_state(self.dsn, self.stack.endpoints.redis_url, self.stack.contract)
 
     def untouched(self, before: dict[str, Any]) -> None:
         now = self.live_state()
-        rows, digest = rows_until(self.dsn, before["cutoff"])
+        rows, digest = rows_until(self.dsn, before["cutoff"], self.stack.contract)
         changed = [what for what, same in (
             ("PostgreSQL was restarted", now["postgres_started"] == before["postgres_started"]),
             ("Redis was restarted", now["redis_run_id"] == before["redis_run_id"]),
@@ -188,7 +188,8 @@ class RestoreDrill:
                                ) -> list[str]:
         """What users are served must be what the database holds now (checks.answers)."""
         ids = list(inverter_ids or self.experiment.fleet.inverter_ids)
-        found = answers_beside_database(self.dsn, self.stack.endpoints.frontend_url, ids, self.settings.hang_s)
+        found = answers_beside_database(self.dsn, self.stack.endpoints.frontend_url, ids, self.settings.hang_s,
+                                        contract=self.stack.contract)
         self.record.expect(*answers.judge(found, self.settings.steady_state.max_staleness_s, phase))
         return answers.contradictions(found, self.settings.steady_state.max_staleness_s)
 
@@ -219,12 +220,11 @@ class RestoreDrill:
         allow_loss`` it; checks.restore judges it with the ledger)."""
         stopped = self.stopped_at("postgres", restore.started) or restore.ended
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-            late = conn.execute(
-                OURS + " SELECT inverter_id, seq FROM readings WHERE pg_xact_commit_timestamp(xmin) > %s "
-                "AND pg_xact_commit_timestamp(xmin) < %s",
-                (target, datetime.fromtimestamp(stopped + self.to_epoch, timezone.utc))).fetchall()
+            late = conn.execute(f"{OURS} {self.stack.contract.ledger.committed}", {
+                "after": target, "before": datetime.fromtimestamp(stopped + self.to_epoch, timezone.utc)}).fetchall()
+        identity = (lambda v: int(round(v.timestamp() * 1000))) if self.stack.contract.ledger.identity == "ts" else int
         return PointInTime(target.timestamp() - self.to_epoch, target.isoformat(), stopped,
-                           self.settings.backup.commit_margin_s, [(i, int(seq)) for i, seq in late])
+                           self.settings.backup.commit_margin_s, [(i, identity(v)) for i, v in late])
 
     def stopped_at(self, service: str, after: float) -> float | None:
         """When the restore had the stack stop ``service`` (its control socket's log)."""

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ..errors import FaultError
 from ..probes import Fleet
-from ..probes.fleet import TOPIC, paho_client
+from ..probes.fleet import paho_client
 from ..services.backend import MQTT_CLIENT_ID
 from ..verdict import Expectation
 from .catalogue import Family
@@ -282,7 +282,7 @@ class Flood(Handle):
         return details
 
 
-def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, oversized_kb: int) -> None:
+def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, oversized_kb: int, topic: str) -> None:
     client = paho_client(f"garbage-{handle.garbage_prefix}")
     client.max_queued_messages_set(1000)
     client.connect_async(host, port, keepalive=10)
@@ -293,8 +293,7 @@ def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, o
     for case, inverter, payload in malformed_payloads(handle.garbage_prefix, oversized_kb):
         if handle.stopping(started):
             return
-        topic = TOPIC.format(inverter_id=f"{handle.garbage_prefix}-{case}")
-        if client.publish(topic, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS:
+        if client.publish(topic.format(inverter_id=f"{handle.garbage_prefix}-{case}"), payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS:
             handle.count(f"garbage:{case}")
         next_at += interval
         delay = next_at - time.monotonic()
@@ -314,12 +313,13 @@ def flood(stack: "Stack", target: str, devices: int = 50, rate_per_s: float = 50
     fleet = None
     if devices and rate_per_s:
         fleet = Fleet(host, port, inverters=devices, sites=max(1, devices // 10), interval_s=devices / rate_per_s,
-                      prefix=prefix, max_duration_s=MAX_FAULT_S, qos=qos)
+                      prefix=prefix, max_duration_s=MAX_FAULT_S, qos=qos, contract=stack.contract)
     handle = Flood(fleet, f"{prefix}-bad")
     if fleet is not None:
         fleet.start()
     if malformed_per_s:
-        handle.spawn(lambda: _garbage(handle, host, port, malformed_per_s, qos, oversized_kb), f"{prefix}-garbage")
+        topic = stack.contract.publish.topic
+        handle.spawn(lambda: _garbage(handle, host, port, malformed_per_s, qos, oversized_kb, topic), f"{prefix}-garbage")
     return handle
 
 

@@ -20,10 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contract import CONTRACT_ENV, Contract
 from ..errors import FulskChaosError
 from ..host.ports import free_ports
 from ..host.procs import service_processes, signal_service
@@ -44,11 +45,12 @@ class LoadTarget:
     frontend_url: str
     mqtt_host: str
     mqtt_port: int
+    contract: Contract = field(default_factory=Contract)  # how the backend is published to and read
 
     @classmethod
     def of(cls, stack: Any) -> "LoadTarget":
         endpoints = stack.endpoints
-        return cls(endpoints.frontend_url, endpoints.mqtt_host, endpoints.mqtt_port)
+        return cls(endpoints.frontend_url, endpoints.mqtt_host, endpoints.mqtt_port, stack.contract)
 
 
 def _locust() -> str:
@@ -88,6 +90,7 @@ class LocustRun(StartStop):
     def _env(self) -> dict[str, str]:
         return {**os.environ, ENV: self.profile.to_json(), "FULSK_LOAD_OUT": str(self.out_dir),
                 "FULSK_LOAD_RUN": self.run_id, "FULSK_MQTT": f"{self.target.mqtt_host}:{self.target.mqtt_port}",
+                CONTRACT_ENV: json.dumps(self.target.contract.to_json()),
                 "PYTHONUNBUFFERED": "1"}
 
     def master_command(self, port: int) -> list[str]:

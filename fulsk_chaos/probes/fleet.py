@@ -24,11 +24,11 @@ from typing import Any, Callable, Iterator
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ..contract import Contract, from_mapping as contract_from
 from ..errors import FulskChaosError
 from .observer import Emitter, Observed, ObserverError, Stopping
 
-Key = tuple[str, int]
-TOPIC = "fulsk/inverters/{inverter_id}/telemetry"
+Key = tuple[str, int]  # (inverter, seq), or (inverter, timestamp in ms) for a backend keyed so (contract.key)
 VALUE_FIELDS = ("site_id", "ts", "power_w", "energy_wh")
 
 
@@ -39,7 +39,7 @@ class FleetError(FulskChaosError, RuntimeError):
 @dataclass
 class Message:
     inverter_id: str
-    seq: int
+    seq: int                       # what identifies it beside its inverter (contract.key)
     sent_at: float                 # time.monotonic() when handed to the client
     values: dict[str, Any]         # what the reading said: site_id, ts (epoch s), power_w, energy_wh
     acked_at: float | None = None  # time.monotonic() of the broker's PUBACK
@@ -58,13 +58,15 @@ def paho_client(client_id: str) -> mqtt.Client:
     return client
 
 
-def reading(inverter_id: str, seq: int, site_id: str, rated_w: float, rng: random.Random) -> tuple[dict[str, Any], str]:
-    """One telemetry reading as an inverter sends it now: its values, and its JSON payload."""
+def reading(inverter_id: str, seq: int, site_id: str, rated_w: float, rng: random.Random,
+            contract: Contract = Contract()) -> tuple[dict[str, Any], str]:
+    """One telemetry reading as an inverter sends it now: its values (canonical: ts in epoch
+    seconds, power in W, energy in Wh), and its JSON payload as the backend's contract says."""
     now = round(time.time(), 3)  # milliseconds: what any backend (JavaScript's Date too) can store exactly
     daylight = max(0.0, math.sin(math.pi * ((now / 3600) % 24) / 24))
     power = round(rated_w * (0.2 + 0.8 * daylight) * rng.uniform(0.9, 1.0), 1)
     values = {"site_id": site_id, "ts": now, "power_w": power, "energy_wh": round(power / 3600, 4)}
-    return values, json.dumps({"inverter_id": inverter_id, "seq": seq, **values})
+    return values, json.dumps(contract.publish.payload({"inverter_id": inverter_id, "seq": seq, **values}))
 
 
 def _ignore(message: Message) -> None:
@@ -73,8 +75,11 @@ def _ignore(message: Message) -> None:
 
 class _Inverter:
     def __init__(self, inverter_id: str, site_id: str, client: mqtt.Client, rng: random.Random,
-                 on_sent: Callable[[Message], None] = _ignore, on_acked: Callable[[Message], None] = _ignore) -> None:
+                 on_sent: Callable[[Message], None] = _ignore, on_acked: Callable[[Message], None] = _ignore,
+                 contract: Contract = Contract()) -> None:
         self.inverter_id = inverter_id
+        self.contract = contract
+        self.topic = contract.publish.topic.format(inverter_id=inverter_id)
         self.on_sent = on_sent
         self.on_acked = on_acked
         self.site_id = site_id
@@ -100,14 +105,15 @@ class _Inverter:
 
     def publish(self, rng: random.Random, qos: int = 1, lag_s: float = 0.0) -> Message:
         self.seq += 1
-        values, payload = reading(self.inverter_id, self.seq, self.site_id, self.rated_w, rng)
-        message = Message(self.inverter_id, self.seq, time.monotonic(), values, lag_s=lag_s)
+        values, payload = reading(self.inverter_id, self.seq, self.site_id, self.rated_w, rng, self.contract)
+        _, key = self.contract.key({"inverter_id": self.inverter_id, "seq": self.seq, **values})
+        message = Message(self.inverter_id, key, time.monotonic(), values, lag_s=lag_s)
         with self._lock:
             self.messages.append(message)
         self.on_sent(message)  # before the client has it: its PUBACK is reported after it
         # Never under our lock: publish() takes paho's mutex, which paho holds while calling
         # _on_publish (which takes ours) - the two orders would deadlock once PUBACKs lag.
-        info = self.client.publish(TOPIC.format(inverter_id=self.inverter_id), payload, qos=qos)
+        info = self.client.publish(self.topic, payload, qos=qos)
         if qos == 0:
             return message  # no PUBACK: the broker promised nothing, and the ledger holds it to nothing
         with self._lock:
@@ -137,7 +143,9 @@ class Publisher:
     def __init__(self, host: str, port: int, *, prefix: str, inverters: int = 10, sites: int = 2,
                  interval_s: float = 0.2, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
                  seed: int | None = None, client_factory: Callable[[str], mqtt.Client] = paho_client, qos: int = 1,
-                 on_sent: Callable[[Message], None] = _ignore, on_acked: Callable[[Message], None] = _ignore) -> None:
+                 on_sent: Callable[[Message], None] = _ignore, on_acked: Callable[[Message], None] = _ignore,
+                 contract: Contract | dict[str, Any] | None = None) -> None:
+        contract = contract_from(contract) if isinstance(contract, dict) else contract or Contract()
         self.qos = qos
         self.prefix = prefix
         self.interval_s = interval_s
@@ -148,7 +156,7 @@ class Publisher:
         for i, inverter_id in enumerate(inverter_ids(prefix, inverters)):
             client = client_factory(f"inverter-{inverter_id}")
             self._inverters.append(_Inverter(inverter_id, f"{prefix}-site{i % sites}", client, self._rng,
-                                             on_sent, on_acked))
+                                             on_sent, on_acked, contract))
             client.connect_async(host, port, keepalive=10)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -226,7 +234,7 @@ class Fleet(Observed):
 
     def __init__(self, host: str, port: int, *, inverters: int = 10, sites: int = 2, interval_s: float = 0.2,
                  prefix: str | None = None, max_duration_s: float = 900.0, max_messages: int = 2_000_000,
-                 seed: int | None = None, qos: int = 1) -> None:
+                 seed: int | None = None, qos: int = 1, contract: Contract = Contract()) -> None:
         if qos not in (0, 1):
             raise FleetError(f"qos must be 0 or 1, got {qos!r}")
         if inverters < 1:
@@ -237,7 +245,8 @@ class Fleet(Observed):
         self.max_duration_s = max_duration_s + 60  # the observer's bound: the publisher's, and time to settle
         self._args = {"host": host, "port": port, "prefix": self.prefix, "inverters": inverters, "sites": sites,
                       "interval_s": interval_s, "max_duration_s": max_duration_s, "max_messages": max_messages,
-                      "seed": seed, "qos": qos}
+                      "seed": seed, "qos": qos, "contract": contract.to_json()}
+        self.contract = contract
         self._ids = inverter_ids(self.prefix, inverters)
         self._messages: dict[str, list[Message]] = {i: [] for i in self._ids}
         self._by_key: dict[Key, Message] = {}
@@ -304,7 +313,7 @@ class Fleet(Observed):
                 and (after is None or m.acked_at >= after)}
 
     def record(self, excused: Callable[[Message], bool] | None = None) -> "FleetRecord":
-        return FleetRecord(list(self.messages()), excused)
+        return FleetRecord(list(self.messages()), excused, self.contract)
 
     def lags_s(self, start: float, end: float) -> list[float]:
         """How late the publisher sent each reading due in ``start``..``end``, and its ticks' lag."""
@@ -353,9 +362,12 @@ class FleetRecord:
     acknowledgement order (what was the newest reading the broker had accepted at time t?).
 
     ``excused`` readings were sent, but no answer is due to hold them: a restore's allowed loss
-    (judged as its RPO). Served, they are still judged for their values."""
+    (judged as its RPO). Served, they are still judged for their values. ``contract``: how the
+    backend's answers are read back into readings."""
 
-    def __init__(self, messages: list[Message], excused: Callable[[Message], bool] | None = None) -> None:
+    def __init__(self, messages: list[Message], excused: Callable[[Message], bool] | None = None,
+                 contract: Contract = Contract()) -> None:
+        self.contract = contract
         self.by_key: dict[Key, Message] = {m.key: m for m in messages}
         self._acked: dict[str, tuple[list[float], list[Message]]] = {}
         per_inverter: dict[str, list[Message]] = {}

@@ -14,7 +14,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from ..contract import Health, at, from_epoch
 from .observer import Emitter, Observed, ObserverError, Stopping
+
+
+HEALTH = asdict(Health())  # the reference backend's health answer
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class Target:
     meta: Mapping[str, Any] = field(default_factory=dict)
     inverters: tuple[str, ...] = ()
     span_s: float | None = None
+    time_format: str = "epoch_s"  # how {from} and {to} are written (the backend contract's: epoch_s, epoch_ms, iso8601)
 
     def request(self, i: int, now: float | None = None) -> tuple[str, dict[str, Any]]:
         """The i-th request's path, and what it asked for (``now``: epoch seconds)."""
@@ -36,8 +41,8 @@ class Target:
             fields["inverter"] = meta["inverter_id"] = self.inverters[i % len(self.inverters)]
         if self.span_s is not None:
             end = round(time.time() if now is None else now, 3)
-            fields["from"] = meta["from"] = round(end - self.span_s, 3)
-            fields["to"] = meta["to"] = end
+            meta["from"], meta["to"] = round(end - self.span_s, 3), end
+            fields["from"], fields["to"] = from_epoch(meta["from"], self.time_format), from_epoch(end, self.time_format)
         return (self.path.format(**fields) if fields else self.path), meta
 
     def to_json(self) -> dict[str, Any]:
@@ -69,8 +74,12 @@ class Sample:
 
     @property
     def ok(self) -> bool:
-        if self.target == "health":
-            return self.status == 200 and isinstance(self.body, dict) and self.body.get("status") == "ok"
+        if self.target == "health":  # healthy as the backend's contract says (the target's meta carries it)
+            spec = self.meta.get("health") or HEALTH
+            try:
+                return self.status == 200 and at(self.body, spec["status"]) in spec["healthy"]
+            except (KeyError, TypeError, IndexError):
+                return False
         return self.status is not None and 200 <= self.status < 300
 
     @property
@@ -78,8 +87,18 @@ class Sample:
         return self.body if self.target == "health" and isinstance(self.body, dict) else None
 
     def dependency(self, name: str) -> str | None:
-        """A dependency's status as /health reported it ('ok', 'down', ...), None if unknown."""
-        return ((self.health or {}).get("dependencies") or {}).get(name, {}).get("status")
+        """A dependency's status as the health answer reported it ('ok', 'down', ...), None if unknown."""
+        spec = self.meta.get("health") or HEALTH
+        if self.health is None or not spec["dependencies"]:
+            return None
+        try:
+            return str(at(at(self.health, spec["dependencies"])[name], spec["dependency_status"]))
+        except (KeyError, TypeError, IndexError):
+            return None
+
+    def reports_down(self, name: str) -> bool:
+        """The health answer said the dependency ``name`` is down (in the contract's words)."""
+        return self.dependency(name) in (self.meta.get("health") or HEALTH)["down"]
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -3,20 +3,18 @@ process of its own, recording when each reading arrives, and reconnecting (as th
 does) whenever the feed drops."""
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
+from ..contract import Contract, from_mapping as contract_from
 from .fleet import Key
 from .observer import Emitter, Observed, Stopping
 
 
-def feed_keys(data: str) -> list[Key]:
-    """The readings a feed message carries; none for one that cannot be read (they count as missed)."""
-    try:
-        return [(str(r["inverter_id"]), int(r["seq"])) for r in json.loads(data).get("readings") or []]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return []
+def feed_keys(data: str, contract: Contract = Contract()) -> list[Key]:
+    """The readings a feed message carries, as the backend's contract reads them; none for one
+    that cannot be read (they count as missed)."""
+    return contract.feed_keys(data)
 
 
 class LiveFeed(Observed):
@@ -25,15 +23,17 @@ class LiveFeed(Observed):
     KIND = "feed"
     observer_name = "live feed"
 
-    def __init__(self, url: str, *, reconnect_s: float = 0.5, max_duration_s: float = 1800.0) -> None:
+    def __init__(self, url: str, *, reconnect_s: float = 0.5, max_duration_s: float = 1800.0,
+                 contract: Contract = Contract()) -> None:
         self.url = url
+        self.contract = contract
         self.reconnect_s = reconnect_s
         self.max_duration_s = max_duration_s
         self._arrivals: dict[Key, float] = {}
         self._lock = threading.Lock()
 
     def _spec(self) -> dict[str, Any]:
-        return {"url": self.url, "reconnect_s": self.reconnect_s}
+        return {"url": self.url, "reconnect_s": self.reconnect_s, "contract": self.contract.to_json()}
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Close the feed (a no-op once it is closed)."""
@@ -56,10 +56,11 @@ class LiveFeed(Observed):
 # --- in the observer process -------------------------------------------------------------------
 def observe(args: dict[str, Any], emitter: Emitter, stopping: Stopping) -> None:
     import asyncio
-    asyncio.run(_observe(args["url"], float(args["reconnect_s"]), emitter, stopping))
+    contract = contract_from(args["contract"]) if "contract" in args else Contract()
+    asyncio.run(_observe(args["url"], float(args["reconnect_s"]), emitter, stopping, contract))
 
 
-async def _observe(url: str, reconnect_s: float, emitter: Emitter, stopping: Stopping) -> None:
+async def _observe(url: str, reconnect_s: float, emitter: Emitter, stopping: Stopping, contract: Contract) -> None:
     import asyncio
     import aiohttp
     from .observer import async_ticker
@@ -74,7 +75,7 @@ async def _observe(url: str, reconnect_s: float, emitter: Emitter, stopping: Sto
                         async for message in ws:
                             if message.type != aiohttp.WSMsgType.TEXT:
                                 break
-                            keys = feed_keys(message.data)
+                            keys = feed_keys(message.data, contract)
                             emitter.emit({"e": "feed", "k": keys}, stamp="t")
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                     pass  # what users miss meanwhile is judged from the arrivals, not from here

@@ -24,6 +24,7 @@ import requests
 
 from ..checks import Served, judge_answer
 from ..checks.steady import no_wrong_answers
+from ..contract import Contract
 from ..errors import FulskChaosError
 from ..figures import LoadFigures, RunbookFigures
 from ..load import LoadTest, load_profile
@@ -65,10 +66,11 @@ def high_load(drill: RunbookDrill, trigger: Trigger) -> Iterator[dict[str, str]]
             drill.experiment.track(result.ledger)  # what the load's inverters were acknowledged, stored once
 
 
-def instance_answers(asks: Sequence[tuple[str, str, dict[str, Any]]], size: int = BURST_SIZE
+def instance_answers(asks: Sequence[tuple[str, str, dict[str, Any]]], header: str, size: int = BURST_SIZE
                      ) -> list[tuple[str | None, Sample]]:
     """Each ask (url, probe target, meta) on a new connection, ``size`` at a time: which backend
-    instance answered (X-Fulsk-Instance), and the answer as a probe sample."""
+    instance answered (its ``header``: the contract's instance identity), and the answer as a
+    probe sample."""
     def ask(one: tuple[str, str, dict[str, Any]]) -> tuple[str | None, Sample]:
         url, target, meta = one
         started = time.monotonic()
@@ -80,16 +82,16 @@ def instance_answers(asks: Sequence[tuple[str, str, dict[str, Any]]], size: int 
             body = response.json()
         except ValueError:
             body = None
-        return (response.headers.get("X-Fulsk-Instance"),
+        return (response.headers.get(header),
                 Sample(target, started, time.monotonic() - started, response.status_code, body=body, meta=meta))
     with ThreadPoolExecutor(size) as pool:
         return list(pool.map(ask, asks))
 
 
-def instances_serving(url: str, bursts: int = BURSTS, size: int = BURST_SIZE) -> tuple[Counter, int]:
+def instances_serving(url: str, header: str, bursts: int = BURSTS, size: int = BURST_SIZE) -> tuple[Counter, int]:
     """Which backend instance answered each of ``bursts`` bursts of ``size`` concurrent requests,
     each on a new connection; and how many failed."""
-    answers = instance_answers([(url, "api", {})] * (bursts * size), size)
+    answers = instance_answers([(url, "api", {})] * (bursts * size), header, size)
     served = Counter(i for i, sample in answers if sample.ok and i is not None)
     return served, len(answers) - sum(served.values())
 
@@ -97,11 +99,11 @@ def instances_serving(url: str, bursts: int = BURSTS, size: int = BURST_SIZE) ->
 def _answers_per_instance(drill: RunbookDrill) -> list[Expectation]:
     """Each instance's answers for the fleet's latest readings: fresh (its ingest keeps up, on its
     own MQTT session) and true. Users reach whichever instance their connection lands on."""
-    url, settings = drill.stack.endpoints.backend_url, drill.settings
+    url, settings, contract = drill.stack.endpoints.backend_url, drill.settings, drill.stack.contract
     inverters = drill.experiment.fleet.inverter_ids
-    asks = [(f"{url}/api/inverters/{inverter}/latest", "latest", {"inverter_id": inverter})
+    asks = [(url + contract.reads.latest.path.format(inverter=inverter), "latest", {"inverter_id": inverter})
             for inverter, _ in zip(itertools.cycle(inverters), range(BURSTS * BURST_SIZE))]
-    answers = instance_answers(asks)
+    answers = instance_answers(asks, contract.capabilities.instance_header)
     record = drill.experiment.fleet.record()
     per_instance: dict[str, list[Served]] = {}
     for instance, sample in answers:
@@ -122,7 +124,7 @@ def _answers_per_instance(drill: RunbookDrill) -> list[Expectation]:
     return found
 
 
-async def _feeds(url: str, expected: int, listen_s: float) -> dict[str, dict[Key, float]]:
+async def _feeds(url: str, expected: int, listen_s: float, contract: Contract) -> dict[str, dict[Key, float]]:
     """Hold one live feed per backend instance (new connections until each instance has one,
     told by its hello), then record what each carries for ``listen_s``."""
     arrivals: dict[str, dict[Key, float]] = {}
@@ -155,7 +157,7 @@ async def _feeds(url: str, expected: int, listen_s: float) -> dict[str, dict[Key
                             if message.type != aiohttp.WSMsgType.TEXT:
                                 return
                             now = time.monotonic()
-                            for key in feed_keys(message.data):
+                            for key in feed_keys(message.data, contract):
                                 arrivals[instance].setdefault(key, now)
             await asyncio.gather(*(listen(i, ws) for i, ws in held.items()))
         finally:
@@ -186,7 +188,8 @@ def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[E
     endpoints = drill.stack.endpoints
     backends = wanted.get("backend", 1)
     # On their shared port each new connection goes to one instance at random: every one answers.
-    served, failed = instances_serving(endpoints.backend_url + "/api/inverters")
+    listing, header = drill.stack.contract.reads.listing.path, drill.stack.contract.capabilities.instance_header
+    served, failed = instances_serving(endpoints.backend_url + listing, header)
     named = set(served) - {"unslotted"}  # one still leasing its slot is counted once it has it
     # Fewer ids than instances: some do not answer, or share an MQTT client id (and take its session in turn).
     found.append(Expectation("backend instances answering on the backend's port, each under an id of its own",
@@ -194,15 +197,16 @@ def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[E
                              evidence={"requests": sum(served.values()) + failed}))
     # Through the frontend, nginx's pooled connections decide: shown (how the load was spread), and
     # none of it may fail.
-    spread, failed = instances_serving(endpoints.frontend_url + "/api/inverters")
+    spread, failed = instances_serving(endpoints.frontend_url + listing, header)
     drill.experiment.record.measure(RunbookFigures(backend_instances_through_frontend=dict(spread)))
     found.append(none_of("requests through the frontend that failed, scaled out", failed,
                          evidence={"requests": sum(spread.values()) + failed}, detail=_spread(spread, failed)))
     # every reading acknowledged while the feeds listen, on every instance's feed
     listen_s, grace_s = 4.0, 1.0
     started = time.monotonic()
-    feeds = asyncio.run(_feeds(endpoints.backend_url.replace("http://", "ws://", 1) + "/ws/readings", backends,
-                               listen_s))
+    contract = drill.stack.contract
+    feeds = asyncio.run(_feeds(endpoints.backend_url.replace("http://", "ws://", 1) + contract.feed.path, backends,
+                               listen_s, contract))
     due = drill.experiment.fleet.acked(after=started + grace_s, before=started + listen_s - grace_s)
     found.append(Expectation("backend instances whose live feed could be held", len(feeds), "==", backends,
                              detail=", ".join(sorted(feeds))))

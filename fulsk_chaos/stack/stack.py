@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..contract import load as load_contract
 from ..errors import StackError
 from ..host.ports import free_ports
 from ..host.procs import listening_ports, service_processes
@@ -57,13 +58,9 @@ class Endpoints:
     database_dsn: str
     redis_url: str
     toxiproxy_url: str
-    metrics_url: str
+    metrics_url: str   # empty: the backend's contract declares none
     proxies: dict[str, dict[str, Any]]
-
-    @property
-    def live_feed_url(self) -> str:
-        """The dashboard's WebSocket feed, through the frontend."""
-        return self.frontend_url.replace("http://", "ws://", 1) + "/ws/readings"
+    live_feed_url: str  # the dashboard's WebSocket feed, through the frontend (the contract's path)
 
 
 class Stack(StartStop):
@@ -74,6 +71,7 @@ class Stack(StartStop):
             raise StackError(f"fixtures not found at {fixtures}: run from a checkout of fulsk-chaos "
                              f"(installed with `pip install -e .`)")
         self.settings = settings or Settings()
+        self.contract = load_contract(self.settings.backend.contract or None)  # how the backend is spoken to
         catalogue = catalogue.for_settings(self.settings)  # the standby, the monitoring: where switched on
         catalogue.check_settings(self.settings)
         self.provider = provider
@@ -360,8 +358,10 @@ class Stack(StartStop):
             database_dsn=self.service(self.database).address,
             redis_url=self.service("redis").address,
             toxiproxy_url=self.toxiproxy.url if self.toxiproxy else "",
-            metrics_url=self.service("backend").address + "/metrics",
-            proxies=proxies)
+            metrics_url=(self.service("backend").address + self.contract.capabilities.metrics
+                         if self.contract.capabilities.metrics else ""),
+            proxies=proxies,
+            live_feed_url=self.service("frontend").address.replace("http://", "ws://", 1) + self.contract.feed.path)
 
     def describe(self) -> dict[str, Any]:
         """Everything needed to find what the stack runs, e.g. to prove that nothing outlived it."""

@@ -120,6 +120,8 @@ class Read:
     fields: Fields = field(default_factory=Fields)
     units: Units = field(default_factory=Units)
     absent_status: int = 404  # the status of "no reading yet" (latest)
+    as_of: str = ""           # a JSON path to when the answer was computed (its timestamp unit), if it says
+    max_age_s: float = 0.0    # how far behind its as_of (else its request) an answer may be: a cache's TTL
 
     def rows(self, body: Any) -> list[dict[str, Any]]:
         """The answer's readings in canonical form (only the fields it carries). KeyError or
@@ -161,7 +163,10 @@ class Reads:
                                                        items="readings"))
     listing: Read = field(default_factory=lambda: Read("/api/inverters", items="inverters",
                                                        fields=Fields(last_seen="last_seen")))
-    generation: Read = field(default_factory=lambda: Read("/api/generation"))  # per-site totals ("": none)
+    # per-site energy totals ("": none): never above what had been sent when it answered; below what the
+    # broker had acknowledged when it was computed, it lags (checks.users.judge_generation)
+    generation: Read = field(default_factory=lambda: Read("/api/generation", items="sites", as_of="computed_at",
+                                                          max_age_s=0.5))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import psycopg
 
 from ..figures import DbReadFigures
 from ..probes import Samples
+from ..probes.http import READS
 from ..probes.truth import OURS
 from ..verdict import Expectation, at_most
 
@@ -97,7 +98,7 @@ class DbLoadWindow:
 
     def expectation(self, phase: str, samples: Samples, max_per_read: float, other_user_reads: int = 0) -> Expectation:
         """``other_user_reads``: API reads other clients answered meanwhile (a background load's)."""
-        probe = len(samples.window(self.start, self.end).target("api", "latest", "history").where(
+        probe = len(samples.window(self.start, self.end).target(*READS).where(
             lambda s: s.answered))
         users = probe + other_user_reads
         reads = self.reads

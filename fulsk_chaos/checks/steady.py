@@ -11,7 +11,7 @@ from typing import Any
 from ..config import Settings
 from ..figures import SteadyFigures
 from ..probes import FleetRecord, Key, Samples
-from ..probes.http import quantile
+from ..probes.http import READS, quantile
 from ..verdict import Evidence, Expectation, at_most, none_of
 from .users import Served, answered_ok, judge_answer
 
@@ -51,7 +51,7 @@ def steady_state(obs: Observation, settings: Settings, *, judge_health: bool = T
     fault window judges that), and only what users get is held to the steady state."""
     p = f"{obs.phase}: "
     api, health = obs.samples.target("api"), obs.samples.target("health")
-    reads = obs.samples.target("api", "latest", "history")
+    reads = obs.samples.target(*READS)
     served = obs.served
     stale = [s for s in served if s.wrong is None and not s.fresh(settings.steady_state.max_staleness_s)]
     staleness = [s.staleness_s for s in served if s.staleness_s is not None]

@@ -16,11 +16,12 @@ answer is not the truth at all.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..contract import Read
+from ..contract import Read, at, to_epoch
 from ..probes import FleetRecord, Sample
 from .ledger import FIELDS, same_value
 
@@ -50,6 +51,8 @@ def judge_answer(sample: Sample, fleet: FleetRecord) -> Served | None:
         return judge_history(sample, fleet)
     if sample.meta.get("listing") and sample.ok:
         return judge_listing(sample, fleet)
+    if sample.target == "generation" and sample.ok:
+        return judge_generation(sample, fleet)
     return None
 
 
@@ -149,3 +152,39 @@ def judge_listing(sample: Sample, fleet: FleetRecord) -> Served | None:
     if not lags:
         return None
     return Served(sample, max(0.0, *lags))
+
+
+def judge_generation(sample: Sample, fleet: FleetRecord) -> Served | None:
+    """A per-site energy total has no one right value while readings stream in, but it has
+    bounds. Above the energy of everything sent when it answered, it is wrong: energy counted
+    twice or invented. Below what the broker had acknowledged, it lags, like any answer: by how
+    long ago the first acknowledged reading it cannot hold was acknowledged, told from when it
+    was computed (its ``as_of``, where the contract names one: a cached total is judged as of its
+    computation) less the age the contract allows (``max_age_s``)."""
+    read = fleet.contract.reads.generation
+    rows = _rows(read, sample.body)
+    if rows is None:
+        return Served(sample, None, f"per-site totals not where the contract says ({read.items!r}): "
+                                    f"{str(sample.body)[:120]}")
+    totals = {str(r["site_id"]): r.get("energy_wh") for r in rows if "site_id" in r}
+    answered = sample.started + sample.latency_s
+    as_of = sample.started
+    if read.as_of:  # the answer says when it was computed (the backend's clock: this host's)
+        try:
+            as_of = to_epoch(at(sample.body, read.as_of), read.units.timestamp) - (time.time() - time.monotonic())
+        except (KeyError, TypeError, ValueError, IndexError):
+            return Served(sample, None, f"per-site totals without {read.as_of!r}, when they were computed")
+    since = as_of - read.max_age_s
+    lags = []
+    for site in fleet.sites:
+        high = fleet.energy_wh(site, sent_by=answered)
+        slack = 1e-6 * max(1.0, high)  # summed in another order, in another precision
+        total = totals.get(site, 0.0)
+        if total > high + slack:
+            return Served(sample, None, f"site {site} generated {total:.4f} Wh, more than the {high:.4f} Wh ever sent")
+        missing = fleet.first_acked_beyond(site, total + slack)  # the first acknowledged reading it cannot hold
+        if missing is not None and missing < since:
+            lags.append(since - missing)
+        elif fleet.energy_wh(site, acked_by=since) > 0:
+            lags.append(0.0)
+    return Served(sample, max(lags)) if lags else None

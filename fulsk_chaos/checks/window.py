@@ -12,6 +12,7 @@ from typing import Any
 from ..config import Settings
 from ..figures import FaultWindowFigures
 from ..probes import FleetRecord, Samples
+from ..probes.http import READS
 from ..verdict import Evidence, Expectation, at_least, at_most, below
 from .steady import no_unanswered
 from .users import answered_ok
@@ -47,7 +48,7 @@ class FaultWindow:
 
     @property
     def reads(self) -> Samples:
-        return self.samples.target("api", "latest", "history")
+        return self.samples.target(*READS)
 
     def expectations(self, settings: Settings, *, read_p95_ms: float | None = None,
                      read_error_rate: float | None = None) -> list[Expectation]:

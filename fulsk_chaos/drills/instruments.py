@@ -26,8 +26,8 @@ HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a
 
 def user_targets(settings: Settings, inverter_ids: list[str], contract: Contract = Contract()) -> list[Target]:
     """What the probe asks for through the frontend, on the paths the backend's contract names:
-    its health, the API (the inverter list, unless ``probe.api_path`` names another path), and,
-    for each inverter in turn, its latest reading and its recent history."""
+    its health, the API (the inverter list, unless ``probe.api_path`` names another path), for
+    each inverter in turn its latest reading and its recent history, and the per-site totals."""
     ids = tuple(inverter_ids)
     reads = contract.reads
     api_path = settings.probe.api_path or reads.listing.path
@@ -36,7 +36,8 @@ def user_targets(settings: Settings, inverter_ids: list[str], contract: Contract
             Target("api", api_path, json=listing, meta={"listing": True} if listing else {}),
             Target("latest", reads.latest.path, json=True, inverters=ids),
             Target("history", reads.history.path, json=True, inverters=ids, span_s=HISTORY_S,
-                   time_format=reads.history.units.timestamp)]
+                   time_format=reads.history.units.timestamp),
+            *([Target("generation", reads.generation.path, json=True)] if reads.generation.path else [])]
 
 
 def make_fleet(stack: Stack, settings: Settings) -> Fleet:

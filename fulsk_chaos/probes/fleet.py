@@ -19,6 +19,7 @@ import threading
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
 import paho.mqtt.client as mqtt
@@ -397,3 +398,39 @@ class FleetRecord:
 
     def acked_between(self, start: float, end: float) -> list[Message]:
         return [m for _, acked in self._acked.values() for m in acked if start <= m.acked_at <= end]
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self._energy)
+
+    def energy_wh(self, site: str, *, acked_by: float | None = None, sent_by: float | None = None) -> float:
+        """The energy of ``site``'s readings the broker had acknowledged by ``acked_by`` (excused
+        ones left out: they may be lost), or that had been sent by ``sent_by`` (monotonic)."""
+        acked, sent = self._energy.get(site, (([], [0.0]), ([], [0.0])))
+        times, sums = acked if acked_by is not None else sent
+        return sums[bisect_right(times, acked_by if acked_by is not None else sent_by)]
+
+    def first_acked_beyond(self, site: str, energy_wh: float) -> float | None:
+        """When the broker acknowledged the first of ``site``'s readings that takes its energy,
+        counted in acknowledgement order, beyond ``energy_wh`` (None: it never went beyond)."""
+        (times, sums), _ = self._energy.get(site, (([], [0.0]), ([], [0.0])))
+        k = bisect_right(sums, energy_wh)  # sums[k] is the first above it: after the k-th reading
+        return times[k - 1] if 0 < k <= len(times) else None
+
+    @cached_property
+    def _energy(self) -> dict[str, tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]]:
+        """Per site, cumulative energy over acknowledgement times and over send times."""
+        def cumulative(pairs: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+            pairs.sort()
+            sums = [0.0]
+            for _, wh in pairs:
+                sums.append(sums[-1] + wh)
+            return [t for t, _ in pairs], sums
+        acked: dict[str, list[tuple[float, float]]] = {}
+        sent: dict[str, list[tuple[float, float]]] = {}
+        for _, messages in self._acked.values():
+            for m in messages:
+                acked.setdefault(m.values["site_id"], []).append((m.acked_at, float(m.values["energy_wh"])))
+        for m in self.by_key.values():
+            sent.setdefault(m.values["site_id"], []).append((m.sent_at, float(m.values["energy_wh"])))
+        return {site: (cumulative(acked.get(site, [])), cumulative(pairs)) for site, pairs in sent.items()}

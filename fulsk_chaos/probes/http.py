@@ -19,6 +19,7 @@ from .observer import Emitter, Observed, ObserverError, Stopping
 
 
 HEALTH = asdict(Health())  # the reference backend's health answer
+READS = ("api", "latest", "history", "generation")  # the probe's targets that are reads users make
 
 
 @dataclass(frozen=True)

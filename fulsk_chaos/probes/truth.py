@@ -52,8 +52,9 @@ def answers_beside_database(dsn: str, frontend_url: str, inverter_ids: Sequence[
             after = frozenset(k for k, ts in stored_after.items() if start <= ts <= end)
             in_history = (frozenset(_identities(contract, inverter, reads.history, history.json())) if history.ok
                           else None)
-            found.append(AnswerBeside(inverter, latest.status_code, seq, stored.get(seq) if seq is not None else None,
-                                      newest, history.status_code, in_history, before, after))
+            held = stored_after.get(seq) if seq is not None else None  # read after it was served: it holds it now
+            found.append(AnswerBeside(inverter, latest.status_code, seq, held, newest, history.status_code, in_history,
+                                      before, after))
     return found
 
 

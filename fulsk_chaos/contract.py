@@ -270,6 +270,23 @@ def from_mapping(data: dict[str, Any], where: str = "contract") -> Contract:
     return _check(build(Contract, data, "", zero_ok=True), where)
 
 
+BACKENDS = {"reference": REFERENCE}  # the backends under fixtures/, by name
+
+
+def resolve(backend: str) -> Path:
+    """A backend's contract file from ``--backend``: a name of fixtures/, a contract file, or a
+    directory holding contract.toml."""
+    path = Path(backend)
+    if backend in BACKENDS:
+        return BACKENDS[backend]
+    if path.is_dir() and (path / "contract.toml").is_file():
+        return (path / "contract.toml").resolve()
+    if path.is_file():
+        return path.resolve()
+    raise ConfigError(f"--backend {backend}: no backend of that name (known: {', '.join(BACKENDS)}) and no contract "
+                      f"file or directory holding contract.toml there")
+
+
 def from_env(environ: dict[str, str]) -> Contract:
     """The contract a process was started with ($FULSK_CONTRACT), else the reference backend's."""
     text = environ.get(CONTRACT_ENV)

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from . import config as settings_module
+from . import contract as contract_module
 from .errors import ConfigError, FaultError
 from .drills.experiment import Experiment
 from .figures import StressFigures
@@ -117,6 +118,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--monitoring", action="store_true", default=False,
                     help="every stack of the run with Prometheus, Alertmanager and the exporters (stack.monitoring): "
                          "each scenario's declared alerts are judged")
+    group.addoption("--backend", default=None, metavar="NAME|PATH",
+                    help="the backend under test, by its contract: a name (reference), a contract file, or a "
+                         "directory holding contract.toml (backend.contract)")
     group.addoption("--schedule-replay", default=None,
                     help="replay one schedule instead of searching: KIND:TARGET or heal, comma-separated, in order "
                          "(as a failed search prints it)")
@@ -131,6 +135,10 @@ def pytest_configure(config: pytest.Config) -> None:
         CATALOGUE.check_settings(settings)
         if config.getoption("--monitoring"):
             settings = replace(settings, stack=replace(settings.stack, monitoring=True))
+        if config.getoption("--backend"):
+            contract = str(contract_module.resolve(config.getoption("--backend")))
+            settings = replace(settings, backend=replace(settings.backend, contract=contract))
+        contract_module.load(settings.backend.contract or None)  # a wrong contract: said before anything starts
     except ConfigError as exc:
         raise pytest.UsageError(f"fulsk-chaos configuration: {exc}") from None
     if config.getoption("--runbook"):

@@ -154,3 +154,15 @@ def test_contract_check_passes_the_reference_backend_and_names_each_wrong_item(s
 
     wrong_feed = {i.name: i for i in check(stack, _reference_with(feed__fields=Fields(seq="sequence")))}
     assert not wrong_feed["feed"].ok and "feed.fields" in wrong_feed["feed"].said
+
+
+def test_the_backend_under_test_is_chosen_by_its_contract_and_a_wrong_one_stops_the_run(pytester, tmp_path):
+    from fulsk_chaos.plugin import SETTINGS
+    chosen = pytester.parseconfigure("--backend", "reference", "--report-dir", str(tmp_path))
+    assert chosen.stash[SETTINGS].backend.contract == str(contract.REFERENCE)
+    with pytest.raises(pytest.UsageError, match="no backend of that name"):
+        pytester.parseconfigure("--backend", "nope", "--report-dir", str(tmp_path))
+    wrong = tmp_path / "contract.toml"
+    wrong.write_text('[publish]\ntopik = "x"\n')
+    with pytest.raises(pytest.UsageError, match="publish.topik: unknown key"):
+        pytester.parseconfigure("--backend", str(tmp_path), "--report-dir", str(tmp_path))

@@ -74,13 +74,9 @@ def _stored(conn: Any, contract: Contract, inverter: str) -> dict[int, float]:
                         {"ids": [inverter]}).fetchall()
     found = {}
     for row in rows:
-        ts = _epoch(row[-1])
+        ts = to_epoch(row[-1], "epoch_s")  # a timestamptz, ISO text or a number
         found[int(round(ts * 1000)) if identity == "ts" else int(row[0])] = ts
     return found
-
-
-def _epoch(value: Any) -> float:
-    return value.timestamp() if hasattr(value, "timestamp") else to_epoch(value, "epoch_s")
 
 
 def schema(dsn: str) -> list[str]:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -116,9 +117,35 @@ def test_orphans_of_a_dead_owner_are_removed(docker_stack, client):
         docker_stack.service("redis").image, ["sleep", "300"], detach=True, network_mode="host",
         labels={LABEL: "true", STACK_LABEL: "orphan", OWNER_LABEL: "999999999:1"})  # no such pid
     volume = client.volumes.create("fulsk-chaos-orphan-test", labels={LABEL: "true", OWNER_LABEL: "999999999:1"})
-    removed = remove_orphans(client)
-    assert orphan.name in removed and volume.name in removed
+    remove_orphans(client)  # (another worker's stack, starting, may sweep them first)
+
+    def gone(get, name) -> bool:
+        try:
+            get(name)
+        except NotFound:
+            return True
+        return False
+    deadline = time.monotonic() + 30  # a removal another sweep began may still be under way
+    while not (gone(client.containers.get, orphan.id) and gone(client.volumes.get, volume.name)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gone(client.containers.get, orphan.id) and gone(client.volumes.get, volume.name)
     assert labelled(client, docker_stack.id)[0], "the live stack's own containers were kept"
+
+
+def test_two_sweeps_of_the_same_orphans_side_by_side_both_succeed(docker_stack, client):
+    """Every stack starting sweeps orphans: two at once must not fail on each other's removal."""
+    orphans = [client.containers.run(
+        docker_stack.service("redis").image, ["sleep", "300"], detach=True, network_mode="host",
+        labels={LABEL: "true", STACK_LABEL: "orphan", OWNER_LABEL: "999999999:1"}) for _ in range(4)]
+    with ThreadPoolExecutor(3) as pool:
+        for sweep in [pool.submit(remove_orphans, client) for _ in range(3)]:
+            sweep.result()  # a 409 "removal already in progress" would raise here
+    deadline = time.monotonic() + 30
+    while any(c.id in {x["Id"] for x in client.api.containers(all=True)} for c in orphans) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not {c.id for c in orphans} & {x["Id"] for x in client.api.containers(all=True)}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])

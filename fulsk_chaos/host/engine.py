@@ -56,6 +56,21 @@ def remove_volume(client: "docker.DockerClient", name: str) -> bool:
     return False
 
 
+def remove_container(client: "docker.DockerClient", container_id: str) -> bool:
+    """Force-remove a container and its anonymous volumes; False when it was gone already or
+    another caller is removing it (Docker answers 409 to the second of two removals)."""
+    from docker.errors import APIError, NotFound
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+        return True
+    except NotFound:
+        return False
+    except APIError as exc:
+        if exc.status_code == 409 and "already in progress" in str(exc):
+            return False
+        raise
+
+
 def _owner_gone(container_labels: dict[str, str]) -> bool:
     try:
         pid, start = (int(x) for x in container_labels.get(OWNER_LABEL, "").split(":"))
@@ -67,17 +82,16 @@ def _owner_gone(container_labels: dict[str, str]) -> bool:
 def remove_orphans(client: "docker.DockerClient") -> list[str]:
     """Remove the containers and volumes fulsk-chaos created for a process that is gone.
 
-    Listed without inspecting each one (another stack may be removing its own meanwhile).
+    Listed without inspecting each one (another stack may be removing its own meanwhile), and
+    every stack starting beside this one sweeps the same orphans: one that another sweep is
+    already removing (Docker answers 409) or has removed is left to it.
     """
-    from docker.errors import APIError, NotFound
+    from docker.errors import APIError
     removed = []
     for container in client.api.containers(all=True, filters={"label": f"{LABEL}=true"}):
         if _owner_gone(container.get("Labels") or {}):
-            try:
-                client.api.remove_container(container["Id"], force=True, v=True)
+            if remove_container(client, container["Id"]):
                 removed.append(container["Names"][0].lstrip("/"))
-            except NotFound:
-                pass
     for volume in client.api.volumes(filters={"label": f"{LABEL}=true"}).get("Volumes") or []:
         if _owner_gone(volume.get("Labels") or {}):
             try:

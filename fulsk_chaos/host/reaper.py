@@ -20,16 +20,12 @@ def _remove_docker(containers: list[str], volumes: list[str]) -> None:
     if not containers and not volumes:
         return
     import docker  # only a Docker stack needs it
-    from docker.errors import NotFound
 
-    from .engine import remove_volume
+    from .engine import remove_container, remove_volume
 
     client = docker.from_env()
     for container_id in containers:
-        try:
-            client.containers.get(container_id).remove(force=True, v=True)
-        except NotFound:
-            pass
+        remove_container(client, container_id)
     for name in volumes:
         remove_volume(client, name)
 

@@ -19,7 +19,8 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from ..errors import StackError
-from ..host.engine import OWNER_LABEL, STACK_LABEL, engine, remove_orphans, remove_volume, stack_labels
+from ..host.engine import (OWNER_LABEL, STACK_LABEL, engine, remove_container, remove_orphans, remove_volume,
+                           stack_labels)
 from ..services import ServiceContext, ServiceSpec, Topology
 from .compose import SERVICES as COMPOSE_SERVICES, ComposeProject
 from ..wait import wait_until
@@ -96,7 +97,7 @@ class DockerProvider(Provider):
             project = {"label": f"com.docker.compose.project={self.compose.name}"}
             for container in client.api.containers(all=True, filters=project):
                 if container.get("Labels", {}).get(STACK_LABEL) != self.stack_id:
-                    client.api.remove_container(container["Id"], force=True, v=True)
+                    remove_container(client, container["Id"])
             for volume in client.api.volumes(filters=project).get("Volumes") or []:
                 remove_volume(client, volume["Name"])
         client.close()

@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     contract_check = contract_commands.add_parser(
         "check", help="start the stack with the backend, publish a few readings as the contract says, and try each "
                       "item of it once (one line each: ok, or what to change)")
-    contract_check.add_argument("contract", type=Path, nargs="?", default=None,
-                                help="the contract file (default: backend.contract, else the reference backend's)")
+    contract_check.add_argument("contract", nargs="?", default=None,
+                                help="the backend: a name (reference, node), a contract file or a directory holding "
+                                     "contract.toml (default: backend.contract, else the reference backend's)")
     contract_check.add_argument("--stack", choices=["local", "docker"], default="local")
     contract_check.add_argument("--chaos-config", type=Path, default=None,
                                 help="a TOML file of settings (default: [tool.fulsk-chaos] in pyproject.toml)")
@@ -108,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
 def _check_contract(args: argparse.Namespace) -> int:
     """Exit 0 when every item of the contract held, 1 otherwise (each said on its own line)."""
     from dataclasses import replace
+    from .contract import resolve
     from .contract_check import check
     from .stack import Stack
     settings = _settings(args.chaos_config)
     if args.contract is not None:
-        settings = replace(settings, backend=replace(settings.backend, contract=str(args.contract.resolve())))
+        settings = replace(settings, backend=replace(settings.backend, contract=str(resolve(args.contract))))
     with Stack(settings, args.stack) as stack:
         print(f"fulsk-chaos: contract {stack.contract.name} against the {args.stack} stack", flush=True)
         items = check(stack)

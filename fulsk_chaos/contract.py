@@ -195,6 +195,7 @@ class Ledger:
                   "WHERE inverter_id = ANY(%(ids)s)")
     identity: str = "seq"  # seq | ts: what makes a reading itself, beside its inverter
     inverters: str = "SELECT DISTINCT inverter_id FROM readings"  # every inverter id stored
+    newest: str = "SELECT max(ts) FROM readings"  # the time of the newest stored reading (runbooks check it)
     # the readings committed between %(after)s and %(before)s (a point-in-time restore discards them)
     committed: str = ("SELECT inverter_id, seq FROM readings WHERE pg_xact_commit_timestamp(xmin) > %(after)s "
                       "AND pg_xact_commit_timestamp(xmin) < %(before)s")
@@ -208,6 +209,24 @@ class Health:
     dependencies: str = "dependencies"  # JSON path to per-dependency objects ("": not reported)
     dependency_status: str = "status"
     down: list[str] = field(default_factory=lambda: ["down"])
+    latency: str = "latency_ms"     # a dependency's latency in ms, within its object ("": not reported)
+    names: dict[str, str] = field(default_factory=dict)  # the backend's name of a service, where not the service's
+
+    def dependency(self, service: str) -> str:
+        return self.names.get(service, service)
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a stack runs the backend. Empty: the reference backend (fixtures/backend)."""
+    command: list[str] = field(default_factory=list)  # on the local stack, in the contract's directory
+    setup: list[str] = field(default_factory=list)    # run there once, until ``ready_when`` exists
+    ready_when: str = ""
+    image: str = ""            # on Docker; built offline from the lines below when ``files`` are given
+    packages: list[str] = field(default_factory=list)  # Debian packages of that image
+    files: list[str] = field(default_factory=list)     # copied from the contract's directory to /opt/fulsk
+    image_command: list[str] = field(default_factory=list)
+    commands: dict[str, str] = field(default_factory=dict)  # programs the local stack needs: Debian package
 
 
 @dataclass(frozen=True)
@@ -216,6 +235,8 @@ class Capabilities:
     instance_header: str = ""        # the header naming the instance that answered (scale-out)
     metrics: str = ""                # its Prometheus metrics path
     idempotent_writes: bool = True   # a reading delivered twice is stored once
+    received_metric: str = ""        # its metrics' counter of telemetry messages received ("": none)
+    instance_pending: str = ""       # what the instance header says of an instance with no identity yet
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,8 @@ class Contract:
     ledger: Ledger = field(default_factory=Ledger)
     health: Health = field(default_factory=Health)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    run: Run = field(default_factory=Run)
+    home: str = ""  # the contract file's directory (set when read, not written in it)
 
     def key(self, reading: dict[str, Any]) -> tuple[str, int]:
         """A canonical reading's identity: (inverter, seq), or (inverter, timestamp in ms)."""
@@ -261,6 +284,10 @@ def _check(contract: Contract, where: str) -> Contract:
                           f"send none (identity = \"ts\" for a backend without a sequence number)")
     if contract.publish.qos not in (0, 1, 2):
         raise ConfigError(f"{where}: publish.qos: {contract.publish.qos!r} is not 0, 1 or 2")
+    if contract.run.command and not contract.home:
+        raise ConfigError(f"{where}: run.command needs the contract's directory (read it from its file)")
+    if contract.run.files and not (contract.run.image and contract.run.image_command):
+        raise ConfigError(f"{where}: run.files builds an image: run.image and run.image_command say its name and command")
     if "%(ids)s" not in contract.ledger.query:
         raise ConfigError(f"{where}: ledger.query must select by the inverter ids in %(ids)s")
     return contract
@@ -270,7 +297,8 @@ def from_mapping(data: dict[str, Any], where: str = "contract") -> Contract:
     return _check(build(Contract, data, "", zero_ok=True), where)
 
 
-BACKENDS = {"reference": REFERENCE}  # the backends under fixtures/, by name
+BACKENDS = {"reference": REFERENCE,  # the backends under fixtures/, by name
+            "node": FIXTURES / "backends" / "node" / "contract.toml"}
 
 
 def resolve(backend: str) -> Path:
@@ -302,8 +330,10 @@ def load(path: Path | str | None = None) -> Contract:
         raise ConfigError(f"{path}: no such contract file (backend.contract)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not TOML: {exc}") from None
+    if "home" in data:
+        raise ConfigError(f"{path}: home: unknown key (a contract's directory is where its file is)")
     try:
-        return from_mapping(data, str(path))
+        return from_mapping({**data, "home": str(path.resolve().parent)}, str(path))
     except ConfigError as exc:
         text = str(exc)
         raise ConfigError(text if text.startswith(str(path)) else f"{path}: {text}") from None

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from .checks import judge_answer, settle
-from .checks.ledger import ContractError
+from .checks.ledger import ContractError, stored_with_prefix
 from .contract import Contract
 from .drills.instruments import user_targets
 from .probes import Fleet, LiveFeed, Sample
@@ -75,11 +75,25 @@ def _ledger(stack: Stack, fleet: Fleet, contract: Contract) -> Item:
     except Exception as exc:  # noqa: BLE001 - a query the database refuses: the contract's to fix
         return Item("ledger.query", False, f"{type(exc).__name__}: {str(exc).splitlines()[0]}: fix ledger.query")
     if result.acked and result.ok:
-        return Item("ledger", True, f"{result.stored} of {result.acked} acknowledged readings stored once, unaltered")
+        return _inverters(stack, fleet, contract) or Item(
+            "ledger", True, f"{result.stored} of {result.acked} acknowledged readings stored once, unaltered")
     hint = ("a field stored with another value: check publish.units and publish.fields (what is sent) and the "
             "query's conversions to canonical units" if result.altered else
             "acknowledged readings the query does not find: check ledger.query, ledger.identity and publish.fields")
     return Item("ledger", False, f"{result.describe()}: {hint}")
+
+
+def _inverters(stack: Stack, fleet: Fleet, contract: Contract) -> Item | None:
+    """What is wrong with ``ledger.inverters`` (every stored inverter, as ``inverter_id``), if anything."""
+    try:
+        found = stored_with_prefix(stack.endpoints.database_dsn, fleet.prefix, contract=contract)
+    except Exception as exc:  # noqa: BLE001 - a query the database refuses: the contract's to fix
+        return Item("ledger.inverters", False, f"{type(exc).__name__}: {str(exc).splitlines()[0]}: fix ledger.inverters "
+                                               f"(it must return the stored inverter ids as a column inverter_id)")
+    if set(found) != set(fleet.inverter_ids):
+        return Item("ledger.inverters", False, f"found {sorted(found)} of the inverters {sorted(fleet.inverter_ids)}: "
+                                               f"fix ledger.inverters")
+    return None
 
 
 def _reads(stack: Stack, fleet: Fleet, contract: Contract) -> list[Item]:

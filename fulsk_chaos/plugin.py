@@ -9,7 +9,7 @@ import contextlib
 import inspect
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -65,6 +65,8 @@ MARKERS = {
     "quick": "a scenario of the representative quick subset CI runs on every provider (--catalogue quick)",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.drills.instruments.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
+    "needs": "needs(*capabilities): what the whole hypothesis needs of the backend (its contract's [capabilities]); "
+             "a backend that declares none of one skips the scenario, saying which",
 }
 
 
@@ -264,12 +266,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.stash.get(CONTROLLER, False) or worker_id(config):  # the same order in every process
         cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
         items[:] = order_for_workers(items, cache.get(durations_key(config), {}) if cache is not None else {})
+    _skip_what_the_backend_cannot(config, items)
     if config.getoption("--stack") == "docker":
         return
     skip = pytest.mark.skip(reason="needs the Docker stack: run with --stack docker")
     for item in items:
         if item.get_closest_marker("docker"):
             item.add_marker(skip)
+
+
+def _skip_what_the_backend_cannot(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A scenario whose whole hypothesis needs a capability the backend's contract does not declare
+    is skipped, not run, saying which (``@pytest.mark.needs("instance_header")``)."""
+    contract = contract_module.load(config.stash[SETTINGS].backend.contract or None)
+    known = {f.name for f in fields(contract.capabilities)}
+    for item in items:
+        for marker in item.iter_markers("needs"):
+            for name in marker.args:
+                if name not in known:
+                    raise pytest.UsageError(f"{item.nodeid}: needs({name!r}): no such capability "
+                                            f"(known: {', '.join(sorted(known))})")
+                if not getattr(contract.capabilities, name):
+                    item.add_marker(pytest.mark.skip(
+                        reason=f"the {contract.name} backend declares no {name} (capabilities.{name} in its contract)"))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -16,6 +16,7 @@ as lost even if another window was short of samples.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ class Expectation:
     # "condition": a fault reached the condition it exists to create; one that did not (or could
     # not be measured) makes the verdict error: a fault that did not bite tested nothing.
     kind: str = "hypothesis"
+    # Why it was not judged: the backend lacks what it needs (a capability its contract does not
+    # declare). A skipped expectation neither passes nor fails; the verdict and summary count it.
+    skipped: str = ""
 
     def __post_init__(self) -> None:
         if self.op not in _OPS:
@@ -69,6 +73,8 @@ class Expectation:
         return bool(_OPS[self.op](self.measured, self.threshold))
 
     def describe(self) -> str:
+        if self.skipped:
+            return f"{self.name}: SKIPPED ({self.skipped})"
         state = {True: "ok", False: "VIOLATED", None: "NOT MEASURED"}[self.held]
         text = (f"{self.name} = {_fmt(self.measured, self.unit)} "
                 f"(must be {_WORDS[self.op]} {_fmt(self.threshold, self.unit)}) {state}")
@@ -77,12 +83,14 @@ class Expectation:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "measured": self.measured, "op": self.op, "threshold": self.threshold,
                 "unit": self.unit, "held": self.held, "evidence": dict(self.evidence), "detail": self.detail,
-                **({"kind": self.kind} if self.kind != "hypothesis" else {})}
+                **({"kind": self.kind} if self.kind != "hypothesis" else {}),
+                **({"skipped": self.skipped} if self.skipped else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Expectation":
         return cls(data["name"], data["measured"], data["op"], data["threshold"], data.get("unit", ""),
-                   data.get("evidence") or {}, data.get("detail", ""), data.get("kind", "hypothesis"))
+                   data.get("evidence") or {}, data.get("detail", ""), data.get("kind", "hypothesis"),
+                   data.get("skipped", ""))
 
 
 def at_most(name: str, measured: float | int | None, limit: float | int, unit: str = "", **kw: Any) -> Expectation:
@@ -95,6 +103,11 @@ def below(name: str, measured: float | int | None, limit: float | int, unit: str
 
 def at_least(name: str, measured: float | int | None, floor: float | int, unit: str = "", **kw: Any) -> Expectation:
     return Expectation(name, measured, ">=", floor, unit, **kw)
+
+
+def skipped(name: str, reason: str) -> Expectation:
+    """An expectation the backend cannot be held to, and why (e.g. "backend declares no per-dependency health")."""
+    return Expectation(name, None, "==", 0, skipped=reason)
 
 
 def none_of(name: str, count: int | None, **kw: Any) -> Expectation:
@@ -143,7 +156,16 @@ class Verdict:
 
 
 def judge(hypothesis: str, expectations: Sequence[Expectation], evidence: Sequence[Evidence] = ()) -> Verdict:
-    expectations, evidence = tuple(expectations), tuple(evidence)
+    judged, evidence = tuple(expectations), tuple(evidence)
+    expectations = tuple(e for e in judged if not e.skipped)
+    if judged and not expectations:  # every one needs what the backend lacks: nothing was tested
+        reasons = sorted({e.skipped for e in judged})
+        return Verdict("skipped", "; ".join(reasons), hypothesis, judged, evidence)
+    verdict = _judge(hypothesis, expectations, evidence)
+    return dataclasses.replace(verdict, expectations=judged)
+
+
+def _judge(hypothesis: str, expectations: tuple[Expectation, ...], evidence: tuple[Evidence, ...]) -> Verdict:
     invalid = [e for e in expectations if e.kind == "validity" and e.held is False]
     if invalid:
         reason = "the measurement is invalid, nothing is blamed on the stack: " + "; ".join(e.describe() for e in invalid)

@@ -33,6 +33,7 @@ from fulsk_chaos.load import steering
 from fulsk_chaos.load.profile import from_env
 from fulsk_chaos.load.samples import UNSENT
 from fulsk_chaos.contract import from_env as contract_from_env, from_epoch
+from fulsk_chaos.load.samples import PAGE_PREFIX
 from fulsk_chaos.probes.fleet import paho_client, reading
 
 
@@ -52,6 +53,7 @@ MQTT_HOST, _, MQTT_PORT = os.environ.get("FULSK_MQTT", "127.0.0.1:1883").rpartit
 
 # the dashboard page and the calls its script makes
 PAGE = tuple(p for p in ("/", CONTRACT.health.path, READS.generation.path) if p)
+READ_PATHS = {READS.generation.path}  # what the page asks of the API
 PAGE_LOAD = "dashboard page load"
 READING_DELAY = "reading publish to arrival"
 PUBLISH = "publish qos1 (to PUBACK)"
@@ -207,7 +209,9 @@ class DashboardUser(FastHttpUser):
     def page(self) -> None:
         start, failed = time.perf_counter(), None
         for path in PAGE:
-            with self.client.get(path, catch_response=True) as response:
+            # the page's own files and its health check are named as the page's; its API reads as reads
+            name = path if path in READ_PATHS else f"{PAGE_PREFIX}{path}"
+            with self.client.get(path, name=name, catch_response=True) as response:
                 _check(response)
                 failed = failed or (None if response.status_code == 200 else f"{path}: HTTP {response.status_code}")
         self.environment.events.request.fire(

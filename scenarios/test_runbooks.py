@@ -24,7 +24,8 @@ SERIAL = {"scale-up"}
 CASES = [pytest.param(r.name, t.case, id=f"{r.name}:{t.case}",
                       marks=[pytest.mark.runbook(r.name), *([pytest.mark.quick, pytest.mark.provider] if (r.name, t.case) in QUICK else []),
                              *([pytest.mark.stack(**r.stack)] if r.stack is not None else []),
-                             *([pytest.mark.serial] if r.name in SERIAL else [])])
+                             *([pytest.mark.serial] if r.name in SERIAL else []),
+                             *([pytest.mark.needs(*r.needs)] if r.needs else [])])
          for r in runbooks.load_all() for t in r.triggers]
 
 pytestmark = [pytest.mark.scenario]

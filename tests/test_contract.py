@@ -2,6 +2,8 @@
 between the framework's canonical readings and what a backend publishes, answers and stores."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fulsk_chaos import contract
@@ -166,3 +168,51 @@ def test_the_backend_under_test_is_chosen_by_its_contract_and_a_wrong_one_stops_
     wrong.write_text('[publish]\ntopik = "x"\n')
     with pytest.raises(pytest.UsageError, match="publish.topik: unknown key"):
         pytester.parseconfigure("--backend", str(tmp_path), "--report-dir", str(tmp_path))
+
+
+NEEDS_SCALE_OUT = '''
+import pytest
+
+@pytest.mark.needs("instance_header")
+def test_scaled_out():
+    pass
+
+def test_any_backend():
+    pass
+'''
+
+
+def test_a_scenario_that_needs_what_the_backend_lacks_is_skipped_saying_which(pytester, tmp_path):
+    pytester.makepyfile(test_needs=NEEDS_SCALE_OUT)
+    on_node = pytester.runpytest("--backend", "node", "--report-dir", str(tmp_path / "node"), "-rs", "-p",
+                                 "no:cacheprovider")
+    on_node.assert_outcomes(passed=1, skipped=1)
+    on_node.stdout.fnmatch_lines(["*the node backend declares no instance_header (capabilities.instance_header*"])
+    on_reference = pytester.runpytest("--backend", "reference", "--report-dir", str(tmp_path / "ref"),
+                                      "-p", "no:cacheprovider")
+    on_reference.assert_outcomes(passed=2)
+
+
+def test_the_node_backends_contract_says_how_to_run_it_and_speaks_its_own_words():
+    node = contract.load(contract.resolve("node"))
+    assert node.run.command[0] == "node" and node.home.endswith("backends/node")
+    assert node.ledger.identity == "ts" and not node.publish.fields.seq  # no sequence number
+    reading = {"inverter_id": "inv-1", "seq": 7, "site_id": "s", "ts": 1796441820.5, "power_w": 1500.0,
+               "energy_wh": 250.0}
+    assert node.publish.payload(reading) == {"deviceId": "inv-1", "siteId": "s", "timestamp": "2026-12-05T03:37:00.500Z",
+                                             "powerKw": 1.5, "energyKwh": 0.25}
+    assert node.key(reading) == ("inv-1", 1796441820500)
+    assert node.health.dependency("postgres") == "database"
+
+
+def test_malformed_telemetry_is_sent_in_the_backends_own_words():
+    """Garbage a backend would refuse for the wrong reason (an unknown field name) tests nothing."""
+    from fulsk_chaos.faults.clients import malformed_payloads
+    node = contract.load(contract.resolve("node"))
+    first_round = [next(g) for g in [malformed_payloads("p", 4, node)] for _ in range(15)]
+    cases = {case: json.loads(payload) for case, _, payload in first_round
+             if case not in ("not-json", "truncated", "oversized")}
+    assert not any(case.startswith("seq-") for case in cases)  # the node backend's readings have none
+    assert cases["power-as-text"]["powerKw"] == "1234.5" and cases["power-as-text"]["deviceId"] == "p-power-as-text-1"
+    assert "powerKw" not in cases["missing-field"] and cases["missing-field"]["energyKwh"] == 0.00034
+    assert cases["ts-far-past"]["timestamp"] == "1970-01-02T00:00:00.000Z"

@@ -199,7 +199,7 @@ def test_a_broken_step_of_a_real_runbook_is_drift_naming_it(stack, tmp_path):
     data = yaml.safe_load((runbooks.RUNBOOK_DIR / "service-restart.yml").read_text())
     for s in data["steps"]:
         if s["name"] == "check-dependents":
-            s["command"] = s["command"].replace("/api/inverters", "/api/inverterz")  # a typo in the runbook
+            s["command"] = s["command"].replace("{{listing_path}}", "/api/inverterz")  # a typo in the runbook
     done = Runner.for_stack(stack).run(runbooks.load(str(write(tmp_path, data, "service-restart"))))
     assert [s.step.name for s in done.drift] == ["check-dependents"]
     assert "exit status 22" in done.drift[0].drift  # curl -f: the API answered 404

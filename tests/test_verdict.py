@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from fulsk_chaos.verdict import Evidence, Expectation, at_least, at_most, below, judge, none_of
+from fulsk_chaos.verdict import Evidence, Expectation, at_least, at_most, below, judge, none_of, skipped
 
 
 def test_an_expectation_holds_by_its_comparison():
@@ -73,3 +73,16 @@ def test_a_verdict_serialises_its_expectations_and_evidence():
     assert data["expectations"][0] == {"name": "api p95", "measured": 10.0, "op": "<=", "threshold": 500,
                                        "unit": "ms", "held": True, "evidence": {}, "detail": ""}
     assert data["evidence"] == [{"name": "readings acknowledged", "count": 120, "minimum": 10, "enough": True}]
+
+
+def test_an_expectation_the_backend_cannot_meet_is_skipped_never_passed():
+    """A capability the backend lacks: the expectation is skipped (with why), the rest judged."""
+    lacking = skipped("during: /health reported postgres down", "backend declares no per-dependency health")
+    mixed = judge("h", [lacking, none_of("lost", 0)])
+    assert mixed.status == "pass" and lacking in mixed.expectations
+    assert "SKIPPED (backend declares no per-dependency health)" in lacking.describe()
+    assert lacking.to_json()["skipped"] and Expectation.from_json(lacking.to_json()) == lacking
+    failing = judge("h", [lacking, none_of("lost", 2)])
+    assert failing.status == "fail" and "health" not in failing.reason
+    only = judge("h", [lacking])  # nothing else to judge: nothing was tested
+    assert only.status == "skipped" and only.reason == "backend declares no per-dependency health"

@@ -13,7 +13,7 @@ from ..config import Settings
 from ..figures import FaultWindowFigures
 from ..probes import FleetRecord, Samples
 from ..probes.http import READS
-from ..verdict import Evidence, Expectation, at_least, at_most, below
+from ..verdict import Evidence, Expectation, at_least, at_most, below, skipped
 from .steady import no_unanswered
 from .users import answered_ok
 
@@ -51,7 +51,7 @@ class FaultWindow:
         return self.samples.target(*READS)
 
     def expectations(self, settings: Settings, *, read_p95_ms: float | None = None,
-                     read_error_rate: float | None = None) -> list[Expectation]:
+                     read_error_rate: float | None = None, health_skipped: str = "") -> list[Expectation]:
         """Always: answers in time (p99 under the alert threshold, nothing hanging). Where the
         scenario holds users to more while the fault lasts (a slow dependency is not a down one):
         the p95 and error rate of every read users make."""
@@ -67,7 +67,9 @@ class FaultWindow:
         if read_error_rate is not None:
             checks.append(at_most("during: read error rate (list, latest, history)",
                                   reads.error_rate(answered_ok), read_error_rate, evidence={"samples": len(reads)}))
-        if self.dependency is not None:
+        if self.dependency is not None and health_skipped:
+            checks.append(skipped(f"during: /health reported {self.dependency} down", health_skipped))
+        elif self.dependency is not None:
             health = self.samples.target("health")
             checks.append(at_least(f"during: /health reported {self.dependency} down", len(self.reported_down), 1,
                                    evidence={"health_samples": len(health), "detect_s": self.health_detect_s}))

@@ -5,6 +5,8 @@ adds the observers users and inverters are watched through; the load drill (dril
 load generator."""
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import replace
 from typing import Any, Iterable
@@ -85,8 +87,12 @@ class Drill:
         data loss before slowness."""
         dsn = self.stack.endpoints.database_dsn
         senders = [*senders, *self.ledger.tracked]
+        contract = self.stack.contract
         ledger = settle(Fleets(*senders), dsn, timeout_s=self.settings.recovery.target_s,
-                        allow_duplicates=self.settings.ledger.allow_duplicates, contract=self.stack.contract)
+                        allow_duplicates=self.settings.ledger.allow_duplicates, contract=contract)
+        if not contract.capabilities.idempotent_writes:
+            ledger = dataclasses.replace(ledger, duplicates_skipped=f"the {contract.name} backend declares no "
+                                                                    f"idempotent writes (capabilities.idempotent_writes)")
         if (allowance := self.ledger.allowance) is not None:  # a restore's RPO: the loss it may cause
             acked_at = {m.key: m.acked_at for f in senders if hasattr(f, "messages") for m in f.messages()
                         if m.acked_at is not None}

@@ -186,7 +186,11 @@ class Experiment(SteadyWindows, Drill):
         """Judge how the stack answered while the fault was active (call once it is rolled back)."""
         window = fault_window(self.probe.snapshot(self.settings.hang_s), self.fleet_record(), fault.started,
                               fault.ended, dependency=dependency)
-        expectations = window.expectations(self.settings, read_p95_ms=read_p95_ms, read_error_rate=read_error_rate)
+        contract = self.stack.contract
+        expectations = window.expectations(
+            self.settings, read_p95_ms=read_p95_ms, read_error_rate=read_error_rate,
+            health_skipped="" if contract.capabilities.dependency_health else
+            f"the {contract.name} backend declares no per-dependency health (capabilities.dependency_health)")
         host = self.host_figures(fault.started, fault.ended)
         broken = [e for e in expectations if e.held is False]
         if broken and all(e.name in window.LATENCY for e in broken) and host.beyond(self.settings):

@@ -179,7 +179,11 @@ class Mqtt(Protocol):
 
 
 class Http(Protocol):
-    def __init__(self, bulk_path: str = "/metrics") -> None:
+    """The backend's health path (small answers) and its metrics path (kilobytes), as its contract
+    names them (health for both where it has no metrics)."""
+
+    def __init__(self, ping_path: str = "/health", bulk_path: str = "/metrics") -> None:
+        self.ping_path = ping_path
         self.bulk_path = bulk_path
 
     def _get(self, path: str, pad: int = 0) -> bytes:
@@ -187,10 +191,10 @@ class Http(Protocol):
         return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{padding}Connection: close\r\n\r\n".encode()
 
     def ping(self) -> list[Step]:
-        return [(self._get("/health"), 1)]
+        return [(self._get(self.ping_path), 1)]
 
     def goodbye(self) -> list[Step]:
-        return [(self._get("/health"), None)]
+        return [(self._get(self.ping_path), None)]
 
     def bulk(self, size: int, pad: int) -> list[Step]:
         """The server decides the size (its /metrics: kilobytes); the request carries ``pad``."""
@@ -260,4 +264,7 @@ def canary_for(stack: "Stack", edge: str | None = None, service: str | None = No
     protocol = PROTOCOLS.get(upstream)
     if protocol is None:
         return None
+    if protocol is Http:
+        contract = stack.contract
+        return Canary(port, Http(contract.health.path, contract.capabilities.metrics or contract.health.path))
     return Canary(port, protocol(), dsn(topology, port) if upstream.startswith("postgres") else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 import select
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ..contract import CANONICAL, Contract, Publish, load as load_contract
 from ..errors import FaultError
 from ..probes import Fleet
 from ..probes.fleet import paho_client
@@ -41,7 +43,6 @@ family = Family("clients", needs="mqtt")  # inverters, real or not: they reach a
 MAX_FAULT_S = 600.0  # every client fault stops by itself after this, rolled back or not
 RECEIVED = "$SYS/broker/publish/messages/received"
 SYS_INTERVAL_S = 2.0  # how old the broker's last published counter can be (sys_interval 1: every 2 s, as it counts)
-INGESTED = "fulsk_ingest_received_total"
 BEFORE_S = 0.5  # the backend's rate before a flood, measured over this long
 
 
@@ -60,7 +61,7 @@ class BrokerWatch(Watch):
 
 @condition("the stack is flooded: the broker, or the backend it delivers to, received messages faster than "
            "before by at least half the fault's rate (readings and garbage)",
-           "the backend's own count (/metrics fulsk_ingest_received_total, read at once) or the broker's "
+           "the backend's own count (its metrics' capabilities.received_metric, read at once) or the broker's "
            "($SYS/broker/publish/messages/received, published every 2 s); the rate before: the higher of the broker's "
            "load/publish/received/1min and the backend's count over the half second before")
 class Flooded(BrokerWatch):
@@ -76,7 +77,11 @@ class Flooded(BrokerWatch):
                                if first[1] is not None and self.ingest0[1] is not None else 0.0)
 
     def _ingested(self) -> float | None:
-        return prometheus_value(self.stack.endpoints.metrics_url, INGESTED)
+        """The backend's own count of messages received, where its contract names one."""
+        metric = self.stack.contract.capabilities.received_metric
+        if not metric or not self.stack.endpoints.metrics_url:
+            return None
+        return prometheus_value(self.stack.endpoints.metrics_url, metric)
 
     @property
     def rate(self) -> float:
@@ -209,21 +214,28 @@ class Handle:
 MAX_VALID_PAYLOAD = 64 * 1024  # a reading is ~150 bytes; the reference backend refuses more than this
 
 
-def malformed_payloads(prefix: str, oversized_kb: int = 1024) -> Iterator[tuple[str, str, bytes]]:
-    """(case, inverter id, payload): every way a reading can be wrong, each with a unique id
-    starting with ``prefix`` (so none of them may ever be found stored), repeating forever."""
+def malformed_payloads(prefix: str, oversized_kb: int = 1024,
+                       contract: Contract | None = None) -> Iterator[tuple[str, str, bytes]]:
+    """(case, inverter id, payload): every way a reading can be wrong, in the backend's own field
+    names and units (its contract's publish table), each with a unique id starting with ``prefix``
+    (so none of them may ever be found stored), repeating forever. A case that corrupts a field
+    the backend's readings do not have (a sequence number, say) is left out: without it the
+    reading would be a valid one."""
+    publish = (contract or load_contract()).publish
     n = 0
     while True:
         n += 1
         now = time.time()
 
-        def reading(case: str, **changes: Any) -> dict[str, Any]:
+        def reading(case: str, **changes: Any) -> dict[str, Any] | None:
+            if any(not getattr(publish.fields, name) for name in changes if name in CANONICAL):
+                return None
             body = {"inverter_id": f"{prefix}-{case}-{n}", "site_id": f"{prefix}-site", "seq": n, "ts": now,
                     "power_w": 1234.5, "energy_wh": 0.34}
             body.update(changes)
-            return {k: v for k, v in body.items() if v is not _DROP}
+            return _on_the_wire(publish, {k: v for k, v in body.items() if v is not _DROP})
         cases: dict[str, Any] = {
-            "not-json": b"{inverter_id: " + os.urandom(24),
+            "not-json": b"{" + publish.fields.inverter_id.encode() + b": " + os.urandom(24),
             "not-an-object": json.dumps([1, 2, 3]),
             "truncated": json.dumps(reading("truncated"))[:40],
             "missing-field": reading("missing-field", power_w=_DROP),
@@ -244,9 +256,33 @@ def malformed_payloads(prefix: str, oversized_kb: int = 1024) -> Iterator[tuple[
             "oversized": reading("oversized", note="x" * (oversized_kb * 1024)),
         }
         for case, body in cases.items():
-            payload = body if isinstance(body, bytes) else json.dumps(body, allow_nan=True).encode()
-            inverter = body.get("inverter_id", f"{prefix}-{case}") if isinstance(body, dict) else f"{prefix}-{case}"
+            if body is None:
+                continue
+            payload = (body if isinstance(body, bytes) else body.encode() if isinstance(body, str)
+                       else json.dumps(body, allow_nan=True).encode())  # text: already the bytes meant
+            wire_id = publish.fields.inverter_id
+            inverter = body.get(wire_id, f"{prefix}-{case}") if isinstance(body, dict) else f"{prefix}-{case}"
             yield case, str(inverter), payload
+
+
+def _on_the_wire(publish: Publish, body: dict[str, Any]) -> dict[str, Any]:
+    """A canonical (possibly corrupt) reading under the backend's field names: a sound value in its
+    units, a corrupt one (text, a flag, NaN, a time beyond any calendar) as it is."""
+    out: dict[str, Any] = {}
+    for name, value in body.items():
+        if name not in CANONICAL:
+            out[name] = value
+            continue
+        if not getattr(publish.fields, name):
+            continue  # a field the backend's readings do not have
+        sound = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if sound and name in ("ts", "power_w", "energy_wh"):
+            try:
+                value = publish.payload({name: value})[getattr(publish.fields, name)]
+            except (OverflowError, ValueError, OSError):
+                pass  # no such time in the backend's format: sent as the number it is
+        out[getattr(publish.fields, name)] = value
+    return out
 
 
 _DROP = object()
@@ -255,10 +291,11 @@ _DROP = object()
 class Flood(Handle):
     """A flood of legitimate readings (a fleet of its own) with garbage mixed in."""
 
-    def __init__(self, fleet: Fleet | None, garbage_prefix: str) -> None:
+    def __init__(self, fleet: Fleet | None, garbage_prefix: str, contract: Contract | None = None) -> None:
         super().__init__()
         self.fleet = fleet
         self.garbage_prefix = garbage_prefix
+        self.contract = contract  # the garbage is in the backend's own words
         self.garbage_client: mqtt.Client | None = None
 
     def __call__(self) -> None:
@@ -290,7 +327,7 @@ def _garbage(handle: Flood, host: str, port: int, rate_per_s: float, qos: int, o
     handle.garbage_client = client
     started, interval = time.monotonic(), 1.0 / rate_per_s
     next_at = started
-    for case, inverter, payload in malformed_payloads(handle.garbage_prefix, oversized_kb):
+    for case, inverter, payload in malformed_payloads(handle.garbage_prefix, oversized_kb, handle.contract):
         if handle.stopping(started):
             return
         if client.publish(topic.format(inverter_id=f"{handle.garbage_prefix}-{case}"), payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS:
@@ -314,7 +351,7 @@ def flood(stack: "Stack", target: str, devices: int = 50, rate_per_s: float = 50
     if devices and rate_per_s:
         fleet = Fleet(host, port, inverters=devices, sites=max(1, devices // 10), interval_s=devices / rate_per_s,
                       prefix=prefix, max_duration_s=MAX_FAULT_S, qos=qos, contract=stack.contract)
-    handle = Flood(fleet, f"{prefix}-bad")
+    handle = Flood(fleet, f"{prefix}-bad", stack.contract)
     if fleet is not None:
         fleet.start()
     if malformed_per_s:
@@ -483,9 +520,11 @@ class StuckReaders(Handle):
 
 # Users' browsers, not inverters; judged by its own scenario, not drawn by the schedule search.
 @family.kind("stuck-websockets", condition=SendsBlocked, needs="live-feed", searched=False)
-def stuck_websockets(stack: "Stack", target: str, clients: int = 20, path: str = "/ws/readings") -> StuckReaders:
+def stuck_websockets(stack: "Stack", target: str, clients: int = 20, path: str = "") -> StuckReaders:
     """Live-feed clients that complete the WebSocket handshake and then never read (a frozen
-    browser tab, a phone in a tunnel), with tiny receive buffers; rollback: they hang up."""
+    browser tab, a phone in a tunnel), with tiny receive buffers; rollback: they hang up. The
+    path: the backend contract's live feed."""
+    path = path or stack.contract.feed.path
     url = urlparse(stack.service(target).address)
     handle = StuckReaders()
     for _ in range(clients):

@@ -38,10 +38,17 @@ class LoadSample:
         return self.type in ("GET", "POST", "PUT", "DELETE", "HEAD")
 
 
+PAGE_PREFIX = "page "  # the name of a dashboard page's own request (its files, its health check)
+
+
+def _static(name: str) -> bool:
+    return name.startswith(PAGE_PREFIX)
+
+
 # The groups the ops guide's figures are about: (what, which samples).
 GROUPS: dict[str, Callable[[LoadSample], bool]] = {
     "page load": lambda s: s.type == "PAGE",
-    "api": lambda s: s.http and s.name.startswith("/api/"),
+    "api": lambda s: s.http and not _static(s.name),  # the reads users make, whatever the backend's paths
     "http": lambda s: s.http,
     "websocket": lambda s: s.type == "WS",
     "mqtt publish": lambda s: s.type == "MQTT",

@@ -93,7 +93,8 @@ class Sample:
         if self.health is None or not spec["dependencies"]:
             return None
         try:
-            return str(at(at(self.health, spec["dependencies"])[name], spec["dependency_status"]))
+            named = (spec.get("names") or {}).get(name, name)  # the backend's own name for the service
+            return str(at(at(self.health, spec["dependencies"])[named], spec["dependency_status"]))
         except (KeyError, TypeError, IndexError):
             return None
 

@@ -144,11 +144,17 @@ class TerminalSummary:
                 failed = s.verdict.failed if s.verdict else []
                 for line in [e.describe() for e in failed][:6] or [s.reason]:
                     self.write_line(f"        {line[:300]}")
+            elif lacking := [e for e in (s.verdict.expectations if s.verdict else ()) if e.skipped]:
+                for e in lacking[:6]:  # judged without them: the backend cannot be held to them
+                    self.write_line(f"        {e.describe()[:300]}")
         timing = ", ".join(f"{k} {v:.1f} s" for k, v in run.stack.items() if isinstance(v, float))
         images = [f"{n}={s['image']}" for n, s in run.stack.get("services", {}).items() if s.get("image")]
         if images:
             self.write_line("images: " + " ".join(images))
         verdict = f"verdict {run.verdict}" if run.scenarios or run.error else "no scenario ran"
+        skipped = sum(e.skipped != "" for s in run.scenarios if s.verdict for e in s.verdict.expectations)
+        if skipped:  # what the backend lacks was not judged: said, never counted as passed
+            verdict += f" ({skipped} expectation{'s' if skipped != 1 else ''} skipped: the backend lacks what they need)"
         self.write_line(f"{verdict}; provider {run.provider}" + (f"; stack {timing}" if timing else ""))
 
 

@@ -6,6 +6,7 @@ the night it is needed.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..contract import Capabilities
 from ..errors import FulskChaosError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
@@ -95,6 +97,8 @@ class Runbook:
     rpo_s: float | None = None       # acknowledged readings the runbook may lose: at most this span
     # a stack of its own, with these stack settings ({}: the defaults); None: the shared stack
     stack: dict[str, Any] | None = None
+    # what the runbook needs of the backend (its contract's capabilities): one that lacks it skips the drill
+    needs: tuple[str, ...] = ()
     path: Path | None = None
 
     def trigger(self, case: str) -> Trigger:
@@ -105,8 +109,15 @@ class Runbook:
 
 
 # --- reading ---------------------------------------------------------------------------------
+def _capabilities(where: str, value: Any) -> tuple[str, ...]:
+    known = {f.name for f in dataclasses.fields(Capabilities)}
+    if not isinstance(value, list) or any(v not in known for v in value):
+        raise RunbookError(f"{where}: expected a list of backend capabilities ({', '.join(sorted(known))}), got {value!r}")
+    return tuple(value)
+
+
 RUNBOOK_FIELDS = {"runbook": True, "when": True, "who": True, "target_s": True, "trigger": True, "steps": True,
-                  "params": False, "checks": False, "rpo_s": False, "stack": False}
+                  "params": False, "checks": False, "rpo_s": False, "stack": False, "needs": False}
 STACK_FIELDS = {"standby": False}  # the stack settings a runbook may ask for
 STEP_FIELDS = {"name": True, "does": True, "command": True, "local": False, "timeout_s": False, "verify": False,
                "verify_local": False, "expect_output": False, "finds": False, "corrected": False, "only_if": False,
@@ -262,7 +273,7 @@ def parse(data: Any, name: str, path: Path | None = None, *, placeholders: froze
                       triggers=tuple(triggers), steps=tuple(steps.values()),
                       params={str(k): str(v) for k, v in guide_params.items()}, checks=wanted,
                       rpo_s=_seconds(f"{where}: rpo_s", d["rpo_s"]) if "rpo_s" in d else None, stack=stack,
-                      path=path)
+                      needs=_capabilities(f"{where}: needs", d.get("needs", [])), path=path)
     if placeholders:
         _check_placeholders(runbook, placeholders)
     return runbook

@@ -20,6 +20,7 @@ Drift is a documented command that does not exist, fails, or does not have its v
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -35,12 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..contract import Contract
 from ..lifecycle import Timed
 from ..services import FIXTURES
 from .model import PLACEHOLDER, Command, Runbook, RunbookError, Step
 
 COMPOSE_AS_DOCUMENTED = re.compile(r"docker-compose\s+-f\s+docker-compose\.prod\.yml")
-LOCALHOST = re.compile(r"https?://localhost(:80)?(?=[/\s\"']|$)")
+LOCALHOST = re.compile(r"https?://localhost(:80)?(?=[/\s\"'{]|$)")  # {: a placeholder path follows
 BACKUPS = re.compile(r"(?<![\w./-])/backups(?=[/\s\"']|$)")
 SCRIPTS = re.compile(r"(?<![\w/])\./scripts/")
 NGINX_LOG = re.compile(r"(?<![\w/])/var/log/nginx/access\.log")
@@ -50,10 +52,32 @@ ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][A-Z0-9]|[=>])")
 PLACEHOLDERS = frozenset({
     "compose", "ctl", "frontend_url", "backend_url", "database_dsn", "postgres_port", "redis_port", "mqtt_port",
     "toxiproxy_url", "backup_dir", "scripts", "logs", "python", "stack_dir", "frontend_port", "nginx_access_log",
-    "env_file", "standby_dsn", "standby_port"})
+    "env_file", "standby_dsn", "standby_port",
+    # what the backend's contract says: its health, its inverter list, its newest stored reading
+    "health_path", "healthy", "dependencies_jq", "listing_path", "listing_items", "newest_reading_sql"})
 FIREWALL = re.compile(r"\b(iptables|ip6tables|nft)\b")
 DROPS = re.compile(r"-[AI]\s+\S+.*-j\s+(DROP|REJECT)")
 SOURCE = re.compile(r"(?:-s|--source)\s+(\S+)")
+
+
+def contract_places(contract: Contract) -> dict[str, str]:
+    """The runbooks' words for what differs between backends, from the backend's contract."""
+    health, listing = contract.health, contract.reads.listing
+    status_key = health.status.rsplit(".", 1)[-1]
+    # each dependency as {name: the service's name, latency_ms: its latency}, whatever the backend calls them
+    names = json.dumps({theirs: ours for ours, theirs in health.names.items()})
+    dependencies = (f"{jq_path(health.dependencies)} | to_entries | map({{name: ({names}[.key] // .key), "
+                    f"latency_ms: (.value{jq_path(health.latency)} // null)}})") if health.latency else ""
+    return {"health_path": health.path,
+            "healthy": f'"{status_key}": ?"({"|".join(re.escape(h) for h in health.healthy)})"',
+            "dependencies_jq": dependencies,
+            "listing_path": listing.path, "listing_items": f'"{listing.items.rsplit(".", 1)[-1]}"',
+            "newest_reading_sql": contract.ledger.newest}
+
+
+def jq_path(path: str) -> str:
+    """A contract's dotted JSON path as jq's."""
+    return "".join(f".{part}" for part in path.split(".")) if path else "."
 
 
 def unsafe(command: str) -> str | None:
@@ -297,6 +321,7 @@ class Runner:
             "frontend_port": str(stack.topology.ports["frontend"]),
             "nginx_access_log": str(stack.service("frontend").spec.access_log(stack.service("frontend").ctx)),
             "env_file": str(stack.service("backend").spec.env_file(stack.service("backend").ctx))}
+        places |= contract_places(stack.contract)
         if "postgres-standby" in stack.services:
             places |= {"standby_dsn": stack.service("postgres-standby").address,
                        "standby_port": str(stack.topology.ports["postgres-standby"])}

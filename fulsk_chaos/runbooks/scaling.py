@@ -108,7 +108,7 @@ def _answers_per_instance(drill: RunbookDrill) -> list[Expectation]:
     per_instance: dict[str, list[Served]] = {}
     for instance, sample in answers:
         served = judge_answer(sample, record)
-        if instance not in (None, "unslotted") and served is not None:
+        if instance not in (None, contract.capabilities.instance_pending) and served is not None:
             per_instance.setdefault(instance, []).append(served)
     limit = settings.steady_state.max_staleness_s
     found = []
@@ -190,7 +190,8 @@ def scaled_out(drill: RunbookDrill, run: RunbookRun, trigger: Trigger) -> list[E
     # On their shared port each new connection goes to one instance at random: every one answers.
     listing, header = drill.stack.contract.reads.listing.path, drill.stack.contract.capabilities.instance_header
     served, failed = instances_serving(endpoints.backend_url + listing, header)
-    named = set(served) - {"unslotted"}  # one still leasing its slot is counted once it has it
+    # one still leasing its slot is counted once it has it
+    named = set(served) - {drill.stack.contract.capabilities.instance_pending}
     # Fewer ids than instances: some do not answer, or share an MQTT client id (and take its session in turn).
     found.append(Expectation("backend instances answering on the backend's port, each under an id of its own",
                              len(named), "==", backends, detail=_spread(served, failed),

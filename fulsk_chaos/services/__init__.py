@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..config import Settings
+from ..contract import Contract
 from ..errors import ConfigError, StackError
 from .spec import FIXTURES, Edge, ServiceContext, ServiceSpec, Topology
 
@@ -94,6 +95,12 @@ class Catalogue:
             raise StackError(f"a service's profile {unknown[0]!r} is no [stack] switch (stack.{unknown[0]} = true "
                              f"would add it): add it to config.StackSettings")
         return Catalogue(tuple(s for s in self.specs if s.profile is None or getattr(settings.stack, s.profile)))
+
+    def for_contract(self, contract: Contract) -> "Catalogue":
+        """The catalogue with the backend its contract runs (its own command and image, or the
+        reference backend's), spoken to as the contract says."""
+        from .backend import for_contract
+        return Catalogue(tuple(for_contract(contract) if s.name == "backend" else s for s in self.specs))
 
     def commands(self) -> dict[str, str]:
         """Every program the services run on the local stack, with its Debian package."""

@@ -1,16 +1,23 @@
-"""The backend under test: the reference backend by default, or any command honouring its contract.
+"""The backend under test: the reference backend by default, or the one its contract runs.
 
-Contract: the backend reads DATABASE_URL, REDIS_URL, MQTT_URL and PORT from its environment,
-listens on 127.0.0.1:PORT, and serves GET /health (200 when healthy) and the /api routes.
+Every backend reads DATABASE_URL, REDIS_URL, MQTT_URL, PORT, HOST and MQTT_CLIENT_ID from its
+environment and listens on HOST:PORT; its contract (fulsk_chaos.contract) says how it is
+spoken to, its health answer among it, and how a stack runs it (``[run]``: a command, a setup
+step, an image and what goes into it).
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..contract import Contract, at, load as load_contract
+from ..errors import StackError
 from .postgres import dsn
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
@@ -27,6 +34,7 @@ MQTT_CLIENT_ID = "fulsk-backend"  # its persistent session at the broker
 
 
 class Backend(ServiceSpec):
+    """The reference backend (fixtures/backend), or any command ``backend.command`` names."""
     name = "backend"
     depends_on = ("postgres", "redis", "mqtt")
     registry_image = "fulsk-chaos/backend:latest"  # built from fixtures/backend
@@ -57,6 +65,9 @@ class Backend(ServiceSpec):
             return list(ctx.settings.backend.command)
         return [sys.executable, "-m", "fulsk_backend"]
 
+    def __init__(self, contract: Contract | None = None) -> None:
+        self.contract = contract or load_contract()
+
     def env(self, ctx: ServiceContext) -> dict[str, str]:
         env = {
             "DATABASE_URL": dsn(ctx.topology, ctx.upstream_port("postgres")),
@@ -68,7 +79,7 @@ class Backend(ServiceSpec):
             # what an operator edits (the guide's .env.production): read at every start, it wins
             "FULSK_ENV_FILE": str(self.env_file(ctx)),
         }
-        if not ctx.settings.backend.command and not ctx.in_container:
+        if type(self) is Backend and not ctx.settings.backend.command and not ctx.in_container:
             reference = str(ctx.fixtures / "backend")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [reference, os.environ.get("PYTHONPATH")]))
         env.update(ctx.settings.backend.env)
@@ -81,33 +92,96 @@ class Backend(ServiceSpec):
         return f"http://127.0.0.1:{ctx.port}"
 
     def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
-        return {"address": self.address(ctx), "metrics": self.address(ctx) + "/metrics"}
+        metrics = self.contract.capabilities.metrics
+        return {"address": self.address(ctx), "metrics": self.address(ctx) + metrics if metrics else ""}
 
     def client(self, ctx: ServiceContext) -> HttpClient:
         return HttpClient(self.address(ctx))
 
     def check(self, ctx: ServiceContext) -> None:
-        """Up and answering /health, whatever it says of its dependencies (they may be faulted)."""
+        """Up and answering its health path, whatever it says of its dependencies (they may be faulted)."""
+        health = self.contract.health
         client = self.client(ctx)
         try:
-            response = client.get("/health", timeout=3)
-            if response.status_code not in (200, 503) or "status" not in response.json():
-                raise RuntimeError(f"/health answered {response.status_code} {response.text[:300]}")
+            response = client.get(health.path, timeout=3)
+            try:
+                at(response.json(), health.status)
+            except (ValueError, KeyError, TypeError, IndexError):
+                raise RuntimeError(f"{health.path} answered {response.status_code} {response.text[:300]}") from None
         finally:
             client.close()
 
     def ready(self, ctx: ServiceContext) -> None:
-        check_health(self.client(ctx), "/health")
+        check_health(self.client(ctx), self.contract)
 
 
-def check_health(client: HttpClient, path: str) -> None:
-    """Healthy means 200 and ``"status": "ok"``, the ops guide's ``curl -f .../health`` and more."""
+def check_health(client: HttpClient, contract: Contract) -> None:
+    """Healthy as the contract says: 200 and a healthy status (the ops guide's ``curl -f .../health`` and more)."""
+    health = contract.health
     try:
-        response = client.get(path, timeout=3)
-        if response.status_code != 200 or response.json().get("status") != "ok":
-            raise RuntimeError(f"{path} answered {response.status_code} {response.text[:300]}")
+        response = client.get(health.path, timeout=3)
+        try:
+            healthy = response.status_code == 200 and at(response.json(), health.status) in health.healthy
+        except (ValueError, KeyError, TypeError, IndexError):
+            healthy = False
+        if not healthy:
+            raise RuntimeError(f"{health.path} answered {response.status_code} {response.text[:300]}")
     finally:
         client.close()
+
+
+class ContractBackend(Backend):
+    """A backend its contract's ``[run]`` table runs: a command in the contract's directory on the
+    local stack (after its setup step, once), its image on Docker (built offline from the listed
+    files where there are some)."""
+
+    def __init__(self, contract: Contract) -> None:
+        super().__init__(contract)
+        run = contract.run
+        self.home = Path(contract.home)
+        self.registry_image = self.offline_image = run.image or f"fulsk-chaos/backend-{contract.name}:latest"
+        self.packages = tuple(run.packages)
+        self.commands = dict(run.commands)
+        self.scalable = bool(contract.capabilities.instance_header)
+
+    def image_lines(self, fixtures: Path) -> list[str]:
+        run = self.contract.run
+        return [f"COPY {name} /opt/fulsk/{name}" for name in run.files] + [
+            "WORKDIR /opt/fulsk", f"CMD {json.dumps(run.image_command)}"]
+
+    def image_files(self, fixtures: Path) -> dict[str, Path]:
+        self.setup()  # what the image copies is what the setup made (e.g. node_modules)
+        return {name: self.home / name for name in self.contract.run.files}
+
+    def setup(self) -> None:
+        """The run's setup step, once per checkout (several stacks starting at once: one runs it)."""
+        run = self.contract.run
+        if not run.setup or (run.ready_when and (self.home / run.ready_when).exists()):
+            return
+        with open(self.home / ".fulsk-chaos-setup.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if run.ready_when and (self.home / run.ready_when).exists():
+                return
+            done = subprocess.run(run.setup, cwd=self.home, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise StackError(f"the {self.contract.name} backend's setup `{' '.join(run.setup)}` in {self.home} "
+                                 f"failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-400:]}")
+
+    def prepare(self, ctx: ServiceContext) -> None:
+        super().prepare(ctx)
+        if not ctx.in_container and not ctx.settings.backend.command:
+            self.setup()
+
+    def argv(self, ctx: ServiceContext) -> list[str]:
+        if ctx.settings.backend.command or ctx.in_container:
+            return list(ctx.settings.backend.command)
+        command = self.contract.run.command
+        return [command[0], *(str(self.home / a) if (self.home / a).exists() else a for a in command[1:])]
+
+
+def for_contract(contract: Contract) -> Backend:
+    """The backend spec a contract asks for: its own ``[run]``, else the reference backend."""
+    return ContractBackend(contract) if contract.run.command or contract.run.image else Backend(contract)
 
 
 SPEC = Backend()

@@ -6,6 +6,7 @@ import signal
 from string import Template
 from typing import Any
 
+from ..contract import load as load_contract
 from .backend import check_health
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
@@ -45,8 +46,8 @@ class Frontend(ServiceSpec):
 
     def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
         address = self.address(ctx)
-        return {"address": address, "api": address + "/api",
-                "live_feed": address.replace("http://", "ws://", 1) + "/ws/readings"}
+        feed = load_contract(ctx.settings.backend.contract or None).feed.path
+        return {"address": address, "live_feed": address.replace("http://", "ws://", 1) + feed}
 
     def client(self, ctx: ServiceContext) -> HttpClient:
         return HttpClient(self.address(ctx))
@@ -63,7 +64,8 @@ class Frontend(ServiceSpec):
             client.close()
 
     def ready(self, ctx: ServiceContext) -> None:
-        check_health(self.client(ctx), "/health")  # through nginx to the backend, as users reach it
+        # through nginx to the backend, as users reach it, healthy as the backend's contract says
+        check_health(self.client(ctx), load_contract(ctx.settings.backend.contract or None))
 
 
 SPEC = Frontend()

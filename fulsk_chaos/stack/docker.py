@@ -21,7 +21,8 @@ from testcontainers.core.container import DockerContainer
 from ..errors import StackError
 from ..host.engine import (OWNER_LABEL, STACK_LABEL, engine, remove_container, remove_orphans, remove_volume,
                            stack_labels)
-from ..services import ServiceContext, ServiceSpec, Topology
+from ..contract import load as load_contract
+from ..services import CATALOGUE, ServiceContext, ServiceSpec, Topology
 from .compose import SERVICES as COMPOSE_SERVICES, ComposeProject
 from ..wait import wait_until
 from .reaper import Reaper
@@ -46,7 +47,9 @@ class DockerProvider(Provider):
         self.engine = engine()
         remove_orphans(self.engine)
         if self.settings.docker.offline:  # incremental: only what is missing or outdated is built
-            build_images(self.fixtures, log=lambda line: None, client=self.engine)
+            contract = load_contract(self.settings.backend.contract or None)
+            build_images(self.fixtures, log=lambda line: None, client=self.engine,
+                         catalogue=CATALOGUE.for_contract(contract))
         self.labels = stack_labels(self.stack_id)
         self.compose: ComposeProject | None = None
         self._compose_labels: dict[str, dict[str, str]] = {}

@@ -72,7 +72,8 @@ class Stack(StartStop):
                              f"(installed with `pip install -e .`)")
         self.settings = settings or Settings()
         self.contract = load_contract(self.settings.backend.contract or None)  # how the backend is spoken to
-        catalogue = catalogue.for_settings(self.settings)  # the standby, the monitoring: where switched on
+        # the standby, the monitoring: where switched on; the backend its contract runs
+        catalogue = catalogue.for_settings(self.settings).for_contract(self.contract)
         catalogue.check_settings(self.settings)
         self.provider = provider
         self.fixtures = fixtures

@@ -191,7 +191,8 @@ def tests(session: nox.Session) -> None:
     subset once: on Docker those whose faults or commands act through the provider (kill, restore,
     the guide's docker-compose commands), on the local stack the others (Toxiproxy's faults, client
     floods, the schedule search). The whole catalogue is the drill's (`nox -s drill`): CI has 40
-    minutes on a 2-core host, where the proofs alone take about 20.
+    minutes on a 2-core host, where the proofs alone take about 20. Then the quick subset against
+    the Node.js backend, on both stacks.
 
     The schedule search draws the same schedules on every run (CI_SCHEDULE_SEED: a kill of the broker, two
     overlapping pairs of network faults): a gate must say the same of the same code; the drill
@@ -204,3 +205,9 @@ def tests(session: nox.Session) -> None:
                 *workers, *session.posargs)
     session.run("pytest", "tests", "scenarios", "--stack", "docker", "--catalogue", "quick",
                 "-m", "docker or provider", *workers, *session.posargs)
+    # the quick subset again against the guide's Node.js backend (fixtures/backends/node), split the same way
+    session.run("fulsk-chaos", "images", "build", "--offline", "--backend", "node")
+    session.run("pytest", "scenarios", "--backend", "node", "--stack", "local", "--catalogue", "quick",
+                "-m", "not provider", "--schedule-seed", CI_SCHEDULE_SEED, *workers, *session.posargs)
+    session.run("pytest", "scenarios", "--backend", "node", "--stack", "docker", "--catalogue", "quick",
+                "-m", "provider", *workers, *session.posargs)

@@ -2,7 +2,7 @@
 
     fulsk-chaos up [--stack local|docker] [--json] [--chaos-config FILE]
     fulsk-chaos contract check [CONTRACT] [--stack local|docker] [--chaos-config FILE]
-    fulsk-chaos images build --offline
+    fulsk-chaos images build --offline [--backend NAME|PATH]
     fulsk-chaos runbook --list | --check NAME...
     fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|restart|kill|wipe|reload} SERVICE
     fulsk-chaos ctl --socket STACK_DIR/control.sock scale SERVICE COUNT
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     build = image_commands.add_parser("build", help="build the stack's images")
     build.add_argument("--offline", action="store_true",
                        help="no registry: build every image from a debootstrap'd Debian base")
+    build.add_argument("--backend", default=None, metavar="NAME|PATH",
+                       help="the backend's image too, by its contract (node, or a contract file or its directory); "
+                            "default: the reference backend's")
     report = commands.add_parser("report", help="draw a run's index.html again from its results.json")
     report.add_argument("results", type=Path, help="REPORT_DIR/<run-id>/results.json")
     trend = commands.add_parser("trends", help="write REPORT_DIR/trends.html from the runs kept there")
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             from .report.html import render_file
             print(render_file(args.results))
             return 0
-        return _up(args) if args.command == "up" else _build_images()
+        return _up(args) if args.command == "up" else _build_images(args.backend)
     except (FulskChaosError, OSError) as exc:
         print(f"fulsk-chaos: error: {exc}", file=sys.stderr)
         return 1
@@ -137,11 +140,14 @@ def _runbooks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_images() -> int:
+def _build_images(backend: str | None = None) -> int:
+    from .contract import load, resolve
     from .host.engine import engine
     from .images import build_images  # needs the docker SDK and an engine: only when asked
+    from .services import CATALOGUE
+    catalogue = CATALOGUE.for_contract(load(resolve(backend) if backend else None))
     for result in build_images(FIXTURES, log=lambda line: print(f"images: {line}", file=sys.stderr),
-                               client=engine()):
+                               client=engine(), catalogue=catalogue):
         state = "built" if result.built else "up to date"
         print(f"{result.image:34} {result.id[7:19]}  {state} ({result.seconds:.1f} s)")
     return 0

@@ -88,7 +88,12 @@ def _collected(*commands: tuple[str, ...]) -> list[list[str]]:
 def test_ci_runs_every_test_and_each_quick_scenario_once(noxfile):
     session = RecordingSession([])
     noxfile.tests(session)
-    local, docker, every_test = _collected(*(c for c in session.commands if c[0] == "pytest"), ("pytest", "tests"))
+    runs = [c for c in session.commands if c[0] == "pytest"]
+    local, docker, node_local, node_docker, every_test = _collected(*runs, ("pytest", "tests"))
+    # the quick subset once more against the Node.js backend, split between the stacks the same way
+    assert all("--backend" in c and "node" in c for c in runs[2:])
+    assert {t for t in local if t.startswith("scenarios/")} == set(node_local)
+    assert {t for t in docker if t.startswith("scenarios/")} == set(node_docker)
     assert set(every_test) <= set(local)
     on_local = {t for t in local if t.startswith("scenarios/")}
     on_docker = {t for t in docker if t.startswith("scenarios/")}

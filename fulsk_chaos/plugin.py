@@ -712,7 +712,7 @@ def load_drill(request: pytest.FixtureRequest, journal: ScenarioRecord, stack: S
     # a stress search runs as long as its bisection needs: the bound is Locust's own --run-time
     run_s = knee.run_bound_s(profile, chaos_settings.load.knee_resolution) if profile.stepped else None
     load = LoadTest(stack, profile, _load_dir(chaos_run, request), workers=load_options.workers, run_s=run_s)
-    store = BaselineStore(load_options.baseline_dir, profile.name, chaos_run.provider)
+    store = BaselineStore(load_options.baseline_dir, profile.name, chaos_run.provider, stack.contract.name)
     yield LoadDrill(stack, chaos_settings, journal, load, store=store,
                        accept_baseline=load_options.update_baseline, run_id=chaos_run.run_id)
     load.stop()

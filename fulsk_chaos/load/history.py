@@ -1,6 +1,7 @@
 """Baseline history: each run's figures are kept, and a run is compared with the accepted baseline.
 
-Files, per profile and provider (figures on Docker and on local processes are not comparable):
+Files, per profile and provider (figures on Docker and on local processes are not comparable),
+and per backend other than the reference (``-<backend>`` at the end of the name):
 ``BASELINE_DIR/<profile>-<provider>.json`` is the accepted baseline (written by the first run, and
 by ``--update-baseline``); ``BASELINE_DIR/<profile>-<provider>.history.jsonl`` gets every run.
 """
@@ -31,9 +32,10 @@ class Tolerance:
 
 
 class BaselineStore:
-    def __init__(self, directory: Path, profile: str, provider: str) -> None:
+    def __init__(self, directory: Path, profile: str, provider: str, backend: str = "reference") -> None:
         self.directory = Path(directory)
-        self.key = f"{profile}-{provider}"
+        # another backend's figures are not this one's baseline: each backend has its own
+        self.key = f"{profile}-{provider}" + (f"-{backend}" if backend != "reference" else "")
 
     @property
     def path(self) -> Path:

@@ -17,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,14 +185,21 @@ def describe(stack: Any) -> dict[str, Any]:
     """Where everything of a running stack is, for other tools (psql, toxiproxy-cli, mosquitto_pub, locust)."""
     from .backup.conf import written_for
     e, contract = stack.endpoints, stack.contract
+    example = {"inverter_id": "inv-1", "site_id": "s", "seq": 1, "ts": round(time.time(), 3), "power_w": 1200.0,
+               "energy_wh": 0.3}
     return {"id": stack.id, "provider": stack.provider, "dir": str(stack.dir),
             "frontend": e.frontend_url, "api": e.frontend_url + contract.reads.listing.path, "backend": e.backend_url,
             "live_feed": e.live_feed_url, "contract": contract.name,
             "metrics": e.metrics_url, "mqtt": {"host": e.mqtt_host, "port": e.mqtt_port,
-                                               "topic": contract.publish.topic},
+                                               "topic": contract.publish.topic,
+                                               "example_topic": contract.publish.topic.format(inverter_id="inv-1")},
             "database": e.database_dsn, "redis": e.redis_url,
             "toxiproxy": {"url": e.toxiproxy_url, "proxies": e.proxies},
             "backup_conf": str(written_for(stack)), "control": str(stack.control_path),
+            # an example of each, in the backend's own words (its contract)
+            "stored_sql": contract.ledger.inverters,
+            "example_reading": contract.publish.payload(example),
+            "example_latest": e.frontend_url + contract.reads.latest.path.format(inverter=example["inverter_id"]),
             # every service, as it declares where its users reach it (ServiceSpec.endpoints)
             "services": {name: service.spec.endpoints(service.ctx) for name, service in stack.services.items()}}
 
@@ -201,7 +209,7 @@ def _as_text(where: dict[str, Any], took: float) -> str:
     lines = [
         f"fulsk-chaos: {where['provider']} stack {where['id']} healthy in {took:.1f} s; Ctrl-C stops it and "
         f"removes everything",
-        f"  frontend   {where['frontend']}   (users: dashboard, /health, /api/, live feed {where['live_feed']})",
+        f"  frontend   {where['frontend']}   (users: dashboard, the API {where['api']}, live feed {where['live_feed']})",
         f"  backend    {where['backend']}   (direct, not proxied; metrics {where['metrics']})",
         f"  mqtt       {mqtt['host']}:{mqtt['port']}   (inverters publish here, through the proxy "
         f"inverters-mqtt; topic {mqtt['topic']})",
@@ -216,11 +224,10 @@ def _as_text(where: dict[str, Any], took: float) -> str:
               if name not in shown]
     lines += ["try:",
               f"  toxiproxy-cli -h {toxiproxy['url']} toxic add -t latency -a latency=300 backend-postgres",
-              f"  psql '{where['database']}' -c 'SELECT count(*) FROM readings'",
-              f"  mosquitto_pub -h {mqtt['host']} -p {mqtt['port']} -q 1 -t fulsk/inverters/inv-1/telemetry "
-              f"-m '{{\"inverter_id\": \"inv-1\", \"site_id\": \"s\", \"seq\": 1, \"ts\": '$(date +%s)', "
-              f"\"power_w\": 1200, \"energy_wh\": 0.3}}'",
-              f"  curl {where['frontend']}/api/inverters/inv-1/latest",
+              f"  psql '{where['database']}' -c \"SELECT count(*) FROM ({where['stored_sql']}) AS stored\"",
+              f"  mosquitto_pub -h {mqtt['host']} -p {mqtt['port']} -q 1 -t {mqtt['example_topic']} "
+              f"-m '{json.dumps(where['example_reading'])}'",
+              f"  curl {where['example_latest']}",
               f"  FULSK_BACKUP_CONF={where['backup_conf']} fixtures/scripts/backup.sh --full --verbose",
               f"  FULSK_BACKUP_CONF={where['backup_conf']} fixtures/scripts/disaster-recovery.sh -v -f latest_backup.tar.gz",
               f"  FULSK_LOAD_PROFILE=weekly FULSK_MQTT={mqtt['host']}:{mqtt['port']} locust -f loadtests/locustfile.py --web-host 127.0.0.1 "

@@ -99,7 +99,8 @@ def _inverters(stack: Stack, fleet: Fleet, contract: Contract) -> Item | None:
 def _reads(stack: Stack, fleet: Fleet, contract: Contract) -> list[Item]:
     record = fleet.record()
     found = []
-    names = {"latest": "reads.latest", "history": "reads.history", "api": "reads.listing"}
+    names = {"latest": "reads.latest", "history": "reads.history", "api": "reads.listing",
+             "generation": "reads.generation"}
     for target in user_targets(stack.settings, fleet.inverter_ids, contract):
         if target.name not in names:
             continue

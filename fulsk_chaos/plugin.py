@@ -518,6 +518,9 @@ def _chaos_stack(request: pytest.FixtureRequest, chaos_settings: settings_module
         chaos_run.dir.mkdir(parents=True, exist_ok=True)
         the_stack.write_state(chaos_run.dir / f"{chaos_run.own('stack')}.json")
         chaos_run.stack["start_to_healthy_s"] = the_stack.timings.start_to_healthy_s
+        # which backend was judged, by its contract (the figures are its)
+        chaos_run.stack["backend"] = {"name": the_stack.contract.name,
+                                      "contract": the_stack.settings.backend.contract or str(contract_module.REFERENCE)}
         chaos_run.stack["services"] = {
             name: {k: v for k, v in service.describe().items() if k in ("image", "image_id", "command", "port")}
             for name, service in the_stack.services.items()}

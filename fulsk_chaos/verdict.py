@@ -56,6 +56,8 @@ class Expectation:
     # one that does not hold makes the verdict invalid rather than blaming the stack.
     # "condition": a fault reached the condition it exists to create; one that did not (or could
     # not be measured) makes the verdict error: a fault that did not bite tested nothing.
+    # "contract": the backend's answers could be read as its contract says; one that does not hold
+    # makes the verdict error, whatever else failed (a misread answer looks like a wrong one).
     kind: str = "hypothesis"
     # Why it was not judged: the backend lacks what it needs (a capability its contract does not
     # declare). A skipped expectation neither passes nor fails; the verdict and summary count it.
@@ -166,6 +168,11 @@ def judge(hypothesis: str, expectations: Sequence[Expectation], evidence: Sequen
 
 
 def _judge(hypothesis: str, expectations: tuple[Expectation, ...], evidence: tuple[Evidence, ...]) -> Verdict:
+    unfit = [e for e in expectations if e.kind == "contract" and e.held is False]
+    if unfit:  # the answers were misread: what they seem to say of the stack is not evidence
+        reason = ("the backend's contract does not describe its answers, nothing is blamed on the stack "
+                  "(fulsk-chaos contract check says what to change): " + "; ".join(e.describe() for e in unfit))
+        return Verdict("error", reason, hypothesis, expectations, evidence)
     invalid = [e for e in expectations if e.kind == "validity" and e.held is False]
     if invalid:
         reason = "the measurement is invalid, nothing is blamed on the stack: " + "; ".join(e.describe() for e in invalid)

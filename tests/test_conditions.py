@@ -173,4 +173,4 @@ def test_a_flood_too_short_to_reach_the_broker_is_an_error_not_a_pass(experiment
     if status == "error":
         assert verdict.reason.startswith("the fault did not reach its condition (flood on mqtt: the stack is flooded")
     (entry,) = [f.condition for f in experiment.record.faults]
-    assert entry["reached"] is (status == "pass") and "fulsk_ingest_received_total" in entry["source"]
+    assert entry["reached"] is (status == "pass") and "received_metric" in entry["source"]

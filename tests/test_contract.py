@@ -216,3 +216,17 @@ def test_malformed_telemetry_is_sent_in_the_backends_own_words():
     assert cases["power-as-text"]["powerKw"] == "1234.5" and cases["power-as-text"]["deviceId"] == "p-power-as-text-1"
     assert "powerKw" not in cases["missing-field"] and cases["missing-field"]["energyKwh"] == 0.00034
     assert cases["ts-far-past"]["timestamp"] == "1970-01-02T00:00:00.000Z"
+
+
+def test_a_drill_with_a_contract_that_misreads_the_backend_is_an_error_not_a_finding(run_scenario, tmp_path):
+    """A wrong JSON path makes every latest answer unreadable: that is the contract's fault (error,
+    the contract named), not wrong answers blamed on the stack (fail), and never pass."""
+    wrong = tmp_path / "contract.toml"
+    text = contract.REFERENCE.read_text()
+    assert 'path = "/api/inverters/{inverter}/latest"' in text
+    wrong.write_text(text.replace('path = "/api/inverters/{inverter}/latest"',
+                                  'path = "/api/inverters/{inverter}/latest"\nfields = { seq = "sequence" }', 1))
+    run = run_scenario("scenarios/test_cache.py -k flushall", f'[backend]\ncontract = "{wrong}"\n')
+    scenario = run.scenario
+    assert scenario["verdict"] == "error", run.output[-2000:]
+    assert "contract does not describe its answers" in scenario["reason"] and "latest" in scenario["reason"]

@@ -58,6 +58,8 @@ def test_the_menu_holds_what_the_provider_supports_and_nothing_destructive(stack
     (f"{OURS} SELECT inverter_id, seq FROM readings WHERE inverter_id = ANY($1)", False),
     ("WITH batch AS (SELECT ...) INSERT INTO readings SELECT * FROM batch", False),
     ("SELECT $1", False),
+    ("SELECT device_id, site_id, recorded_at FROM telemetry WHERE device_id = $1", True),  # any backend's tables
+    ("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'", False),
 ])
 def test_only_the_stacks_reads_count_as_database_load(query, counted):
     assert is_user_read(query) is counted

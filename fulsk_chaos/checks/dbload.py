@@ -4,6 +4,8 @@ the backend counts.
 """
 from __future__ import annotations
 
+import re
+
 import time
 from dataclasses import dataclass, field
 
@@ -61,9 +63,11 @@ def query_times(before: dict[int, tuple[str, int, float]], after: dict[int, tupl
 
 
 def is_user_read(query: str) -> bool:
-    """A statement reading the telemetry for users: not ours, not a write, not a bare ping."""
-    text = query.lower()
-    return OURS not in query and ("readings" in text or "inverters" in text) and not any(w in text for w in _WRITES)
+    """A statement reading the backend's tables for users, whatever they are called: not ours,
+    not a write, not a bare ping (no FROM), not a read of PostgreSQL's own catalogue."""
+    text = " ".join(query.lower().split())
+    return (OURS not in query and " from " in f" {text} " and not any(w in text for w in _WRITES)
+            and not re.search(r"\bfrom (pg_catalog\.|information_schema\.|pg_)", text))
 
 
 @dataclass

@@ -73,6 +73,7 @@ def steady_state(obs: Observation, settings: Settings, *, judge_health: bool = T
                 detail=f"{len(stale)} of {judged} answers stale, the worst "
                        f"{max(staleness, default=0):.1f} s behind" if stale else ""),
         no_wrong_answers(p, served),
+        contract_fits(p, served),
         at_most(p + "live feed missed", (due - len(delays)) / due if due else None, settings.alerts.error_rate,
                 evidence={"due": due, "arrived": len(delays)},
                 detail=f"{due - len(delays)} of {due} readings never reached the live feed" if due > len(delays) else ""),
@@ -94,6 +95,19 @@ def no_unanswered(prefix: str, samples: Samples) -> Expectation:
     return none_of(prefix + "unanswered (no answer within the alert threshold)", len(missing),
                    evidence={"samples": len(samples)},
                    detail="; ".join(f"{s.target}: {s.error}" for s in missing[:3]))
+
+
+def contract_fits(prefix: str, served: list[Served]) -> Expectation:
+    """Each read's answers can be read as the backend's contract says, at least once: a read none
+    of whose answers can be is a contract that does not describe the backend (a wrong JSON path,
+    a field's name), an error of the drill's set-up, not a finding about the stack."""
+    by_read: dict[str, list[Served]] = {}
+    for s in served:
+        by_read.setdefault(s.sample.target, []).append(s)
+    unfit = sorted(read for read, answers in by_read.items() if all(a.unreadable for a in answers))
+    return Expectation(prefix + "reads the contract cannot read (none of their answers)", len(unfit), "==", 0,
+                       evidence={"reads": len(by_read)}, kind="contract",
+                       detail="; ".join(f"{read}: {next(a.wrong for a in by_read[read])}" for read in unfit[:3]))
 
 
 def no_wrong_answers(prefix: str, served: list[Served]) -> Expectation:

@@ -6,9 +6,9 @@ Every data answer is judged against the fleet's record of what the broker acknow
 - an inverter's latest reading must be that inverter's, one that was sent, with its values; it
   may lag the newest reading the broker had acknowledged by little (a 404 while the broker holds
   acknowledged readings lags by all of them);
-- an inverter's history (``/readings?from=&to=``) must hold each reading of the range once, with
+- an inverter's history (the contract's ``reads.history``) must hold each reading of the range once, with
   its values; a reading the broker acknowledged that is missing from it makes the answer lag;
-- the inverter list (``/api/inverters``) must list each of the fleet's inverters, its
+- the inverter list (``reads.listing``) must list each of the fleet's inverters, its
   ``last_seen`` close behind the newest reading acknowledged.
 
 ``staleness_s`` is how far an answer lags what the broker had acknowledged; ``wrong`` says why an
@@ -32,6 +32,9 @@ class Served:
     sample: Sample
     staleness_s: float | None  # None when the answer was wrong
     wrong: str | None = None
+    # the answer could not be read as the backend's contract says at all (its path, its fields):
+    # the contract's fault as likely as the backend's (see contract_fits)
+    unreadable: bool = False
 
     def fresh(self, max_staleness_s: float) -> bool:
         return self.wrong is None and self.staleness_s is not None and self.staleness_s <= max_staleness_s
@@ -97,7 +100,7 @@ def judge_latest(sample: Sample, fleet: FleetRecord) -> Served | None:
     key = _key(fleet, {**carried, **rows[0]}) if rows else None
     if key is None:
         return Served(sample, None, f"an answer without the reading's identity ({fleet.contract.ledger.identity}) "
-                                    f"where the contract says: {str(sample.body)[:120]}")
+                                    f"where the contract says: {str(sample.body)[:120]}", unreadable=True)
     body = rows[0]
     if key[0] != inverter:
         return Served(sample, None, f"asked for {inverter}, served {key[0]}#{key[1]}")
@@ -111,7 +114,9 @@ def judge_latest(sample: Sample, fleet: FleetRecord) -> Served | None:
 def judge_history(sample: Sample, fleet: FleetRecord) -> Served | None:
     inverter, start, end = sample.meta["inverter_id"], sample.meta["from"], sample.meta["to"]
     rows = _rows(fleet.contract.reads.history, sample.body)
-    if rows is None or any(row.get("inverter_id", inverter) != inverter for row in rows):
+    if rows is None:
+        return Served(sample, None, f"not a history where the contract says: {str(sample.body)[:120]}", unreadable=True)
+    if any(row.get("inverter_id", inverter) != inverter for row in rows):
         return Served(sample, None, f"not {inverter}'s history: {str(sample.body)[:120]}")
     keys = [_key(fleet, {"inverter_id": inverter, **row}) for row in rows]
     if None in keys:
@@ -137,7 +142,7 @@ def judge_listing(sample: Sample, fleet: FleetRecord) -> Served | None:
         entries = read.rows(sample.body)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         return Served(sample, None, f"an inverter list not where the contract says ({read.items!r}: {exc}): "
-                                    f"{str(sample.body)[:120]}")
+                                    f"{str(sample.body)[:120]}", unreadable=True)
     listed = {e["inverter_id"]: e for e in entries if "inverter_id" in e}
     lags = []
     for inverter in fleet.inverters:
@@ -165,7 +170,7 @@ def judge_generation(sample: Sample, fleet: FleetRecord) -> Served | None:
     rows = _rows(read, sample.body)
     if rows is None:
         return Served(sample, None, f"per-site totals not where the contract says ({read.items!r}): "
-                                    f"{str(sample.body)[:120]}")
+                                    f"{str(sample.body)[:120]}", unreadable=True)
     totals = {str(r["site_id"]): r.get("energy_wh") for r in rows if "site_id" in r}
     answered = sample.started + sample.latency_s
     as_of = sample.started

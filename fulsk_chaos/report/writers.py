@@ -155,7 +155,9 @@ class TerminalSummary:
         skipped = sum(e.skipped != "" for s in run.scenarios if s.verdict for e in s.verdict.expectations)
         if skipped:  # what the backend lacks was not judged: said, never counted as passed
             verdict += f" ({skipped} expectation{'s' if skipped != 1 else ''} skipped: the backend lacks what they need)"
-        self.write_line(f"{verdict}; provider {run.provider}" + (f"; stack {timing}" if timing else ""))
+        backend = (run.stack.get("backend") or {}).get("name")
+        self.write_line(f"{verdict}; provider {run.provider}" + (f"; backend {backend}" if backend else "")
+                        + (f"; stack {timing}" if timing else ""))
 
 
 def figures_line(m: Measured) -> list[str]:

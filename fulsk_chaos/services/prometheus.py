@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from string import Template
 
+from ..contract import load as load_contract
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
 NAME = "prometheus"
@@ -62,11 +63,14 @@ class Prometheus(HttpService):
 
     def prepare(self, ctx: ServiceContext) -> None:
         m, ports = ctx.settings.monitoring, ctx.topology.ports
+        contract = load_contract(ctx.settings.backend.contract or None)
         config = Template((ctx.fixtures / "monitoring" / "prometheus.yml.template").read_text()).substitute(
             scrape_interval=seconds(m.scrape_interval_s), scrape_timeout=seconds(m.scrape_interval_s),
             evaluation_interval=seconds(m.evaluation_interval_s), rules=ctx.workdir / "alerts.yml",
             alertmanager=f"127.0.0.1:{ports['alertmanager']}", backend=f"127.0.0.1:{ports['backend']}",
             frontend=f"http://127.0.0.1:{ports['frontend']}",
+            # what the backend's contract says of its metrics and of the API users read
+            metrics_path=contract.capabilities.metrics or "/metrics", api_path=contract.reads.listing.path,
             **{f"{name.replace('-', '_')}": f"127.0.0.1:{ports[name]}"
                for name in ("postgres-exporter", "redis-exporter", "node-exporter", "blackbox-exporter")})
         (ctx.workdir / "prometheus.yml").write_text(config)

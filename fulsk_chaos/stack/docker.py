@@ -61,7 +61,9 @@ class DockerProvider(Provider):
     def _compose(self, topology: Topology) -> None:
         """Label the containers as the Compose project of fixtures/docker-compose.prod.yml would
         (see .compose): the ops guide's docker-compose commands then act on this stack."""
-        images = {spec.name: self._image(spec) for spec in COMPOSE_SERVICES.values()}  # every one the file names
+        # every one the file names; the backend as its contract runs it (the Node.js one's image, say)
+        backend = CATALOGUE.for_contract(load_contract(self.settings.backend.contract or None)).get("backend")
+        images = {spec.name: self._image(backend if spec.name == "backend" else spec) for spec in COMPOSE_SERVICES.values()}
         try:
             project = ComposeProject.for_stack(self.stack_id, topology.ports, topology.db_password, images,
                                                self.labels[OWNER_LABEL])

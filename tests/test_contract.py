@@ -137,7 +137,8 @@ def test_contract_check_passes_the_reference_backend_and_names_each_wrong_item(s
     from fulsk_chaos.contract_check import check
     right = {i.name: i for i in check(stack)}
     assert all(i.ok for i in right.values()), [i.line() for i in right.values()]
-    assert set(right) == {"publish", "ledger", "reads.latest", "reads.history", "reads.listing", "feed", "health"}
+    assert set(right) == {"publish", "ledger", "reads.latest", "reads.history", "reads.listing", "reads.generation",
+                          "feed", "health"}
 
     wrong_path = {i.name: i for i in check(stack, _reference_with(reads__history__items="rows"))}
     assert not wrong_path["reads.history"].ok and "reads.history" in wrong_path["reads.history"].line()

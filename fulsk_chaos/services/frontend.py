@@ -6,7 +6,6 @@ import signal
 from string import Template
 from typing import Any
 
-from ..contract import load as load_contract
 from .backend import check_health
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
@@ -46,7 +45,7 @@ class Frontend(ServiceSpec):
 
     def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
         address = self.address(ctx)
-        feed = load_contract(ctx.settings.backend.contract or None).feed.path
+        feed = ctx.contract.feed.path
         return {"address": address, "live_feed": address.replace("http://", "ws://", 1) + feed}
 
     def client(self, ctx: ServiceContext) -> HttpClient:
@@ -65,7 +64,7 @@ class Frontend(ServiceSpec):
 
     def ready(self, ctx: ServiceContext) -> None:
         # through nginx to the backend, as users reach it, healthy as the backend's contract says
-        check_health(self.client(ctx), load_contract(ctx.settings.backend.contract or None))
+        check_health(self.client(ctx), ctx.contract)
 
 
 SPEC = Frontend()

@@ -6,7 +6,6 @@ import time
 from string import Template
 from typing import TYPE_CHECKING, Any
 
-from ..contract import load as load_contract
 from .spec import ServiceContext, ServiceSpec, hand_over
 
 if TYPE_CHECKING:  # imported where used: bootstrap.sh reads the catalogue before pip installs them
@@ -63,7 +62,7 @@ class Mosquitto(ServiceSpec):
 
     def endpoints(self, ctx: ServiceContext) -> dict[str, Any]:
         return {"address": self.address(ctx), "inverters": f"mqtt://127.0.0.1:{ctx.outside_port()}",
-                "topic": load_contract(ctx.settings.backend.contract or None).publish.topic}
+                "topic": ctx.contract.publish.topic}
 
     def check(self, ctx: ServiceContext) -> None:
         mqtt_ping(ctx.port)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from string import Template
 
-from ..contract import load as load_contract
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
 NAME = "prometheus"
@@ -63,7 +62,7 @@ class Prometheus(HttpService):
 
     def prepare(self, ctx: ServiceContext) -> None:
         m, ports = ctx.settings.monitoring, ctx.topology.ports
-        contract = load_contract(ctx.settings.backend.contract or None)
+        contract = ctx.contract
         config = Template((ctx.fixtures / "monitoring" / "prometheus.yml.template").read_text()).substitute(
             scrape_interval=seconds(m.scrape_interval_s), scrape_timeout=seconds(m.scrape_interval_s),
             evaluation_interval=seconds(m.evaluation_interval_s), rules=ctx.workdir / "alerts.yml",

@@ -7,18 +7,23 @@ through the proxy) and the outside clients that reach it.
 """
 from __future__ import annotations
 
+
 import os
 import pwd
 import shutil
 import signal
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import Settings
 from ..errors import StackError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+if TYPE_CHECKING:
+    from ..contract import Contract
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,12 @@ class ServiceContext:
     fixtures: Path
     run_as: str | None = None  # a user to drop to when we are root and the server refuses root
     in_container: bool = False  # the same paths, bind-mounted; binaries found on the image's PATH
+
+    @cached_property
+    def contract(self) -> "Contract":
+        """The backend's contract (read once: a readiness check polls it)."""
+        from ..contract import load
+        return load(self.settings.backend.contract or None)
 
     @property
     def port(self) -> int:

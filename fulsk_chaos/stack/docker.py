@@ -43,13 +43,13 @@ class DockerProvider(Provider):
 
     def prepare(self) -> None:
         from ..images import build_images
+        self.contract = load_contract(self.settings.backend.contract or None)
         testcontainers_config.ryuk_disabled = True  # its image cannot be pulled here; we reap ourselves
         self.engine = engine()
         remove_orphans(self.engine)
         if self.settings.docker.offline:  # incremental: only what is missing or outdated is built
-            contract = load_contract(self.settings.backend.contract or None)
             build_images(self.fixtures, log=lambda line: None, client=self.engine,
-                         catalogue=CATALOGUE.for_contract(contract))
+                         catalogue=CATALOGUE.for_contract(self.contract))
         self.labels = stack_labels(self.stack_id)
         self.compose: ComposeProject | None = None
         self._compose_labels: dict[str, dict[str, str]] = {}
@@ -62,7 +62,7 @@ class DockerProvider(Provider):
         """Label the containers as the Compose project of fixtures/docker-compose.prod.yml would
         (see .compose): the ops guide's docker-compose commands then act on this stack."""
         # every one the file names; the backend as its contract runs it (the Node.js one's image, say)
-        backend = CATALOGUE.for_contract(load_contract(self.settings.backend.contract or None)).get("backend")
+        backend = CATALOGUE.for_contract(self.contract).get("backend")
         images = {spec.name: self._image(backend if spec.name == "backend" else spec) for spec in COMPOSE_SERVICES.values()}
         try:
             project = ComposeProject.for_stack(self.stack_id, topology.ports, topology.db_password, images,

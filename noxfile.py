@@ -62,18 +62,22 @@ def workers(cores: int | None = None, *, monitored: bool = False) -> int:
     """A scenario mostly waits (its windows, its faults' holds): three workers per two cores (a
     worker per core left this 2-core host half idle over the tests session, 0.88 cores busy). A
     monitored stack (Prometheus, Alertmanager, five exporters, scrapes every 0.5 s) is heavier: three
-    of them stalled this host's CPU in 0.7-0.97 of the drill's windows, so a drill takes one per core."""
+    of them stalled this host's CPU in 0.7-0.97 of the drill's windows, so a drill takes one per core.
+    So does a Docker stack (dockerd, a shim per container): three stalled CI's host (CPU stall 0.55
+    over a runbook's windows before its fault, the run invalid)."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores) if monitored else max(2, (3 * cores) // 2)
 
 
-def parallel(args: list[str]) -> list[str]:
-    """pytest-xdist's options for a drill: ``workers()`` workers (each with a stack of its own),
-    the longest scenarios first, idle workers taking over others' queues; unless the caller chose
-    (``-n N``; ``-n 1``, ``-n0`` or ``-p no:xdist`` runs one at a time)."""
+def parallel(args: list[str], *, heavy: bool = False) -> list[str]:
+    """pytest-xdist's options for a drill: ``workers()`` workers (each with a stack of its own;
+    one per core for a monitored or ``heavy`` stack), the longest scenarios first, idle workers
+    taking over others' queues; unless the caller chose (``-n N``; ``-n 1``, ``-n0`` or ``-p
+    no:xdist`` runs one at a time)."""
     chosen = any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith(("-n", "--numprocesses=", "--dist"))
                  for a in args)
-    return [] if chosen else ["-n", str(workers(monitored="--monitoring" in args)), "--dist", "worksteal"]
+    one_per_core = heavy or "--monitoring" in args
+    return [] if chosen else ["-n", str(workers(monitored=one_per_core)), "--dist", "worksteal"]
 
 
 def _on_a_stack(session: nox.Session, paths: list[str], defaults: dict[str, str | None],
@@ -199,16 +203,16 @@ def tests(session: nox.Session) -> None:
     searches with a fresh seed each time, and prints it."""
     _prepare(session, docker=True)
     session.run("fulsk-chaos", "images", "build", "--offline")
-    workers = parallel(session.posargs)
+    workers, on_docker = parallel(session.posargs), parallel(session.posargs, heavy=True)
     session.run("pytest", "tests", "scenarios", "--stack", "local", "--catalogue", "quick",
                 "-m", "not (scenario and provider)", "--schedule-seed", CI_SCHEDULE_SEED, "--durations", "40",
                 *workers, *session.posargs)
     session.run("pytest", "tests", "scenarios", "--stack", "docker", "--catalogue", "quick",
-                "-m", "docker or provider", *workers, *session.posargs)
+                "-m", "docker or provider", *on_docker, *session.posargs)
     # the quick subset again against the guide's Node.js backend (fixtures/backends/node), split the same way
     session.run("fulsk-chaos", "images", "build", "--offline", "--backend", "node")
     # one at a time: its latency scenario judges the host's CPU, which a flood beside it takes
     session.run("pytest", "scenarios", "--backend", "node", "--stack", "local", "--catalogue", "quick",
                 "-m", "not provider", "--schedule-seed", CI_SCHEDULE_SEED, *session.posargs)
     session.run("pytest", "scenarios", "--backend", "node", "--stack", "docker", "--catalogue", "quick",
-                "-m", "provider", *workers, *session.posargs)
+                "-m", "provider", *on_docker, *session.posargs)

@@ -196,9 +196,19 @@ class Ledger:
     identity: str = "seq"  # seq | ts: what makes a reading itself, beside its inverter
     inverters: str = "SELECT DISTINCT inverter_id FROM readings"  # every inverter id stored
     newest: str = "SELECT max(ts) FROM readings"  # the time of the newest stored reading (runbooks check it)
+    # an operator's accident a point-in-time restore undoes: delete every reading of site %(site)s
+    delete_site: str = "DELETE FROM readings WHERE site_id = %(site)s"
     # the readings committed between %(after)s and %(before)s (a point-in-time restore discards them)
     committed: str = ("SELECT inverter_id, seq FROM readings WHERE pg_xact_commit_timestamp(xmin) > %(after)s "
                       "AND pg_xact_commit_timestamp(xmin) < %(before)s")
+
+
+@dataclass(frozen=True)
+class Cache:
+    """What the backend keeps in Redis: ``derived``, the key patterns (SCAN MATCH) of what it
+    derives from the database, which no longer holds after the database or Redis is restored:
+    the recovery tools drop them (CACHE_KEYS)."""
+    derived: list[str] = field(default_factory=lambda: ["fulsk:*"])
 
 
 @dataclass(frozen=True)
@@ -247,6 +257,7 @@ class Contract:
     feed: Feed = field(default_factory=Feed)
     ledger: Ledger = field(default_factory=Ledger)
     health: Health = field(default_factory=Health)
+    cache: Cache = field(default_factory=Cache)
     capabilities: Capabilities = field(default_factory=Capabilities)
     run: Run = field(default_factory=Run)
     home: str = ""  # the contract file's directory (set when read, not written in it)
@@ -288,8 +299,11 @@ def _check(contract: Contract, where: str) -> Contract:
         raise ConfigError(f"{where}: run.command needs the contract's directory (read it from its file)")
     if contract.run.files and not (contract.run.image and contract.run.image_command):
         raise ConfigError(f"{where}: run.files builds an image: run.image and run.image_command say its name and command")
-    if "%(ids)s" not in contract.ledger.query:
-        raise ConfigError(f"{where}: ledger.query must select by the inverter ids in %(ids)s")
+    for key, placeholders in (("query", ["%(ids)s"]), ("delete_site", ["%(site)s"]),
+                              ("committed", ["%(after)s", "%(before)s"])):
+        missing = [p for p in placeholders if p not in getattr(contract.ledger, key)]
+        if missing:
+            raise ConfigError(f"{where}: ledger.{key} must use {' and '.join(missing)} (see docs/stack.md, [ledger])")
     return contract
 
 

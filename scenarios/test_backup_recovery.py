@@ -68,7 +68,7 @@ def test_point_in_time(experiment, restore_drill, chaos_settings):
         time.sleep(window)
         quiet.stop()
         site = next(iter(experiment.fleet.sent().values()))["site_id"]
-        restore_drill.accident(f"DELETE FROM readings WHERE site_id = '{site}'")
+        restore_drill.accident(experiment.stack.contract.ledger.delete_site, {"site": site})
         run = restore_drill.restore("-f", "latest_backup.tar.gz", "--partial", "postgres",
                                      "--to", target.isoformat())
         experiment.allow_loss(restore_drill.point_in_time(target, run))

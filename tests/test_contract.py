@@ -40,7 +40,8 @@ def test_the_reference_backends_contract_is_its_file():
     ({"reads": {"history": {"units": {"timestamp": "rfc822"}}}}, "reads.history.units.timestamp"),
     ({"ledger": {"identity": "uuid"}}, "ledger.identity: 'uuid'"),
     ({"publish": {"fields": {"seq": ""}}}, "ledger.identity is seq, but publish.fields.seq is empty"),
-    ({"ledger": {"query": "SELECT * FROM readings"}}, "%(ids)s"),
+    ({"ledger": {"query": "SELECT * FROM readings"}}, "ledger.query must use %(ids)s"),
+    ({"ledger": {"delete_site": "DELETE FROM readings"}}, "ledger.delete_site must use %(site)s"),
 ])
 def test_a_wrong_contract_is_one_line_naming_what_is_wrong(data, said):
     with pytest.raises(ConfigError, match=None) as caught:

@@ -4,11 +4,16 @@ recorded data alone."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
 from fulsk_chaos.checks.restore import PointInTime, Rpo
 from fulsk_chaos.drills import LedgerPolicy, Phase, PhaseError, Phases
+from fulsk_chaos.drills.experiment import Experiment
+from fulsk_chaos.drills.instruments import Needs
+from fulsk_chaos.figures import SteadyFigures
+from fulsk_chaos.verdict import VerdictReached
 
 
 def walk(*phases: Phase, disrupts: bool = False) -> Phases:
@@ -118,3 +123,28 @@ def test_an_experiment_refuses_its_phases_out_of_order(experiment):
             experiment.verdict()
     verdict = experiment.verdict()
     assert verdict.status in ("pass", "invalid"), verdict.reason  # invalid: only on a stalled host
+
+
+def test_before_the_fault_a_stalled_host_is_waited_out_then_the_run_is_invalid(
+        stack, chaos_settings, journal, faults, fleet, probe, live_feed):
+    """Before the fault nothing is at stake: a window whose latency alone broke while the host was
+    stalled is measured again, up to quiet_host_windows more, before the before_attempts budget;
+    one still stalled is invalid (never a failure of the stack, never a fault injected). The host
+    is 'stalled' here by bounds every measurement exceeds, and the API p95 broken by a bound of
+    1 us."""
+    settings = replace(chaos_settings,
+                       steady_state=replace(chaos_settings.steady_state, window_s=1.0, before_attempts=1,
+                                            quiet_host_windows=2),
+                       validity=replace(chaos_settings.validity, max_cpu_stall=-1.0, max_io_stall=-1.0,
+                                        max_memory_stall=-1.0, max_observer_lag_ms=-1.0),
+                       baselines=replace(chaos_settings.baselines, api_response_ms=0.001))
+    experiment = Experiment(stack, settings, journal, fleet=fleet, probe=probe, feed=live_feed, faults=faults,
+                            needs=Needs(samples_per_window=1, acked_per_window=1, judged_per_window=1))
+    with pytest.raises(VerdictReached) as reached:
+        with experiment:
+            experiment.steady_state("before")
+            pytest.fail("a fault would have been injected on a stalled host")
+    assert reached.value.verdict.status == "invalid", reached.value.verdict.reason
+    unsettled = journal.figure(SteadyFigures, "before").unsettled
+    assert len(unsettled) == 2 and all("on a stalled host" in u for u in unsettled), unsettled
+    assert faults.active == []

@@ -62,6 +62,7 @@ def test_the_drill_profile_and_the_workers_can_be_overridden(noxfile):
     assert [noxfile.workers(c) for c in (1, 2, 4, 8)] == [2, 3, 6, 12]
     assert [noxfile.workers(c, monitored=True) for c in (1, 2, 4, 8)] == [1, 2, 4, 8]
     assert noxfile.parallel(["--monitoring"])[:2] == ["-n", str(noxfile.workers(monitored=True))]
+    assert noxfile.parallel([], heavy=True)[:2] == ["-n", str(noxfile.workers(monitored=True))]
 
 
 def _serial(command: tuple[str, ...]) -> tuple[str, ...]:
@@ -92,6 +93,8 @@ def test_ci_runs_every_test_and_each_quick_scenario_once(noxfile):
     local, docker, node_local, node_docker, every_test = _collected(*runs, ("pytest", "tests"))
     # the quick subset once more against the Node.js backend, split between the stacks the same way
     assert all("--backend" in c and "node" in c for c in runs[2:])
+    # a Docker stack is heavy (dockerd, a shim per container): one worker per core
+    assert all(c[c.index("-n") + 1] == str(noxfile.workers(monitored=True)) for c in runs if "docker" in c)
     assert {t for t in local if t.startswith("scenarios/")} == set(node_local)
     assert {t for t in docker if t.startswith("scenarios/")} == set(node_docker)
     assert set(every_test) <= set(local)

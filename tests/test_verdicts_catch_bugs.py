@@ -131,3 +131,15 @@ def test_a_backend_whose_generation_totals_are_short_fails_on_its_totals(run_sce
     assert any("stale answers" in name for name in failed), list(failed)
     assert all("stale answers" in name or name.startswith("recovery") for name in failed), list(failed)
     assert not [e for name, e in run.expectations().items() if "wrong answers" in name and e["measured"]]
+
+
+def test_a_backend_whose_generation_totals_are_a_few_percent_high_fails_on_wrong_answers(run_scenario):
+    """3 % above what was stored is more energy than the inverters ever sent once more readings
+    are in than the few in flight (the first window may still hide it): a wrong answer, whatever
+    the time of day (the bound is what was sent by the time the answer arrived, so no concurrency
+    excuses it)."""
+    run = run_scenario(DB_LOSS_KILL, '[backend.env]\nFULSK_BUGS = "generation-high"\n')
+    assert run.scenario["verdict"] == "fail", run.output[-2000:]
+    wrong = {name: e for name, e in run.expectations(held=False).items() if "wrong answers" in name}
+    assert "at any time: wrong answers (not the reading that was sent)" in wrong, sorted(run.expectations(held=False))
+    assert "more than the" in str(wrong), wrong

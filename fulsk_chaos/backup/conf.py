@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..contract import Contract
 from ..errors import FulskChaosError
 
 DEFAULT_PATH = Path("/etc/fulsk/backup.env")
@@ -36,7 +37,8 @@ class BackupConf:
     archive_dir: Path | None = None  # ARCHIVE_DIR: long-term copies of --archive backups
     retention_days: int = 30         # RETENTION_DAYS
     archive_retention_days: int = 365  # ARCHIVE_RETENTION_DAYS
-    cache_keys: tuple[str, ...] = ("fulsk:*",)  # CACHE_KEYS: derived from the database, dropped after a restore
+    # CACHE_KEYS: derived from the database, dropped after a restore (the backend's contract, [cache])
+    cache_keys: tuple[str, ...] = field(default_factory=lambda: tuple(Contract().cache.derived))
     writers: tuple[str, ...] = ("backend",)  # WRITERS: services writing to the database, stopped while a dump restores
     connect_timeout_s: int = 5       # CONNECT_TIMEOUT
     restore_timeout_s: float = 900.0  # RESTORE_TIMEOUT
@@ -86,6 +88,7 @@ def for_stack(stack) -> BackupConf:
         control=f"{shlex.quote(sys.executable)} -m fulsk_chaos.cli ctl --socket {shlex.quote(str(stack.dir / 'control.sock'))}",
         config_paths=tuple(p for p in (fixtures / "frontend", fixtures / "mqtt", fixtures / "docker-compose.prod.yml")
                            if p.exists()),
+        cache_keys=tuple(stack.contract.cache.derived),
         retention_days=stack.settings.backup.retention_days,
         archive_retention_days=stack.settings.backup.archive_retention_days,
         restore_timeout_s=stack.settings.backup.restore_timeout_s)

@@ -34,7 +34,7 @@ from .experiment import Experiment
 from .instruments import make_fleet
 from ..probes import Fleet
 from ..probes.truth import OURS, answers_beside_database, live_state, rows_until, schema
-from ..verdict import at_most, none_of
+from ..verdict import Expectation, at_most, none_of
 
 
 class RestoreDrill:
@@ -110,12 +110,17 @@ class RestoreDrill:
         self.record.measure(RestoreFigures(lost_at=self._iso(lost_at), loss_took_s=round(self.gone_at - lost_at, 3)))
         return lost_at
 
-    def accident(self, sql: str) -> float:
-        """An operator's mistake, straight on the database (e.g. a DELETE without its WHERE)."""
+    def accident(self, sql: str, params: dict[str, Any] | None = None) -> float:
+        """An operator's mistake, straight on the database (e.g. a DELETE without its WHERE; the
+        contract's ``ledger.delete_site``). One that touched no row created nothing to recover
+        from: the verdict is then ``error``, never ``pass``."""
         self.experiment.begin_method(disrupts=True)
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-            rows = conn.execute(sql).rowcount
-        self.record.measure(RestoreFigures(accident={"sql": sql, "rows": rows}))
+            rows = conn.execute(sql, params).rowcount
+        self.record.measure(RestoreFigures(accident={"sql": sql, "params": params, "rows": rows}))
+        self.record.expect([Expectation("the accident: its condition reached (rows it changed)", int(rows > 0), "==", 1,
+                                        evidence={"rows": rows}, detail=f"{rows} rows changed by {sql}",
+                                        kind="condition")])
         return time.monotonic()
 
     def rejected(self, args: Sequence[str], reason: str, what: str, env: dict[str, str] | None = None) -> ScriptRun:

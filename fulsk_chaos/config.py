@@ -146,6 +146,12 @@ class MonitoringSettings:
     for_sustained_s: float = 60.0  # the host's (CPU, memory, disk): sustained pressure, not a drill's spike
     group_wait_s: float = 0.5      # Alertmanager: a new alert is notified this soon
     group_interval_s: float = 1.0  # and a change (resolved) in a group this often
+    # FulskDataCollectionStopped: no reading stored for this long (the fleet sends every 0.2 s per
+    # inverter: 15 intervals; deployed, 300 s against inverters reporting every minute)
+    stale_after_s: float = 3.0
+    # The alert rules' template (empty: fixtures/monitoring/alerts.yml.template): an operator's own
+    # rules, or a copy without some of them, to see which harm then pages nobody (checks.blindspots)
+    rules: str = ""
 
 
 @dataclass(frozen=True)

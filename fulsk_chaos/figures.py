@@ -125,6 +125,13 @@ class AlertFigures(Figures):
 
 
 @dataclass(frozen=True)
+class BlindSpotFigures(Figures):
+    """Per fault, the harm users and inverters suffered beside the pages it raised (checks.blindspots):
+    fault, status (blind spot, ok, noise, brief, quiet, unmonitored), why, bound_s, harms, pages."""
+    blind_spots: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class RestoreFigures(Figures):
     """A restore from the ops guide's backups (drills.restore)."""
     scripts: list[dict[str, Any]] | None = optional()  # each backup tool run: arguments, exit, seconds
@@ -232,7 +239,7 @@ class ClientFigures(Figures):
 
 FAMILIES: tuple[type[Figures], ...] = (
     LedgerFigures, RecoveryFigures, FaultWindowFigures, SteadyFigures, DbReadFigures, TimelineFigures,
-    AlertFigures, RestoreFigures, RpoFigures, PointInTimeFigures, RunbookFigures, LoadWindowFigures, LoadFigures,
+    AlertFigures, BlindSpotFigures, RestoreFigures, RpoFigures, PointInTimeFigures, RunbookFigures, LoadWindowFigures, LoadFigures,
     StressFigures, ScheduleFigures, ClientFigures)
 
 

@@ -110,10 +110,13 @@ def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_c
     checked = subprocess.run(["promtool", "check", "config", str(prometheus / "prometheus.yml")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 13 rules found" in checked.stdout + checked.stderr
+    assert "SUCCESS: 14 rules found" in checked.stdout + checked.stderr
     rules = (prometheus / "alerts.yml").read_text()
     assert "> 0.05" in rules and "> 2" in rules and "> 80" in rules and "> 85" in rules and "< 0.10" in rules
     assert "> 0.8" in rules and "for: 1000ms" in rules and "[5000ms]" in rules
+    # the database's view of data collection, in the backend contract's SQL
+    assert "SELECT max(ts) FROM readings" in (tmp_path / "postgres-exporter" / "queries.yml").read_text()
+    assert "time() - max(fulsk_readings_newest_timestamp_seconds) > 3" in rules
     amtool = subprocess.run(["amtool", "check-config", str(alertmanager / "alertmanager.yml")],
                             capture_output=True, text=True)
     assert amtool.returncode == 0, amtool.stdout + amtool.stderr

@@ -38,6 +38,7 @@ class Drill:
         self._stalled: list[tuple[str, HostFigures]] = []  # windows whose latency alone broke on a stalled host
         self._excusable: set[str] = set()  # those latency expectations
         self._recovered_at: float | None = None
+        self._method_began: float | None = None
 
     # --- the phases ------------------------------------------------------------------------------
     def begin_method(self, *, disrupts: bool = False) -> None:
@@ -45,6 +46,7 @@ class Drill:
         it takes something away from the stack (a fault, a lost database), so the stack's recovery
         must be measured (``recover``, ``served_again``) before the steady state after."""
         self.phases.enter(Phase.METHOD, disrupts=disrupts)
+        self._method_began = time.monotonic()
 
     def recovered(self) -> None:
         """The stack's recovery from the method has been measured (the steady state after may follow)."""

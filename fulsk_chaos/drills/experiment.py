@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from ..checks import alerts as alert_judge
+from ..checks import blindspots
 from ..checks.alerts import AlertWindow
 from ..checks import FaultWindow, Recovery, fault_window, ingest_of, judge_answer, wait_for_recovery
 from ..checks.dbload import DbLoadWindow
@@ -25,7 +26,7 @@ from ..checks.timeline import timeline
 from ..checks.steady import no_unanswered, no_wrong_answers
 from ..config import Settings
 from ..faults import Fault, FaultInjector
-from ..figures import LoadFigures, TimelineFigures
+from ..figures import BlindSpotFigures, LoadFigures, TimelineFigures
 from ..host.pressure import PressureSampler
 from ..load import LoadSamples, LoadTest
 from ..load import judge as load_judge
@@ -83,6 +84,7 @@ class Experiment(SteadyWindows, Drill):
             judged = [(s, judge_answer(s, fleet)) for s in samples]  # once: the wrong answers and the timeline
             self.record.expect([no_wrong_answers("at any time: ", [a for _, a in judged if a is not None])])
             self._record_timeline(judged, fleet)
+            self._record_blind_spots(judged, fleet)
             if result is not None:
                 self._judge_load(result)
             ledger = self.judge_ledger([self.fleet, *([result.ledger] if result is not None else [])])
@@ -98,6 +100,32 @@ class Experiment(SteadyWindows, Drill):
         if self._recovered_at is not None:
             series["recovered_s"] = round(self._recovered_at - self._started, 2)
         self.record.measure(TimelineFigures(series))
+
+    def _record_blind_spots(self, judged, fleet: FleetRecord) -> None:
+        """Per fault (or the method, where it injected none), what users and inverters suffered
+        beside what paged (checks.blindspots): waits, at most a rule's bound, for the pages the
+        harm's end may still raise."""
+        until = time.monotonic()
+        recovered = self._recovered_at
+        spans = [(f"{f.kind} {f.target}", f.started, f.ended or until) for f in self.record.faults]
+        if not spans and self._method_began is not None:
+            spans = [("the method", self._method_began, recovered or until)]
+        if not spans:
+            return
+        spans = [(name, a, max(b, recovered) if recovered is not None and recovered > a else b) for name, a, b in spans]
+        bound = alert_judge.fire_within_s(self.settings.monitoring)
+        receiver = self.stack.alerts if self.stack.services.get("prometheus") is not None else None
+        if receiver is not None:
+            time.sleep(max(0.0, min(bound, max(b for _, _, b in spans) + bound - time.monotonic())))
+        notifications = receiver.notifications() if receiver is not None else None
+        messages = [m for f in self.fleets for m in f.messages()]
+        arrivals = self.feed.arrivals()
+        rows = []
+        for name, a, b in spans:
+            found = blindspots.harms(judged, messages, arrivals, a, b, self.settings, observed_until=until)
+            paged = None if notifications is None else blindspots.pages(notifications, a, b + bound)
+            rows.append(blindspots.classify(name, found, paged, bound).to_json())
+        self.record.measure(BlindSpotFigures(rows))
 
     def _judge_load(self, result) -> None:
         """Chaos under load: the ops guide's baselines before and after each fault, shown during it."""

@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..figures import (AlertFigures, FaultWindowFigures, LedgerFigures, Measured, RecoveryFigures, StressFigures,
+from ..figures import (AlertFigures, BlindSpotFigures, FaultWindowFigures, LedgerFigures, Measured, RecoveryFigures, StressFigures,
                        TimelineFigures)
 from . import trends
 from .svg import STYLE, inline, pyplot
@@ -69,10 +69,41 @@ def _summary(scenarios: list[dict[str, Any]]) -> str:
         p99 = f"{window.p99_ms:.0f} ms" if window is not None and isinstance(window.p99_ms, (int, float)) else "—"
         rows.append(f"<tr><td><a href='#scenario-{i}'>{escape(s['name'])}</a></td><td>{_badge(s.get('verdict'))}</td>"
                     f"<td class=num>{recovery}</td><td class=num>{lost}</td><td class=num>{p99}</td>"
-                    f"<td>{_alerts_line((alerts.alerts if alerts else None) or {})}</td></tr>")
+                    f"<td>{_alerts_line((alerts.alerts if alerts else None) or {})}</td>"
+                    f"<td>{_monitoring_line(m)}</td></tr>")
     return ("<table class=summary><thead><tr><th>scenario</th><th>verdict</th><th>recovery / target</th>"
-            "<th>lost</th><th>p99 during fault</th><th>alerts</th></tr></thead><tbody>" + "".join(rows)
-            + "</tbody></table>")
+            "<th>lost</th><th>p99 during fault</th><th>alerts</th><th>monitoring</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _monitoring_line(m: Measured) -> str:
+    """Each fault's status in the blind-spot table (checks.blindspots)."""
+    found = m.get(BlindSpotFigures)
+    rows = (found.blind_spots if found else None) or []
+    return "<br>".join(f"<span class='{'held-false' if r.get('status') == 'blind spot' else ''}'>"
+                       f"{escape(str(r.get('status')))}</span>" for r in rows) or "—"
+
+
+def _blind_spots(m: Measured) -> str:
+    """Fault, the harm it did, the pages it raised and what that says (checks.blindspots)."""
+    found = m.get(BlindSpotFigures)
+    rows = (found.blind_spots if found else None) or []
+    if not rows:
+        return ""
+
+    def harm(h: dict[str, Any]) -> str:
+        return f"{escape(h['kind'])}: {h['lasted_s']:g} s from +{h['onset_s']:g} s (worst {h['worst']:.0%})"
+
+    def page(p: dict[str, Any]) -> str:
+        return f"{escape(p['alert'])} ({escape(p.get('severity') or '—')}) +{p['fired_after_s']:g} s"
+    body = "".join(
+        f"<tr><td>{escape(str(r['fault']))}</td><td>{'<br>'.join(harm(h) for h in r.get('harms') or []) or '—'}</td>"
+        f"<td>{'not monitored' if r.get('pages') is None else '<br>'.join(page(p) for p in r['pages']) or '—'}</td>"
+        f"<td class='{'held-false' if r.get('status') == 'blind spot' else ''}'>{escape(str(r['status']))}</td>"
+        f"<td>{escape(str(r.get('why', '')))}</td></tr>" for r in rows)
+    return ("<table class=blind><caption>monitoring: harm against pages (a rule may take "
+            f"{rows[0].get('bound_s', 0):g} s to page)</caption><thead><tr><th>fault</th><th>harm</th><th>pages</th>"
+            "<th>status</th><th>why</th></tr></thead><tbody>" + body + "</tbody></table>")
 
 
 def _alerts_line(alerts: dict[str, Any]) -> str:
@@ -98,6 +129,7 @@ def _scenario(i: int, s: dict[str, Any], report_dir: Path | None) -> str:
     if (stress := m.get(StressFigures)) is not None and stress.capacity_bracket_rps is not None:
         parts.append(_stress(stress))
     parts.append(_expectations(s.get("expectations") or []))
+    parts.append(_blind_spots(m))
     evidence = s.get("evidence") or []
     if evidence:
         parts.append("<details><summary>evidence</summary><table><tr><th>of</th><th>count</th><th>needed</th></tr>"

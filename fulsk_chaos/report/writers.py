@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Protocol
 from xml.etree import ElementTree as ET
 
-from ..figures import (FaultWindowFigures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
+from ..figures import (BlindSpotFigures, FaultWindowFigures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
                        StressFigures)
 from .records import RunRecord, ScenarioRecord
 
@@ -147,6 +148,8 @@ class TerminalSummary:
             elif lacking := [e for e in (s.verdict.expectations if s.verdict else ()) if e.skipped]:
                 for e in lacking[:6]:  # judged without them: the backend cannot be held to them
                     self.write_line(f"        {e.describe()[:300]}")
+            for row in blind_spot_rows(s.figures):
+                self.write_line(f"        {row['status']}: {row['fault']}: {row['why'][:300]}")
         timing = ", ".join(f"{k} {v:.1f} s" for k, v in run.stack.items() if isinstance(v, float))
         images = [f"{n}={s['image']}" for n, s in run.stack.get("services", {}).items() if s.get("image")]
         if images:
@@ -155,6 +158,12 @@ class TerminalSummary:
         skipped = sum(e.skipped != "" for s in run.scenarios if s.verdict for e in s.verdict.expectations)
         if skipped:  # what the backend lacks was not judged: said, never counted as passed
             verdict += f" ({skipped} expectation{'s' if skipped != 1 else ''} skipped: the backend lacks what they need)"
+        rows = [r for s in run.scenarios for r in ((s.figures.get(BlindSpotFigures).blind_spots or [])
+                                                   if s.figures.get(BlindSpotFigures) else [])]
+        if rows:
+            counts = Counter(r["status"] for r in rows)
+            self.write_line(f"monitoring, over {len(rows)} fault{'s' if len(rows) != 1 else ''}: "
+                            + ", ".join(f"{n} {status}" for status, n in counts.most_common()))
         backend = (run.stack.get("backend") or {}).get("name")
         self.write_line(f"{verdict}; provider {run.provider}" + (f"; backend {backend}" if backend else "")
                         + (f"; stack {timing}" if timing else ""))
@@ -185,3 +194,10 @@ def figures_line(m: Measured) -> list[str]:
         if broken:
             parts.append(f"first broken at {broken['rate_rps']:g} req/s: {broken['baselines'][0]}")
     return parts
+
+
+def blind_spot_rows(m: Measured, statuses: tuple[str, ...] = ("blind spot", "noise")) -> list[dict[str, Any]]:
+    """A scenario's faults whose monitoring needs an engineer's eye: harm nobody was paged for,
+    pages for no harm (checks.blindspots)."""
+    found = m.get(BlindSpotFigures)
+    return [r for r in (found.blind_spots if found else None) or [] if r.get("status") in statuses]

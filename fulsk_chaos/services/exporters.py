@@ -5,6 +5,7 @@ exporter probes the frontend from outside, as users reach it."""
 from __future__ import annotations
 
 import shutil
+from string import Template
 
 from .postgres import dsn
 from .prometheus import HttpService
@@ -26,9 +27,16 @@ class PostgresExporter(Exporter):
     def env(self, ctx: ServiceContext) -> dict[str, str]:
         return {"DATA_SOURCE_NAME": dsn(ctx.topology, ctx.topology.ports["postgres"]) + "?sslmode=disable"}
 
+    def prepare(self, ctx: ServiceContext) -> None:
+        """The Fulsk data as the database sees it (fixtures/monitoring/queries.yml.template), in
+        the backend contract's SQL: the newest reading stored, whatever the backend's tables."""
+        sql = ctx.contract.ledger.newest.replace("\\", "\\\\").replace('"', '\\"')  # inside YAML's double quotes
+        (ctx.workdir / "queries.yml").write_text(Template(
+            (ctx.fixtures / "monitoring" / "queries.yml.template").read_text()).substitute(newest_reading_sql=sql))
+
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("prometheus-postgres-exporter", "/usr/bin/prometheus-postgres-exporter"), self.listen(ctx),
-                "--log.level=warn"]
+                f"--extend.query-path={ctx.workdir / 'queries.yml'}", "--log.level=warn"]
 
 
 class RedisExporter(Exporter):

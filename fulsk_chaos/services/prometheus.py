@@ -3,8 +3,10 @@
 ``stack.monitoring = true`` adds it, Alertmanager and the exporters."""
 from __future__ import annotations
 
+from pathlib import Path
 from string import Template
 
+from ..errors import ConfigError
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
 NAME = "prometheus"
@@ -17,8 +19,13 @@ def seconds(value: float) -> str:
 
 def render_rules(ctx: ServiceContext) -> str:
     m = ctx.settings.monitoring
-    return Template((ctx.fixtures / "monitoring" / "alerts.yml.template").read_text()).substitute(
-        window=seconds(m.window_s), **{"for": seconds(m.for_s)}, for_sustained=seconds(m.for_sustained_s))
+    template = Path(m.rules) if m.rules else ctx.fixtures / "monitoring" / "alerts.yml.template"
+    if not template.is_file():
+        raise ConfigError(f"monitoring.rules: {template} is not a file (a Prometheus rules template; empty: the "
+                          f"stack's own, fixtures/monitoring/alerts.yml.template)")
+    return Template(template.read_text()).substitute(
+        window=seconds(m.window_s), **{"for": seconds(m.for_s)}, for_sustained=seconds(m.for_sustained_s),
+        stale_after=f"{m.stale_after_s:g}")
 
 
 def check_ready(client: HttpClient, path: str = "/-/ready") -> None:

@@ -146,6 +146,11 @@ class MonitoringSettings:
     for_sustained_s: float = 60.0  # the host's (CPU, memory, disk): sustained pressure, not a drill's spike
     group_wait_s: float = 0.5      # Alertmanager: a new alert is notified this soon
     group_interval_s: float = 1.0  # and a change (resolved) in a group this often
+    repeat_interval_s: float = 3600.0  # a page still firing is sent again this often
+    # The ops guide's "Alert Escalation": the channels each severity reaches, and no other
+    escalation: dict[str, list[str]] = field(default_factory=lambda: {
+        "low": ["slack"], "medium": ["email", "slack"], "high": ["email", "sms", "slack"],
+        "critical": ["pagerduty", "phone"]})
     # FulskDataCollectionStopped: no reading stored for this long (the fleet sends every 0.2 s per
     # inverter: 15 intervals; deployed, 300 s against inverters reporting every minute)
     stale_after_s: float = 3.0
@@ -301,6 +306,10 @@ def _convert(hint: Any, value: Any, path: str, zero_ok: bool = False) -> Any:
             raise ConfigError(f"{path}: expected a table of tables, got {value!r}")
         item = typing.get_args(hint)[1]
         return {**_NAMED_DEFAULTS.get(path, {}), **{k: build(item, v, f"{path}.{k}") for k, v in value.items()}}
+    if origin is dict and typing.get_origin(typing.get_args(hint)[1]) is list:  # e.g. escalation: lists by name
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table of lists, got {value!r}")
+        return {k: _convert(typing.get_args(hint)[1], v, f"{path}.{k}") for k, v in value.items()}
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{path}: expected a table of strings, got {value!r}")

@@ -19,7 +19,8 @@ from . import config as settings_module
 from . import contract as contract_module
 from .errors import ConfigError, FaultError
 from .drills.experiment import Experiment
-from .figures import StressFigures
+from .checks import blindspots
+from .figures import BlindSpotFigures, StressFigures
 from .drills.instruments import Needs, make_feed, make_fleet, make_probe
 from .drills.load import LoadDrill
 from .drills.schedule_search import ScheduleOptions
@@ -38,7 +39,7 @@ from .report import (ChaosToolkitJournals, HtmlReport, JUnitXml, ResultsJson, Ru
                      TerminalSummary, new_run_id)
 from .report.progress import Progress, quiet
 from .report.records import now_iso
-from .services import CATALOGUE
+from .services import CATALOGUE, FIXTURES
 from .stack import PROVIDERS, Stack
 from .verdict import Verdict, VerdictReached
 
@@ -350,6 +351,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput["fulsk_chaos_stack"] = {k: v for k, v in run.stack.items() if k != "services"} or None
         workeroutput["fulsk_chaos_error"] = run.error
         return
+    rows = [r for s in run.scenarios if (f := s.figures.get(BlindSpotFigures)) for r in f.blind_spots]
+    if rows:  # the run's runbook coverage, from every scenario's blind-spot table
+        m = session.config.stash[SETTINGS].monitoring
+        rules = Path(m.rules) if m.rules else FIXTURES / "monitoring" / "alerts.yml.template"
+        run.monitoring = blindspots.coverage(rules.read_text(), rows, FIXTURES.parent)
     if reports := _reports(session.config):
         for writer in reports[1]:
             writer.run_finished(run)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fulsk_chaos.checks.blindspots import (BLIND, BRIEF, NOISE, OK, QUIET, UNMONITORED, Harm, Page, classify, harms,
-                                           pages)
+from fulsk_chaos.checks.blindspots import (BLIND, BRIEF, NOISE, OK, QUIET, UNMONITORED, Harm, Page, classify,
+                                           coverage, harms, pages, spans)
 from fulsk_chaos.config import Settings
 from fulsk_chaos.probes import Sample
 from fulsk_chaos.probes.fleet import Message
@@ -129,3 +129,29 @@ def test_an_ingest_that_dies_pages_data_collection_and_without_that_rule_is_a_bl
     assert row["unpaged_s"]["stale"] >= 5, row  # answers behind what inverters sent, nobody paged
     assert "FulskDataCollectionStopped" not in {p["alert"] for p in row["pages"]}
     assert "blind spot: kill postgres" in run.output
+
+
+def test_runbook_coverage_counts_the_rules_that_link_a_runbook_what_paged_and_what_nobody_covered():
+    rules = (FIXTURES / "monitoring" / "alerts.yml.template").read_text()
+    rows = [classify("kill postgres", [HARM], [Page("PostgresDown", "critical", 2.0)], 7.5).to_json(),
+            classify("kill backend", [HARM], [], 7.5).to_json(),
+            classify("latency redis", [], [], 7.5).to_json()]
+    found = coverage(rules, rows, FIXTURES.parent)
+    assert found["rules"] == 14 and "FulskDataCollectionStopped" in found["with_runbook"]
+    assert found["paged_in_run"] == ["PostgresDown"] and "RedisDown" in found["never_paged_in_run"]
+    assert found["faults_no_page_covered"] == ["kill backend"] and found["faults"] == 3
+    broken = rules.replace("fixtures/runbooks/service-restart.yml", "fixtures/runbooks/no-such.yml")
+    assert coverage(broken, rows, FIXTURES.parent)["runbook_missing"] == [
+        "FulskDataCollectionStopped: fixtures/runbooks/no-such.yml"]
+
+
+def test_each_fault_owns_the_harm_until_its_recovery_or_the_next_fault_and_nothing_after_the_observers_stopped():
+    # one fault: from its injection through the recovery measured after its rollback
+    assert spans([("kill postgres", 10.0, 15.0)], 9.0, 30.0, 60.0) == [("kill postgres", 10.0, 30.0)]
+    # a schedule: each until the next was injected (but at least until its own rollback), the last to the recovery
+    assert spans([("kill mqtt", 10.0, 13.0), ("stop mqtt", 20.0, 23.0), ("restart postgres", 21.0, 25.0)], 9.0, 40.0,
+                  60.0) == [("kill mqtt", 10.0, 20.0), ("stop mqtt", 20.0, 23.0), ("restart postgres", 21.0, 40.0)]
+    # a method without faults (a restore), to its recovery; never past the observers' stop
+    assert spans([], 9.0, None, 50.0) == [("the method", 9.0, 50.0)]
+    assert spans([("kill backend", 10.0, None)], 9.0, None, 50.0) == [("kill backend", 10.0, 50.0)]
+    assert spans([], None, None, 50.0) == []

@@ -47,6 +47,15 @@ class Prometheus:
         response.raise_for_status()
         return response.json()["data"]["result"]
 
+    def fired(self, alert: str, since: float, until: float) -> bool:
+        """Whether ``alert``'s rule was firing at some time from ``since`` to ``until`` (time.monotonic())."""
+        span = max(1, int(until - since) + 1)
+        try:
+            return bool(self.query(f'max_over_time(ALERTS{{alertname="{alert}", alertstate="firing"}}[{span}s])',
+                                   epoch_of(until)))
+        except (requests.RequestException, KeyError, ValueError):
+            return False
+
     def rule_names(self) -> set[str]:
         response = requests.get(self.url + "/api/v1/rules", timeout=5)
         response.raise_for_status()
@@ -62,6 +71,9 @@ class AlertWindow:
     began: float           # the fault
     ended: float           # its rollback
     recovered: float       # the stack steady again
+    # alerts whose rule must fire while Alertmanager holds them back: target -> the source alert
+    # that inhibits it (fixtures/monitoring/alertmanager.yml.template, inhibit_rules)
+    inhibited: tuple[tuple[str, str], ...] = ()
 
 
 def first(notifications: Sequence[Notification], alert: str, status: str, after: float) -> Notification | None:
@@ -80,8 +92,11 @@ def wait_resolved(receiver: AlertReceiver, window: AlertWindow, m: MonitoringSet
 
 
 def judge(notifications: Sequence[Notification], window: AlertWindow, m: MonitoringSettings,
-          rules: set[str]) -> tuple[list[Expectation], AlertFigures]:
-    unknown = sorted(set(window.fire + window.silent) - rules)
+          rules: set[str], fired_in_prometheus: dict[str, bool] | None = None) -> tuple[list[Expectation], AlertFigures]:
+    """``fired_in_prometheus``: for each inhibited alert, whether its rule fired (ALERTS) during
+    the fault: an alert never notified proves its inhibition only if it fired."""
+    unknown = sorted(set(window.fire + window.silent + tuple(t for t, _ in window.inhibited)
+                         + tuple(src for _, src in window.inhibited)) - rules)
     if unknown:
         raise MonitoringError(f"no alerting rule named {', '.join(unknown)} in fixtures/monitoring/alerts.yml.template "
                               f"(its rules: {', '.join(sorted(rules))})")
@@ -107,10 +122,59 @@ def judge(notifications: Sequence[Notification], window: AlertWindow, m: Monitor
         times[alert] = {"fired_after_s": _round(fired_s), "resolved_after_recovery_s": _round(resolved_s),
                         "fired_at": fired.received_at if fired else None,
                         "resolved_at": resolved.received_at if resolved else None}
+        if fired is not None:
+            found.append(escalated(notifications, alert, fired, fire_s, m))
+            times[alert]["channels"] = sorted({n.channel for n in _firings(notifications, alert, fired, fire_s)})
     found += silence(notifications, window.silent, window.observed_from, window.began, "the fault")
+    for target, source in window.inhibited:
+        found += inhibition(notifications, target, source, window.began, (fired_in_prometheus or {}).get(target))
     return found, AlertFigures(
         alerts=times, alert_bounds_s={"fire": round(fire_s, 2), "resolve": round(resolve_s, 2)},
         alert_notifications=[n.to_json() for n in notifications if n.received >= window.observed_from])
+
+
+def _firings(notifications: Sequence[Notification], alert: str, first_: Notification,
+             fire_s: float) -> list[Notification]:
+    """The firing notifications of ``alert`` that went out with ``first_``, one per channel."""
+    return [n for n in notifications if n.alert == alert and n.status == "firing"
+            and first_.received <= n.received <= first_.received + fire_s]
+
+
+def escalated(notifications: Sequence[Notification], alert: str, first_: Notification, fire_s: float,
+              m: MonitoringSettings) -> Expectation:
+    """The page reached exactly the channels its severity escalates to (the ops guide's "Alert
+    Escalation"): a critical alert on Slack alone would let everyone sleep."""
+    severity = first_.severity
+    wanted = set(m.escalation.get(severity, []))
+    reached = {n.channel for n in _firings(notifications, alert, first_, fire_s)}
+    missing, extra = sorted(wanted - reached), sorted(reached - wanted)
+    detail = "; ".join(filter(None, [f"missing {', '.join(missing)}" if missing else "",
+                                     f"also {', '.join(c or '(no channel)' for c in extra)}" if extra else "",
+                                     "" if severity in m.escalation else f"severity {severity!r} escalates nowhere"]))
+    return none_of(f"alert {alert}: channels not those of its severity ({severity or 'none'}: "
+                   f"{', '.join(sorted(wanted)) or 'none'})", len(missing) + len(extra) + (severity not in m.escalation),
+                   evidence={"reached": sorted(reached)}, detail=detail)
+
+
+def inhibition(notifications: Sequence[Notification], target: str, source: str, began: float,
+               fired: bool | None) -> list[Expectation]:
+    """While ``source`` pages, ``target`` (its symptom) is held back: its rule fired (in Prometheus)
+    and nothing of it was notified from a moment after the source's page until the source
+    resolved. One notified before the source arrived is the race Alertmanager allows."""
+    paged = first(notifications, source, "firing", began)
+    if paged is None:
+        return [Expectation(f"alert {target}: notified while {source} paged (must be inhibited)", None, "==", 0,
+                            detail=f"{source} never paged: the inhibition was not exercised")]
+    resolved = first(notifications, source, "resolved", paged.received)
+    until = resolved.received if resolved else float("inf")
+    leaked = [n for n in notifications if n.alert == target and n.status == "firing"
+              and paged.received + SEND_MARGIN_S <= n.received <= until]
+    return [
+        Expectation(f"alert {target}: its rule fired (in Prometheus) during the fault", int(bool(fired)), "==", 1,
+                    detail="" if fired else "its rule never fired: nothing was inhibited"),
+        none_of(f"alert {target}: notified while {source} paged (must be inhibited)", len(leaked),
+                detail=f"on {', '.join(sorted({n.channel for n in leaked}))}" if leaked else ""),
+    ]
 
 
 def silence(notifications: Sequence[Notification], alerts: Sequence[str], since: float, mark: float,

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from string import Template
 from typing import Any, Iterable, Sequence
+
+import yaml
 
 from ..config import Settings
 from ..probes import Sample
@@ -97,6 +101,25 @@ class BlindSpot:
         return {"fault": self.fault, "status": self.status, "why": self.why, "bound_s": round(self.bound_s, 2),
                 "harms": [h.to_json() for h in self.harms], "unpaged_s": self.unpaged_s,
                 "pages": None if self.pages is None else [asdict(p) for p in self.pages]}
+
+
+def spans(faults: Sequence[tuple[str, float, float | None]], method_began: float | None, recovered: float | None,
+          closing: float) -> list[tuple[str, float, float]]:
+    """Each fault's share of the scenario (time.monotonic()): from its injection to its rollback,
+    and on until the recovery was measured, or the next fault was injected, whichever came first
+    (a schedule's harm is the fault's that was newest); a method without faults (a restore, a
+    backup), from its start to the recovery. Nothing beyond ``closing``."""
+    if not faults:
+        return [("the method", method_began, min(recovered or closing, closing))] if method_began is not None else []
+    ordered = sorted(faults, key=lambda f: f[1])
+    found = []
+    for k, (name, a, b) in enumerate(ordered):
+        b = closing if b is None else b
+        after = recovered if recovered is not None and recovered > b else b
+        following = next((f[1] for f in ordered[k + 1:] if f[1] > a), None)
+        end = max(b, min(after, following)) if following is not None else after
+        found.append((name, a, min(end, closing)))
+    return found
 
 
 def harms(judged: Sequence[tuple[Sample, Served | None]], messages: Iterable[Message], arrivals: dict[Key, float],
@@ -229,3 +252,24 @@ def classify(fault: str, found: Sequence[Harm], paged: Sequence[Page] | None, bo
         return BlindSpot(fault, harms_, pages_, bound_s, NOISE,
                          f"paged with no harm to users or inverters: {listed}")
     return BlindSpot(fault, harms_, pages_, bound_s, QUIET, "no harm, no page")
+
+
+def coverage(rules_text: str, rows: Iterable[dict[str, Any]], root: Path) -> dict[str, Any]:
+    """The run's runbook coverage: the alert rules (a rules template's text) that link a runbook
+    (``runbook_url``, a file under ``root``), those that paged in this run, and the faults of the
+    run whose harm no page covered (a blind spot; brief harm needs none)."""
+    rules = {r["alert"]: r for g in (yaml.safe_load(Template(rules_text).safe_substitute()) or {}).get("groups", [])
+             for r in g.get("rules", []) if "alert" in r}
+    linked = {name: (r.get("annotations") or {}).get("runbook_url", "") for name, r in rules.items()}
+    rows = list(rows)
+    paged = sorted({p["alert"] for r in rows for p in r.get("pages") or []} & set(rules))
+    return {
+        "rules": len(rules),
+        "with_runbook": sorted(n for n, url in linked.items() if url and (root / url).is_file()),
+        "runbook_missing": sorted(f"{n}: {url}" for n, url in linked.items() if url and not (root / url).is_file()),
+        "without_runbook": sorted(n for n, url in linked.items() if not url),
+        "paged_in_run": paged,
+        "never_paged_in_run": sorted(set(rules) - set(paged)),
+        "faults": len(rows),
+        "faults_no_page_covered": sorted({r["fault"] for r in rows if r.get("status") == BLIND}),
+    }

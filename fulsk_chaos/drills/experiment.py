@@ -72,6 +72,7 @@ class Experiment(SteadyWindows, Drill):
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.phases.enter(Phase.CLOSED)
+        closing = time.monotonic()
         self.probe.stop()
         self.feed.stop()
         self.fleet.stop(settle_s=0 if exc_type else 5.0)
@@ -84,7 +85,7 @@ class Experiment(SteadyWindows, Drill):
             judged = [(s, judge_answer(s, fleet)) for s in samples]  # once: the wrong answers and the timeline
             self.record.expect([no_wrong_answers("at any time: ", [a for _, a in judged if a is not None])])
             self._record_timeline(judged, fleet)
-            self._record_blind_spots(judged, fleet)
+            self._record_blind_spots(judged, closing)
             if result is not None:
                 self._judge_load(result)
             ledger = self.judge_ledger([self.fleet, *([result.ledger] if result is not None else [])])
@@ -101,29 +102,23 @@ class Experiment(SteadyWindows, Drill):
             series["recovered_s"] = round(self._recovered_at - self._started, 2)
         self.record.measure(TimelineFigures(series))
 
-    def _record_blind_spots(self, judged, fleet: FleetRecord) -> None:
+    def _record_blind_spots(self, judged, closing: float) -> None:
         """Per fault (or the method, where it injected none), what users and inverters suffered
-        beside what paged (checks.blindspots): waits, at most a rule's bound, for the pages the
-        harm's end may still raise."""
-        until = time.monotonic()
-        recovered = self._recovered_at
-        spans = [(f"{f.kind} {f.target}", f.started, f.ended or until) for f in self.record.faults]
-        if not spans and self._method_began is not None:
-            spans = [("the method", self._method_began, recovered or until)]
+        beside what paged (checks.blindspots), up to ``closing``: when the observers stopped (what
+        came after, the fleet's own stop included, is the harness's doing)."""
+        faults = [(f"{f.kind} {f.target}", f.started, f.ended) for f in self.record.faults]
+        spans = blindspots.spans(faults, self._method_began, self._recovered_at, closing)
         if not spans:
             return
-        spans = [(name, a, max(b, recovered) if recovered is not None and recovered > a else b) for name, a, b in spans]
         bound = alert_judge.fire_within_s(self.settings.monitoring)
         receiver = self.stack.alerts if self.stack.services.get("prometheus") is not None else None
-        if receiver is not None:
-            time.sleep(max(0.0, min(bound, max(b for _, _, b in spans) + bound - time.monotonic())))
         notifications = receiver.notifications() if receiver is not None else None
-        messages = [m for f in self.fleets for m in f.messages()]
+        messages = [m for f in self.fleets if hasattr(f, "messages") for m in f.messages()]  # not a load's ledger
         arrivals = self.feed.arrivals()
         rows = []
         for name, a, b in spans:
-            found = blindspots.harms(judged, messages, arrivals, a, b, self.settings, observed_until=until)
-            paged = None if notifications is None else blindspots.pages(notifications, a, b + bound)
+            found = blindspots.harms(judged, messages, arrivals, a, b, self.settings, observed_until=closing)
+            paged = None if notifications is None else blindspots.pages(notifications, a, min(b + bound, closing))
             rows.append(blindspots.classify(name, found, paged, bound).to_json())
         self.record.measure(BlindSpotFigures(rows))
 
@@ -230,7 +225,7 @@ class Experiment(SteadyWindows, Drill):
         return window
 
     def alerts(self, fault: Fault, *, fire: Sequence[str] = (), silent: Sequence[str] = (),
-               scrapes: int = 3) -> None:
+               inhibited: dict[str, str] | None = None, scrapes: int = 3) -> None:
         """Judge the monitoring: the alerts ``fire`` must be notified during the fault (not before)
         and resolved once the stack recovered, ``silent`` never (call after ``recover``). On a
         stack without monitoring (``stack.monitoring``, ``--monitoring``) they are not judged, and
@@ -241,8 +236,9 @@ class Experiment(SteadyWindows, Drill):
         receiver, client = monitoring
         m = self.settings.monitoring
         window = AlertWindow(tuple(fire), tuple(silent), self._started or fault.started, fault.started, fault.ended,
-                             self._recovered_at or fault.ended)
+                             self._recovered_at or fault.ended, tuple((inhibited or {}).items()))
         alert_judge.wait_resolved(receiver, window, m)
-        expectations, figures = alert_judge.judge(receiver.notifications(), window, m, client.rule_names())
+        fired = {target: client.fired(target, window.began, time.monotonic()) for target in (inhibited or {})}
+        expectations, figures = alert_judge.judge(receiver.notifications(), window, m, client.rule_names(), fired)
         self.record.expect(expectations, alert_judge.evidence(client, window.observed_from, window.began, scrapes))
         self.record.measure(figures)

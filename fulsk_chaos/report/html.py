@@ -47,6 +47,11 @@ def render(data: dict[str, Any], report_dir: Path | None = None) -> str:
     if data.get("error"):
         parts.append(f"<p class=held-false>The run failed: {escape(str(data['error']))}</p>")
     parts.append(_summary(scenarios))
+    if (c := data.get("monitoring")):
+        parts.append(f"<p class=meta>runbook coverage: {len(c.get('with_runbook') or [])} of {c.get('rules')} alert "
+                     f"rules link a runbook; paged in this run: {escape(', '.join(c.get('paged_in_run') or []) or 'none')}"
+                     f"; faults no page covered: "
+                     f"<b>{escape(', '.join(c.get('faults_no_page_covered') or []) or 'none')}</b></p>")
     parts += [_scenario(i, s, report_dir) for i, s in enumerate(scenarios)]
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -137,6 +137,7 @@ class RunRecord:
     stack: dict[str, Any] = field(default_factory=dict)
     scenarios: list[ScenarioRecord] = field(default_factory=list)
     worker: str | None = None  # a pytest-xdist worker's id: it judges into the controller's run (same dir)
+    monitoring: dict[str, Any] | None = None  # the run's runbook coverage (checks.blindspots.coverage)
 
     @property
     def dir(self) -> Path:
@@ -163,4 +164,4 @@ class RunRecord:
         return clean({
             "schema": SCHEMA, "run_id": self.run_id, "provider": self.provider, "started_at": self.started_at,
             "finished_at": self.finished_at, "verdict": self.verdict, "error": self.error, "stack": self.stack,
-            "scenarios": [s.to_json() for s in self.scenarios], "config": self.config})
+            "scenarios": [s.to_json() for s in self.scenarios], "monitoring": self.monitoring, "config": self.config})

@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
-from ..figures import (FaultWindowFigures, Figures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
+from ..figures import (BlindSpotFigures, FaultWindowFigures, Figures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
                        RestoreFigures, RpoFigures, StressFigures)
 from .svg import STYLE, inline, pyplot
 
@@ -25,7 +25,15 @@ FIGURES: dict[str, tuple[str, str, Callable[[Measured], Any]]] = {
     "capacity": ("capacity", "req/s", lambda m: _of(m, StressFigures, "capacity_rps")),
     "rto": ("RTO", "s", lambda m: _of(m, RestoreFigures, "rto_s")),
     "rpo": ("RPO", "s", lambda m: _of(m, RpoFigures, "rpo_s")),
+    "unpaged": ("harm no page covered", "s", lambda m: _unpaged(m)),
 }
+
+
+def _unpaged(m: Measured) -> float | None:
+    """Seconds of harm no page covered, over the scenario's faults (checks.blindspots)."""
+    found = m.get(BlindSpotFigures)
+    rows = [r for r in (found.blind_spots if found else None) or [] if r.get("unpaged_s") is not None]
+    return round(sum(max(r["unpaged_s"].values(), default=0.0) for r in rows), 2) if rows else None
 
 
 def _of(m: Measured, family: type[Figures], name: str) -> Any:

@@ -164,6 +164,11 @@ class TerminalSummary:
             counts = Counter(r["status"] for r in rows)
             self.write_line(f"monitoring, over {len(rows)} fault{'s' if len(rows) != 1 else ''}: "
                             + ", ".join(f"{n} {status}" for status, n in counts.most_common()))
+        if run.monitoring:
+            c = run.monitoring
+            self.write_line(f"runbook coverage: {len(c['with_runbook'])} of {c['rules']} alert rules link a runbook; "
+                            f"{len(c['paged_in_run'])} paged in this run; faults no page covered: "
+                            f"{', '.join(c['faults_no_page_covered']) or 'none'}")
         backend = (run.stack.get("backend") or {}).get("name")
         self.write_line(f"{verdict}; provider {run.provider}" + (f"; backend {backend}" if backend else "")
                         + (f"; stack {timing}" if timing else ""))

@@ -1,5 +1,6 @@
-"""Alertmanager: routes every alert Prometheus fires to the webhook the framework runs (the
-stack's AlertReceiver), resolved ones included, so each notification is recorded with its time."""
+"""Alertmanager: routes every alert Prometheus fires by its severity to the channels the ops
+guide escalates to, each a webhook the framework runs (the stack's AlertReceiver, one path per
+channel), resolved ones included, so each notification is recorded with its channel and time."""
 from __future__ import annotations
 
 from string import Template
@@ -20,6 +21,7 @@ class Alertmanager(HttpService):
         m = ctx.settings.monitoring
         config = Template((ctx.fixtures / "monitoring" / "alertmanager.yml.template").read_text()).substitute(
             group_wait=seconds(m.group_wait_s), group_interval=seconds(m.group_interval_s),
+            repeat_interval=seconds(m.repeat_interval_s),
             webhook=f"http://127.0.0.1:{ctx.topology.ports[RECEIVER]}/alerts")
         (ctx.workdir / "alertmanager.yml").write_text(config)
         (ctx.workdir / "data").mkdir(exist_ok=True)

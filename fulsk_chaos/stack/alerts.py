@@ -19,10 +19,16 @@ class Notification:
     starts_at: str = ""       # as Prometheus says (RFC 3339)
     ends_at: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    channel: str = ""         # the webhook's path after /alerts/: slack, email, sms, pagerduty, phone
+    group: str = ""           # Alertmanager's group key: alerts sent together in one notification
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "")
 
     def to_json(self) -> dict[str, Any]:
         return {"alert": self.alert, "status": self.status, "received_at": round(self.received_at, 3),
-                "starts_at": self.starts_at, "ends_at": self.ends_at, "labels": self.labels}
+                "starts_at": self.starts_at, "ends_at": self.ends_at, "labels": self.labels, "channel": self.channel}
 
 
 class AlertReceiver:
@@ -44,7 +50,8 @@ class AlertReceiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
-                    receiver._record(json.loads(self.rfile.read(length) or b"{}"))
+                    channel = self.path.rstrip("/").removeprefix("/alerts").strip("/")
+                    receiver._record(json.loads(self.rfile.read(length) or b"{}"), channel)
                     self.send_response(200)
                 except (ValueError, TypeError, AttributeError):
                     self.send_response(400)
@@ -58,10 +65,11 @@ class AlertReceiver:
         self._thread.start()
         return self
 
-    def _record(self, payload: dict[str, Any]) -> None:
+    def _record(self, payload: dict[str, Any], channel: str = "") -> None:
         now, wall = time.monotonic(), time.time()
         found = [Notification(str(a.get("labels", {}).get("alertname", "?")), str(a.get("status", "?")), now, wall,
-                              str(a.get("startsAt", "")), str(a.get("endsAt", "")), dict(a.get("labels", {})))
+                              str(a.get("startsAt", "")), str(a.get("endsAt", "")), dict(a.get("labels", {})),
+                              channel, str(payload.get("groupKey", "")))
                  for a in payload.get("alerts") or []]
         with self._lock:
             self._notifications.extend(found)

@@ -115,3 +115,23 @@ def test_every_rule_fires_on_its_failure_and_stays_quiet_when_healthy(tmp_path: 
                                     sort_keys=False))
     tested = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True, cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout[-4000:] + tested.stderr[-4000:]
+
+
+@pytest.mark.skipif(not shutil.which("amtool"), reason="amtool comes with Debian's prometheus-alertmanager")
+def test_alertmanager_as_deployed_passes_amtool_and_routes_each_severity_to_the_guides_channels(tmp_path: Path):
+    """The routes rendered with deployed timings pass amtool's check, and amtool's own routing
+    test sends each severity to the receiver holding exactly its escalation's channels."""
+    text = Template((FIXTURES / "monitoring" / "alertmanager.yml.template").read_text()).substitute(
+        group_wait="30s", group_interval="5m", repeat_interval="4h", webhook="http://alerts.invalid/alerts")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(text)
+    checked = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    receivers = {r["name"]: {c["url"].rsplit("/", 1)[1] for c in r["webhook_configs"]}
+                 for r in yaml.safe_load(text)["receivers"]}
+    for severity, channels in Settings().monitoring.escalation.items():
+        routed = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={path}",
+                                 f"severity={severity}", "alertname=Any"], capture_output=True, text=True)
+        assert routed.returncode == 0, routed.stdout + routed.stderr
+        (receiver,) = routed.stdout.split()
+        assert receivers[receiver] == set(channels), (severity, receiver, receivers[receiver])

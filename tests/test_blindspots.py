@@ -71,6 +71,15 @@ def test_pages_are_each_firing_with_the_resolution_that_followed_it():
     assert pages(notes, 10.0, 30.0) == [Page("PostgresDown", "critical", 2.0, 10.0)]
 
 
+def test_a_page_on_several_channels_is_one_page_and_each_firing_after_a_resolution_is_another():
+    critical = {"severity": "critical"}
+    notes = [Notification("PostgresDown", status, at, 0, labels=critical, channel=channel)
+             for status, at in (("firing", 12.0), ("resolved", 20.0), ("firing", 25.0))
+             for channel in ("pagerduty", "phone")]
+    assert pages(notes, 10.0, 30.0) == [Page("PostgresDown", "critical", 2.0, 10.0),
+                                        Page("PostgresDown", "critical", 15.0, None)]
+
+
 HARM = Harm("errors", episodes=((2.0, 14.0),), worst=0.9)
 
 

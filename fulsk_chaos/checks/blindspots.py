@@ -186,22 +186,23 @@ def harms(judged: Sequence[tuple[Sample, Served | None]], messages: Iterable[Mes
 
 def pages(notifications: Sequence[Notification], start: float, until: float) -> list[Page]:
     """Every alert firing at some time from ``start`` to ``until`` (time.monotonic()): each firing
-    notification with the resolved one that followed it, times told from ``start``."""
+    notification with the resolved one that followed it, times told from ``start``. One pass over
+    the stack's notifications (a drill's stack gathers thousands: one per channel, per scenario)."""
     found: list[Page] = []
-    ordered = sorted(notifications, key=lambda n: n.received)
-    for k, n in enumerate(ordered):
-        if n.status != "firing" or n.received > until:
-            continue
-        if any(o.alert == n.alert and o.status == "firing" for o in ordered[:k]
-               if not any(r.alert == n.alert and r.status == "resolved" and o.received <= r.received <= n.received
-                          for r in ordered)):
-            continue  # a repeat of a firing not yet resolved
-        resolved = next((r for r in ordered[k + 1:] if r.alert == n.alert and r.status == "resolved"), None)
-        if resolved is not None and resolved.received < start:
-            continue
-        found.append(Page(n.alert, n.labels.get("severity", ""), round(n.received - start, 2),
-                          None if resolved is None else round(resolved.received - start, 2)))
-    return found
+    firing: dict[str, Notification] = {}  # per alert, the notification that began its page
+    for n in sorted(notifications, key=lambda n: n.received):
+        if n.status == "firing" and n.alert not in firing:  # a repeat, or another channel, while firing: the same page
+            firing[n.alert] = n
+        elif n.status == "resolved" and (began := firing.pop(n.alert, None)) is not None:
+            if began.received <= until and n.received >= start:
+                found.append(_page(began, start, n))
+    found += [_page(began, start) for began in firing.values() if began.received <= until]
+    return sorted(found, key=lambda p: p.fired_after_s)
+
+
+def _page(began: Notification, start: float, resolved: Notification | None = None) -> Page:
+    return Page(began.alert, began.labels.get("severity", ""), round(began.received - start, 2),
+                None if resolved is None else round(resolved.received - start, 2))
 
 
 def unpaged(harm: Harm, paged: Sequence[Page], bound_s: float) -> float:

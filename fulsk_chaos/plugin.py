@@ -40,6 +40,7 @@ from .report import (ChaosToolkitJournals, HtmlReport, JUnitXml, ResultsJson, Ru
 from .report.progress import Progress, quiet
 from .report.records import now_iso
 from .services import CATALOGUE, FIXTURES
+from .services.prometheus import rules_template
 from .stack import PROVIDERS, Stack
 from .verdict import Verdict, VerdictReached
 
@@ -353,8 +354,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     rows = [r for s in run.scenarios if (f := s.figures.get(BlindSpotFigures)) for r in f.blind_spots]
     if rows:  # the run's runbook coverage, from every scenario's blind-spot table
-        m = session.config.stash[SETTINGS].monitoring
-        rules = Path(m.rules) if m.rules else FIXTURES / "monitoring" / "alerts.yml.template"
+        rules = rules_template(session.config.stash[SETTINGS].monitoring.rules, FIXTURES)
         run.monitoring = blindspots.coverage(rules.read_text(), rows, FIXTURES.parent)
     if reports := _reports(session.config):
         for writer in reports[1]:

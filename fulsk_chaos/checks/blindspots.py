@@ -201,7 +201,7 @@ def pages(notifications: Sequence[Notification], start: float, until: float) -> 
 
 
 def _page(began: Notification, start: float, resolved: Notification | None = None) -> Page:
-    return Page(began.alert, began.labels.get("severity", ""), round(began.received - start, 2),
+    return Page(began.alert, began.severity, round(began.received - start, 2),
                 None if resolved is None else round(resolved.received - start, 2))
 
 

@@ -17,13 +17,18 @@ def seconds(value: float) -> str:
     return f"{round(value * 1000)}ms"
 
 
-def render_rules(ctx: ServiceContext) -> str:
-    m = ctx.settings.monitoring
-    template = Path(m.rules) if m.rules else ctx.fixtures / "monitoring" / "alerts.yml.template"
+def rules_template(rules: str, fixtures: Path) -> Path:
+    """The alert rules' template: ``monitoring.rules``, else the stack's own."""
+    template = Path(rules) if rules else fixtures / "monitoring" / "alerts.yml.template"
     if not template.is_file():
         raise ConfigError(f"monitoring.rules: {template} is not a file (a Prometheus rules template; empty: the "
                           f"stack's own, fixtures/monitoring/alerts.yml.template)")
-    return Template(template.read_text()).substitute(
+    return template
+
+
+def render_rules(ctx: ServiceContext) -> str:
+    m = ctx.settings.monitoring
+    return Template(rules_template(m.rules, ctx.fixtures).read_text()).substitute(
         window=seconds(m.window_s), **{"for": seconds(m.for_s)}, for_sustained=seconds(m.for_sustained_s),
         stale_after=f"{m.stale_after_s:g}")
 

@@ -136,11 +136,14 @@ def test_a_backend_whose_generation_totals_are_short_fails_on_its_totals(run_sce
 
 def test_a_backend_whose_generation_totals_are_a_few_percent_high_fails_on_wrong_answers(run_scenario):
     """3 % above what was stored is more energy than the inverters ever sent once more readings
-    are in than the few in flight (the first window may still hide it): a wrong answer, whatever
+    are in than the few in flight (whichever window that is): a wrong answer, whatever
     the time of day (the bound is what was sent by the time the answer arrived, so no concurrency
     excuses it)."""
     run = run_scenario(DB_LOSS_KILL, '[backend.env]\nFULSK_BUGS = "generation-high"\n')
     assert run.scenario["verdict"] == "fail", run.output[-2000:]
     wrong = {name: e for name, e in run.expectations(held=False).items() if "wrong answers" in name}
-    assert "at any time: wrong answers (not the reading that was sent)" in wrong, sorted(run.expectations(held=False))
+    # Whichever window first holds more readings than the few in flight catches it: the steady
+    # state before the fault or any time after.
+    assert any(name.endswith("wrong answers (not the reading that was sent)") for name in wrong), \
+        sorted(run.expectations(held=False))
     assert "more than the" in str(wrong), wrong

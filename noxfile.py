@@ -153,6 +153,15 @@ def runbook(session: nox.Session) -> None:
 
 
 @nox.session
+def incident(session: nox.Session) -> None:
+    """Incident replay: for each alert rule that links a runbook (runbook_url), the fault that must
+    raise it, the page, the runbook the page links, users back and the alert resolved; time to
+    detect, diagnose, recover and resolve against the targets of its severity, and the runbook
+    coverage, e.g. `nox -s incident -- --stack local`. Also part of the drill."""
+    _on_a_stack(session, ["scenarios/test_incidents.py"], {"--monitoring": None})
+
+
+@nox.session
 def recoverybench(session: nox.Session) -> None:
     """Print the RTO of full restores of a million readings (from the dump, and from the base backup
     with the WAL archive), with the data set's size, e.g. `nox -s recoverybench -- 1000000 docker`."""

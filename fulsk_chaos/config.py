@@ -160,6 +160,39 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class IncidentTarget:
+    """How soon each link of an incident's chain must hold, from the fault (the page, for diagnose)."""
+    detect_s: float    # the fault to the first page
+    diagnose_s: float  # the page to the runbook step that names the cause passing
+    recover_s: float   # the fault to users served fresh, correct data again
+    resolve_s: float   # the fault to the alert's resolved notification
+
+
+def _default_incident_targets() -> dict[str, IncidentTarget]:
+    """Drill timing (seconds-long windows and ``for:``, monitoring above): detect allows the
+    slowest rule's condition (data collection: ``stale_after_s`` 3 s) plus its firing chain (about
+    4.5 s) and a 2-core host's slack; recover is the service-restart runbook's 120 s for what pages
+    a phone, resolve adds the rules' 5 s window and a group interval. Lower severities are allowed
+    more, as their channels are read later. Deployed timing multiplies every figure (docs/incidents.md)."""
+    return {"critical": IncidentTarget(15.0, 30.0, 120.0, 150.0),
+            "high": IncidentTarget(15.0, 60.0, 300.0, 330.0),
+            "medium": IncidentTarget(90.0, 300.0, 900.0, 960.0),
+            "low": IncidentTarget(90.0, 600.0, 1800.0, 1860.0)}
+
+
+@dataclass(frozen=True)
+class IncidentSettings:
+    """Incident replay (``nox -s incident``): alert, runbook and recovery, against a target per severity."""
+    targets: dict[str, IncidentTarget] = field(default_factory=_default_incident_targets)
+
+    def target(self, severity: str) -> IncidentTarget:
+        if severity not in self.targets:
+            raise ConfigError(f"incident.targets: no target for severity {severity!r} (known: "
+                              f"{', '.join(self.targets)}): add [incident.targets.{severity or 'SEVERITY'}]")
+        return self.targets[severity]
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     """Backups and disaster recovery (ops guide, 'Backup & Recovery'); targets justified in docs/backup.md."""
     rto_s: float = 900.0           # a full restore of the reference data set: loss to fresh data served
@@ -252,6 +285,7 @@ class Settings:
     load: LoadSettings = field(default_factory=LoadSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    incident: IncidentSettings = field(default_factory=IncidentSettings)
 
     @property
     def hang_s(self) -> float:
@@ -264,7 +298,7 @@ class Settings:
 
 
 # Named tables whose entries a configuration adds to (or replaces one by one), not replaces wholesale.
-_NAMED_DEFAULTS = {"schedules": _default_profiles()}
+_NAMED_DEFAULTS = {"schedules": _default_profiles(), "incident.targets": _default_incident_targets()}
 # Values that may be zero; every other number must be strictly positive.
 _MAY_BE_ZERO = {"alerts.error_rate", "load.regression_floor_ms", "load.regression_floor_error_rate"}
 # Top-level tables of a pyproject.toml that are not ours and may sit beside [tool.fulsk-chaos].
@@ -304,8 +338,10 @@ def _convert(hint: Any, value: Any, path: str, zero_ok: bool = False) -> Any:
     if origin is dict and dataclasses.is_dataclass(typing.get_args(hint)[1]):  # named tables, e.g. profiles
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table of tables, got {value!r}")
-        item = typing.get_args(hint)[1]
-        return {**_NAMED_DEFAULTS.get(path, {}), **{k: build(item, v, f"{path}.{k}") for k, v in value.items()}}
+        item, defaults = typing.get_args(hint)[1], _NAMED_DEFAULTS.get(path, {})
+        # an entry that is a default already keeps what the table does not say (e.g. one target of a severity)
+        return {**defaults, **{k: build(item, {**(dataclasses.asdict(defaults[k]) if k in defaults else {}), **v}
+                                          if isinstance(v, dict) else v, f"{path}.{k}") for k, v in value.items()}}
     if origin is dict and typing.get_origin(typing.get_args(hint)[1]) is list:  # e.g. escalation: lists by name
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table of lists, got {value!r}")

@@ -181,6 +181,24 @@ class RunbookFigures(Figures):
 
 
 @dataclass(frozen=True)
+class IncidentFigures(Figures):
+    """An alert's incident replayed (runbooks.replay): fault, page, runbook, recovery, resolution;
+    each time from the fault (diagnose: from the page), None where the chain never got there."""
+    incident_alert: str
+    incident_severity: str
+    incident_runbook: str
+    incident_case: str
+    detect_s: float | None = optional()
+    diagnose_s: float | None = optional()
+    recover_s: float | None = optional()
+    resolve_s: float | None = optional()
+    incident_targets: dict[str, float] | None = optional()
+    paged_channels: list[str] | None = optional()      # where the page went
+    fix_steps: list[dict[str, Any]] | None = optional()  # the runbook's fix steps: name and outcome
+    incident_in_time: bool | None = optional()            # every link within its target
+
+
+@dataclass(frozen=True)
 class LoadWindowFigures(Figures):
     """Locust's figures over one window of a load run, per request group (load.judge)."""
     phased: ClassVar[bool] = True
@@ -239,7 +257,7 @@ class ClientFigures(Figures):
 
 FAMILIES: tuple[type[Figures], ...] = (
     LedgerFigures, RecoveryFigures, FaultWindowFigures, SteadyFigures, DbReadFigures, TimelineFigures,
-    AlertFigures, BlindSpotFigures, RestoreFigures, RpoFigures, PointInTimeFigures, RunbookFigures, LoadWindowFigures, LoadFigures,
+    AlertFigures, BlindSpotFigures, RestoreFigures, RpoFigures, PointInTimeFigures, RunbookFigures, IncidentFigures, LoadWindowFigures, LoadFigures,
     StressFigures, ScheduleFigures, ClientFigures)
 
 

@@ -20,7 +20,7 @@ from . import contract as contract_module
 from .errors import ConfigError, FaultError
 from .drills.experiment import Experiment
 from .checks import blindspots
-from .figures import BlindSpotFigures, StressFigures
+from .figures import BlindSpotFigures, IncidentFigures, StressFigures
 from .drills.instruments import Needs, make_feed, make_fleet, make_probe
 from .drills.load import LoadDrill
 from .drills.schedule_search import ScheduleOptions
@@ -31,16 +31,18 @@ from .load import knee
 from .load.under_fault import FaultSpec, UnderFault
 from .probes import Fleet, LiveFeed, Probe
 from .drills.restore import RestoreDrill
-from .runbooks import RunbookError
+from . import runbooks
+from .runbooks import RunbookError, replay
 from .runbooks import load as load_runbook
 from .runbooks.drill import RunbookDrill
+from .runbooks.replay import IncidentReplay
 from .runbooks.runner import timeline_text
 from .report import (ChaosToolkitJournals, HtmlReport, JUnitXml, ResultsJson, RunRecord, ScenarioRecord,
                      TerminalSummary, new_run_id)
 from .report.progress import Progress, quiet
 from .report.records import now_iso
 from .services import CATALOGUE, FIXTURES
-from .services.prometheus import rules_template
+from .services.prometheus import alert_rules, rules_template
 from .stack import PROVIDERS, Stack
 from .verdict import Verdict, VerdictReached
 
@@ -64,6 +66,7 @@ MARKERS = {
     "recovery": "a backup and disaster-recovery drill (nox -s recovery)",
     "stack": "stack(**settings): the test gets a stack of its own with these stack settings (e.g. standby=True)",
     "runbook": "runbook(name): a runbook of the ops guide run against the stack (nox -s runbook -- NAME)",
+    "incident": "an alert's incident replayed: fault, page, its runbook, users back, alert resolved (nox -s incident)",
     "quick": "a scenario of the representative quick subset CI runs on every provider (--catalogue quick)",
     "evidence": "evidence(**minimums): the least evidence the scenario's verdict needs (fulsk_chaos.drills.instruments.Needs)",
     "load": "a load test (weekly load, monthly stress): runs Locust against the stack",
@@ -353,9 +356,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput["fulsk_chaos_error"] = run.error
         return
     rows = [r for s in run.scenarios if (f := s.figures.get(BlindSpotFigures)) for r in f.blind_spots]
-    if rows:  # the run's runbook coverage, from every scenario's blind-spot table
-        rules = rules_template(session.config.stash[SETTINGS].monitoring.rules, FIXTURES)
-        run.monitoring = blindspots.coverage(rules.read_text(), rows, FIXTURES.parent)
+    if rows:  # the run's runbook coverage, from every scenario's blind-spot table and incident replay
+        rules_text = rules_template(session.config.stash[SETTINGS].monitoring.rules, FIXTURES).read_text()
+        incidents = [(f.incident_alert, bool(f.incident_in_time)) for s in run.scenarios
+                     if (f := s.figures.get(IncidentFigures))]
+        run.monitoring = blindspots.coverage(rules_text, rows, FIXTURES.parent, incidents)
+        try:
+            found = replay.links(alert_rules(rules_text), FIXTURES.parent)
+            run.monitoring["runbooks_no_alert_links"] = replay.unlinked(found, runbooks.load_all())
+            run.monitoring["linked_not_replayable"] = sorted(f"{link.rule.alert}: {link.why_not}" for link in found
+                                                             if link.rule.runbook_url and not link.replayable)
+        except RunbookError as exc:  # a broken runbook file is its own drill's failure; coverage says so
+            run.monitoring["runbooks_no_alert_links"] = [f"(not known: {exc})"]
     if reports := _reports(session.config):
         for writer in reports[1]:
             writer.run_finished(run)
@@ -764,6 +776,13 @@ def runbook_drill(request: pytest.FixtureRequest, experiment: Experiment, chaos_
     """Runs a runbook of the ops guide against the scenario's stack: its trigger, its steps as
     documented, the time to recover and the drift, measured into the experiment's journal."""
     return RunbookDrill(experiment, load_dir=_load_dir(chaos_run, request))
+
+
+@pytest.fixture
+def incident_replay(request: pytest.FixtureRequest, experiment: Experiment, chaos_run: RunRecord) -> IncidentReplay:
+    """Replays an alert's incident on the scenario's stack: the fault, the page, the runbook the
+    page links, users back and the alert resolved, each timed against its severity's target."""
+    return IncidentReplay(experiment, load_dir=_load_dir(chaos_run, request))
 
 
 @pytest.fixture

@@ -56,6 +56,10 @@ class Prometheus:
         except (requests.RequestException, KeyError, ValueError):
             return False
 
+    def active(self, alert: str) -> bool:
+        """Whether ``alert``'s rule is pending or firing now."""
+        return bool(self.query(f'ALERTS{{alertname="{alert}"}}'))
+
     def rule_names(self) -> set[str]:
         response = requests.get(self.url + "/api/v1/rules", timeout=5)
         response.raise_for_status()

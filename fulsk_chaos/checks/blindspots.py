@@ -19,15 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from string import Template
 from typing import Any, Iterable, Sequence
-
-import yaml
 
 from ..config import Settings
 from ..probes import Sample
 from ..probes.fleet import Key, Message
 from ..probes.http import READS
+from ..services.prometheus import alert_rules
 from ..stack.alerts import Notification
 from .users import Served, answered_ok
 
@@ -255,14 +253,15 @@ def classify(fault: str, found: Sequence[Harm], paged: Sequence[Page] | None, bo
     return BlindSpot(fault, harms_, pages_, bound_s, QUIET, "no harm, no page")
 
 
-def coverage(rules_text: str, rows: Iterable[dict[str, Any]], root: Path) -> dict[str, Any]:
+def coverage(rules_text: str, rows: Iterable[dict[str, Any]], root: Path,
+             incidents: Iterable[tuple[str, bool]] = ()) -> dict[str, Any]:
     """The run's runbook coverage: the alert rules (a rules template's text) that link a runbook
-    (``runbook_url``, a file under ``root``), those that paged in this run, and the faults of the
-    run whose harm no page covered (a blind spot; brief harm needs none)."""
-    rules = {r["alert"]: r for g in (yaml.safe_load(Template(rules_text).safe_substitute()) or {}).get("groups", [])
-             for r in g.get("rules", []) if "alert" in r}
-    linked = {name: (r.get("annotations") or {}).get("runbook_url", "") for name, r in rules.items()}
-    rows = list(rows)
+    (``runbook_url``, a file under ``root``), those that paged in this run, the faults of the run
+    whose harm no page covered (a blind spot; brief harm needs none), and of the ``incidents``
+    replayed (alert, every link within its target), those their runbook cleared in time."""
+    rules = {r.alert: r for r in alert_rules(rules_text)}
+    linked = {name: r.runbook_path for name, r in rules.items()}
+    rows, incidents = list(rows), list(incidents)
     paged = sorted({p["alert"] for r in rows for p in r.get("pages") or []} & set(rules))
     return {
         "rules": len(rules),
@@ -273,4 +272,6 @@ def coverage(rules_text: str, rows: Iterable[dict[str, Any]], root: Path) -> dic
         "never_paged_in_run": sorted(set(rules) - set(paged)),
         "faults": len(rows),
         "faults_no_page_covered": sorted({r["fault"] for r in rows if r.get("status") == BLIND}),
+        "replayed": sorted({alert for alert, _ in incidents}),
+        "cleared_by_runbook_in_time": sorted({alert for alert, in_time in incidents if in_time}),
     }

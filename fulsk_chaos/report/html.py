@@ -52,6 +52,12 @@ def render(data: dict[str, Any], report_dir: Path | None = None) -> str:
                      f"rules link a runbook; paged in this run: {escape(', '.join(c.get('paged_in_run') or []) or 'none')}"
                      f"; faults no page covered: "
                      f"<b>{escape(', '.join(c.get('faults_no_page_covered') or []) or 'none')}</b></p>")
+        if c.get("replayed"):
+            parts.append(f"<p class=meta>incidents replayed: {escape(', '.join(c['replayed']))}; cleared by their "
+                         f"runbook in time: <b>{escape(', '.join(c.get('cleared_by_runbook_in_time') or []) or 'none')}"
+                         f"</b>; alerts without a runbook: {escape(', '.join(c.get('without_runbook') or []) or 'none')}"
+                         f"; runbooks no alert links to: "
+                         f"{escape(', '.join(c.get('runbooks_no_alert_links') or []) or 'none')}</p>")
     parts += [_scenario(i, s, report_dir) for i, s in enumerate(scenarios)]
     parts.append("</body></html>\n")
     return "\n".join(parts)

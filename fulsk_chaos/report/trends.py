@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
-from ..figures import (BlindSpotFigures, FaultWindowFigures, Figures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
+from ..figures import (BlindSpotFigures, FaultWindowFigures, Figures, IncidentFigures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
                        RestoreFigures, RpoFigures, StressFigures)
 from .svg import STYLE, inline, pyplot
 
@@ -26,6 +26,9 @@ FIGURES: dict[str, tuple[str, str, Callable[[Measured], Any]]] = {
     "rto": ("RTO", "s", lambda m: _of(m, RestoreFigures, "rto_s")),
     "rpo": ("RPO", "s", lambda m: _of(m, RpoFigures, "rpo_s")),
     "unpaged": ("harm no page covered", "s", lambda m: _unpaged(m)),
+    # an incident replay: the fault to the page, and to the alert resolved by its runbook
+    "detect": ("time to detect", "s", lambda m: _of(m, IncidentFigures, "detect_s")),
+    "resolve": ("time to resolve", "s", lambda m: _of(m, IncidentFigures, "resolve_s")),
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 from xml.etree import ElementTree as ET
 
-from ..figures import (BlindSpotFigures, FaultWindowFigures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
+from ..figures import (BlindSpotFigures, FaultWindowFigures, IncidentFigures, LedgerFigures, LoadWindowFigures, Measured, RecoveryFigures,
                        StressFigures)
 from .records import RunRecord, ScenarioRecord
 
@@ -169,6 +169,13 @@ class TerminalSummary:
             self.write_line(f"runbook coverage: {len(c['with_runbook'])} of {c['rules']} alert rules link a runbook; "
                             f"{len(c['paged_in_run'])} paged in this run; faults no page covered: "
                             f"{', '.join(c['faults_no_page_covered']) or 'none'}")
+            if c.get("replayed"):
+                self.write_line(f"incidents replayed: {len(c['replayed'])}, cleared by their runbook in time: "
+                                f"{len(c['cleared_by_runbook_in_time'])}; alerts without a runbook: "
+                                f"{', '.join(c['without_runbook']) or 'none'}; runbooks no alert links to: "
+                                f"{', '.join(c.get('runbooks_no_alert_links') or []) or 'none'}")
+            for line in c.get("linked_not_replayable") or []:
+                self.write_line(f"  not replayable: {line}")
         backend = (run.stack.get("backend") or {}).get("name")
         self.write_line(f"{verdict}; provider {run.provider}" + (f"; backend {backend}" if backend else "")
                         + (f"; stack {timing}" if timing else ""))
@@ -188,6 +195,12 @@ def figures_line(m: Measured) -> list[str]:
     api = ((load.load if load else None) or {}).get("api") or {}
     if api.get("p95_ms") is not None:
         parts.append(f"API p95 {api['p95_ms']:.0f} ms at {api['throughput_rps']:.0f} req/s")
+    incident = m.get(IncidentFigures)
+    if incident is not None:
+        t = incident.incident_targets or {}
+        parts.append(", ".join(f"{link} {_seconds(getattr(incident, f'{link}_s'))}/{t.get(f'{link}_s', 0):g} s"
+                               for link in ("detect", "diagnose", "recover", "resolve"))
+                     + f" ({incident.incident_severity}: measured/target)")
     stress = m.get(StressFigures)
     if stress is not None and stress.capacity_bracket_rps is not None:
         broken = stress.first_broken
@@ -199,6 +212,10 @@ def figures_line(m: Measured) -> list[str]:
         if broken:
             parts.append(f"first broken at {broken['rate_rps']:g} req/s: {broken['baselines'][0]}")
     return parts
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
 
 
 def blind_spot_rows(m: Measured, statuses: tuple[str, ...] = ("blind spot", "noise")) -> list[dict[str, Any]]:

@@ -56,6 +56,26 @@ def hypothesis(runbook: Runbook, trigger: Trigger) -> str:
             f"its correction.")
 
 
+def steps_judged(run: RunbookRun) -> list[Expectation]:
+    """A run's steps: none failed with nothing to fall back on, no drift the runbook file does not correct."""
+    failed, unknown = run.failed_steps, [s for s in run.drift if not s.known_drift]
+    return [none_of("runbook steps that failed", len(failed), evidence={"steps": len(run.steps)},
+                    detail="; ".join(f"{s.step.name}: {s.attempts[-1].failure}" for s in failed)),
+            none_of("drift from the guide that the runbook file does not correct", len(unknown),
+                    detail="; ".join(f"{s.step.name}: {s.drift}" for s in unknown))]
+
+
+def run_figures(run: RunbookRun, trigger: Trigger, onset: float, users_at: float | None,
+                **more: Any) -> RunbookFigures:
+    runbook = run.runbook
+    return RunbookFigures(
+        runbook=runbook.name, runbook_title=runbook.title, case=trigger.case, provider=run.provider,
+        runbook_s=(run.ended or onset) - onset, users_back_s=None if users_at is None else users_at - onset,
+        drift=[{"step": s.step.name, "documented": s.attempts[0].documented, "why": s.drift,
+                "corrected": s.known_drift, "guide_should_say": s.step.corrected.note if s.step.corrected else None}
+               for s in run.drift], findings=run.findings, **more)
+
+
 class RunbookDrill:
     def __init__(self, experiment: Experiment, log: Callable[[str], None] = lambda line: None,
                  load_dir: os.PathLike | None = None) -> None:
@@ -73,6 +93,7 @@ class RunbookDrill:
 
     def run(self, runbook: Runbook, case: str) -> RunbookRun:
         trigger = runbook.trigger(case)
+        runbook = runbook.for_case(case)
         self.runbook = runbook
         exp = self.experiment
         exp.begin_method(disrupts=True)  # an incident: the recovery is measured (_users_back)
@@ -83,13 +104,9 @@ class RunbookDrill:
             users_at = self._users_back(onset, run)
             checked = [e for name in runbook.checks for e in CHECKS[name](self, run, trigger)]
         recovered_s = None if users_at is None else max(users_at, run.ended or onset) - onset
-        failed, unknown = run.failed_steps, [s for s in run.drift if not s.known_drift]
         expectations = [
             *self.trigger_evidence,
-            none_of("runbook steps that failed", len(failed), evidence={"steps": len(run.steps)},
-                    detail="; ".join(f"{s.step.name}: {s.attempts[-1].failure}" for s in failed)),
-            none_of("drift from the guide that the runbook file does not correct", len(unknown),
-                    detail="; ".join(f"{s.step.name}: {s.drift}" for s in unknown)),
+            *steps_judged(run),
             at_most(f"time to recover ({runbook.title})", recovered_s if recovered_s is not None else float("inf"),
                     runbook.target_s, "s", detail="users were never served fresh data again" if users_at is None
                     else f"runbook {'completed' if run.completed else 'stopped at ' + str(run.aborted_at)} "
@@ -101,13 +118,8 @@ class RunbookDrill:
             {"event": "trigger", "at_s": 0.0, "what": trigger.name, "case": trigger.case},
             *({"event": "step", **s} for s in run.timeline(onset)),
             {"event": "recovered", "at_s": round(recovered_s, 3) if recovered_s is not None else None}]
-        exp.record.measure(RecoveryFigures(recovered_s, runbook.target_s), RunbookFigures(
-            runbook=runbook.name, runbook_title=runbook.title, case=trigger.case, provider=run.provider,
-            recovery_margin_s=None if recovered_s is None else runbook.target_s - recovered_s,
-            runbook_s=(run.ended or onset) - onset, users_back_s=None if users_at is None else users_at - onset,
-            drift=[{"step": s.step.name, "documented": s.attempts[0].documented, "why": s.drift,
-                    "corrected": s.known_drift, "guide_should_say": s.step.corrected.note if s.step.corrected else None}
-                   for s in run.drift], findings=run.findings))
+        exp.record.measure(RecoveryFigures(recovered_s, runbook.target_s), run_figures(
+            run, trigger, onset, users_at, recovery_margin_s=None if recovered_s is None else runbook.target_s - recovered_s))
         self.log(run.describe())
         return run
 

@@ -66,6 +66,9 @@ class Step:
     on_failure: str = "stop"         # stop | continue (the following steps are its fallback)
     in_guide: bool = True            # False: a step the guide lacks, added here (with a note)
     note: str = ""
+    # diagnose: once it passed, the on-call engineer knows the cause (an incident's time to
+    # diagnose ends there); fix: it is what brings the stack back (named when the alert stays)
+    role: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Trigger:
     condition: str | None = None
     target: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    pages: tuple[str, ...] = ()  # the alerts it must page: an incident replay of each starts here
+    runbook_params: dict[str, str] = field(default_factory=dict)  # the guide's placeholders, for this case
 
     @property
     def name(self) -> str:
@@ -101,6 +106,10 @@ class Runbook:
     needs: tuple[str, ...] = ()
     path: Path | None = None
 
+    def for_case(self, case: str, **params: str) -> "Runbook":
+        """The runbook as run for ``case``: the guide's placeholders as that case (then ``params``) fill them in."""
+        return dataclasses.replace(self, params={**self.params, **self.trigger(case).runbook_params, **params})
+
     def trigger(self, case: str) -> Trigger:
         for trigger in self.triggers:
             if trigger.case == case:
@@ -121,9 +130,11 @@ RUNBOOK_FIELDS = {"runbook": True, "when": True, "who": True, "target_s": True, 
 STACK_FIELDS = {"standby": False}  # the stack settings a runbook may ask for
 STEP_FIELDS = {"name": True, "does": True, "command": True, "local": False, "timeout_s": False, "verify": False,
                "verify_local": False, "expect_output": False, "finds": False, "corrected": False, "only_if": False,
-               "may_fail": False, "on_failure": False, "in_guide": False, "note": False}
+               "may_fail": False, "on_failure": False, "in_guide": False, "note": False, "role": False}
+ROLES = ("diagnose", "fix")
 CORRECTED_FIELDS = {"command": True, "local": False, "note": True}
-TRIGGER_FIELDS = {"case": False, "fault": False, "condition": False, "target": False, "params": False}
+TRIGGER_FIELDS = {"case": False, "fault": False, "condition": False, "target": False, "params": False,
+                  "pages": False, "runbook_params": False}
 
 
 def _fields(where: str, data: Any, known: dict[str, bool]) -> dict[str, Any]:
@@ -198,6 +209,9 @@ def _step(where: str, data: Any, earlier: dict[str, Step]) -> Step:
     note = _text(f"{where}.note", d["note"]) if "note" in d else ""
     if not in_guide and not note:
         raise RunbookError(f"{where}: a step the guide lacks (in_guide: false) needs a note saying why it is added")
+    role = str(d.get("role", ""))
+    if role and role not in ROLES:
+        raise RunbookError(f"{where}.role: {role!r}: one of {', '.join(ROLES)}")
     verify = None
     if "verify" in d:
         verify = Command(_text(f"{where}.verify", d["verify"]),
@@ -214,7 +228,7 @@ def _step(where: str, data: Any, earlier: dict[str, Step]) -> Step:
         finds={_text(f"{where}.finds", k): _regex(f"{where}.finds.{k}", v, groups=1) for k, v in finds.items()},
         corrected=corrected, only_if=only_if,
         may_fail=_flag(f"{where}.may_fail", d["may_fail"]) if "may_fail" in d else False,
-        on_failure=on_failure, in_guide=in_guide, note=note)
+        on_failure=on_failure, in_guide=in_guide, note=note, role=role)
 
 
 def _trigger(where: str, data: Any, faults: frozenset[str], conditions: frozenset[str]) -> Trigger:
@@ -232,7 +246,14 @@ def _trigger(where: str, data: Any, faults: frozenset[str], conditions: frozense
     target = _text(f"{where}.target", t["target"]) if "target" in t else None
     kind = t.get("fault") or t.get("condition")
     case = _text(f"{where}.case", t["case"]) if "case" in t else "-".join(filter(None, [kind, target]))
-    return Trigger(case=case, fault=t.get("fault"), condition=t.get("condition"), target=target, params=dict(params))
+    pages = t.get("pages", [])
+    if not isinstance(pages, list) or not all(isinstance(p, str) and p for p in pages):
+        raise RunbookError(f"{where}.pages: expected a list of alert names (the rules' 'alert:')")
+    runbook_params = t.get("runbook_params", {})
+    if not isinstance(runbook_params, dict):
+        raise RunbookError(f"{where}.runbook_params: expected a mapping of the guide's placeholders to values")
+    return Trigger(case=case, fault=t.get("fault"), condition=t.get("condition"), target=target, params=dict(params),
+                   pages=tuple(pages), runbook_params={str(k): str(v) for k, v in runbook_params.items()})
 
 
 def parse(data: Any, name: str, path: Path | None = None, *, placeholders: frozenset[str] = frozenset(),
@@ -274,6 +295,10 @@ def parse(data: Any, name: str, path: Path | None = None, *, placeholders: froze
                       params={str(k): str(v) for k, v in guide_params.items()}, checks=wanted,
                       rpo_s=_seconds(f"{where}: rpo_s", d["rpo_s"]) if "rpo_s" in d else None, stack=stack,
                       needs=_capabilities(f"{where}: needs", d.get("needs", [])), path=path)
+    for t in runbook.triggers:
+        if unknown := sorted(set(t.runbook_params) - set(runbook.params)):
+            raise RunbookError(f"{where}: trigger {t.case}: runbook_params: {unknown[0]!r} is none of the runbook's "
+                               f"params ({', '.join(runbook.params) or 'none'})")
     if placeholders:
         _check_placeholders(runbook, placeholders)
     return runbook

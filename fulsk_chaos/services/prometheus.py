@@ -3,8 +3,12 @@
 ``stack.monitoring = true`` adds it, Alertmanager and the exporters."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
 
 from ..errors import ConfigError
 from .spec import HttpClient, ServiceContext, ServiceSpec
@@ -24,6 +28,39 @@ def rules_template(rules: str, fixtures: Path) -> Path:
         raise ConfigError(f"monitoring.rules: {template} is not a file (a Prometheus rules template; empty: the "
                           f"stack's own, fixtures/monitoring/alerts.yml.template)")
     return template
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alerting rule as an operator reads it: its name, severity and annotations."""
+    alert: str
+    severity: str
+    summary: str = ""
+    runbook_url: str = ""  # a runbook file, relative to the project (``?name=value``: the guide's placeholders)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runbook_path(self) -> str:
+        return urlsplit(self.runbook_url).path
+
+    @property
+    def runbook_params(self) -> dict[str, str]:
+        """The runbook's placeholders as the link fills them in (``service-restart.yml?service_name=redis``)."""
+        return dict(parse_qsl(urlsplit(self.runbook_url).query))
+
+
+def alert_rules(template_text: str) -> list[AlertRule]:
+    """The alerting rules of a rules template (its ``$window`` and such left as written)."""
+    data = yaml.safe_load(Template(template_text).safe_substitute()) or {}
+    found = []
+    for group in data.get("groups") or []:
+        for rule in group.get("rules") or []:
+            if "alert" not in rule:
+                continue
+            notes = {str(k): str(v) for k, v in (rule.get("annotations") or {}).items()}
+            found.append(AlertRule(str(rule["alert"]), str((rule.get("labels") or {}).get("severity", "")),
+                                   notes.get("summary", ""), notes.get("runbook_url", ""), notes))
+    return found
 
 
 def render_rules(ctx: ServiceContext) -> str:

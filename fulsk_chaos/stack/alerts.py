@@ -78,6 +78,15 @@ class AlertReceiver:
         with self._lock:
             return [n for n in self._notifications if since is None or n.received >= since]
 
+    def wait_for(self, alert: str, status: str, after: float, deadline: float) -> Notification | None:
+        """The first ``status`` notification of ``alert`` received from ``after`` (time.monotonic()),
+        waiting until ``deadline`` at most; None: none came."""
+        while True:
+            found = next((n for n in self.notifications(after) if n.alert == alert and n.status == status), None)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.05)
+
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()

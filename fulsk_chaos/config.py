@@ -154,6 +154,12 @@ class MonitoringSettings:
     # FulskDataCollectionStopped: no reading stored for this long (the fleet sends every 0.2 s per
     # inverter: 15 intervals; deployed, 300 s against inverters reporting every minute)
     stale_after_s: float = 3.0
+    # FulskIngestBehind: readings stored this late (users read them as stale: the freshness bound
+    # is 1 s; deployed, 60 s against minute-long reporting intervals)
+    behind_after_s: float = 2.0
+    # FulskIngestBacklog: readings received and not yet stored (the drill's fleet sends about 50 a
+    # second: 2 s of it; deployed, 1000)
+    backlog_max: int = 100
     # The alert rules' template (empty: fixtures/monitoring/alerts.yml.template): an operator's own
     # rules, or a copy without some of them, to see which harm then pages nobody (checks.blindspots)
     rules: str = ""

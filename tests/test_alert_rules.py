@@ -19,7 +19,8 @@ from fulsk_chaos.services.prometheus import render_rules
 
 pytestmark = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool comes with Debian's prometheus package")
 
-DEPLOYED = {"window": "5m", "for": "2m", "for_sustained": "5m", "stale_after": "300"}
+DEPLOYED = {"window": "5m", "for": "2m", "for_sustained": "5m", "stale_after": "300", "behind_after": "60",
+            "backlog": "1000"}
 
 # rule: (the series of its failure, the series of health, when to look, the alert's own labels).
 # 15 s between samples: 'AxN' holds A for N more samples; 'A+BxN' grows by B each.
@@ -47,9 +48,15 @@ CASES: dict[str, tuple[dict[str, str], dict[str, str], str, dict[str, str]]] = {
     "FulskFrontendDown": ({'probe_success{job="frontend", probe="page"}': "0x20"},
                           {'probe_success{job="frontend", probe="page"}': "1x20"}, "3m",
                           {"job": "frontend", "probe": "page"}),
-    "FulskFrontendErrors": ({'probe_http_status_code{job="frontend", probe="api"}': "502x20"},
-                            {'probe_http_status_code{job="frontend", probe="api"}': "200x20"}, "3m",
+    "FulskFrontendErrors": ({'probe_success{job="frontend", probe="api"}': "0x20",
+                             'probe_success{job="frontend", probe="page"}': "1x20"},
+                            {'probe_success{job="frontend", probe="api"}': "1x20",
+                             'probe_success{job="frontend", probe="page"}': "1x20"}, "3m",
                             {"job": "frontend", "probe": "api"}),
+    "FulskIngestBehind": ({'fulsk_ingest_lag_seconds{instance="b"}': "90x20"},
+                          {'fulsk_ingest_lag_seconds{instance="b"}': "0.2x20"}, "3m", {}),
+    "FulskIngestBacklog": ({'fulsk_ingest_pending{instance="b"}': "5000x20"},
+                           {'fulsk_ingest_pending{instance="b"}': "3x20"}, "3m", {}),
     "PostgresDown": ({'pg_up{instance="pg"}': "0x20"}, {'pg_up{instance="pg"}': "1x20"}, "3m", {"instance": "pg"}),
     "PostgresConnectionsHigh": ({"pg_stat_activity_count": "90x20", "pg_settings_max_connections": "100x20"},
                                 {"pg_stat_activity_count": "10x20", "pg_settings_max_connections": "100x20"}, "3m", {}),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import requests
 
 from fulsk_chaos.checks.alerts import (AlertWindow, MonitoringError, UsersWindow, fire_within_s, follow_users, judge,
-                                       resolve_within_s)
+                                       inhibition, resolve_within_s, unexported)
 from fulsk_chaos.config import AlertSettings, MonitoringSettings, Settings
 from fulsk_chaos.stack.alerts import Notification
 from fulsk_chaos.services import CATALOGUE, FIXTURES, ServiceContext, Topology
@@ -34,6 +35,36 @@ def note(alert: str, status: str, at: float, channel: str | None = None) -> Noti
 
 def page(alert: str, status: str, at: float) -> list[Notification]:
     return [note(alert, status, at, c) for c in M.escalation[SEVERITY[alert]]]
+
+
+def test_an_alert_whose_rule_reads_a_metric_no_target_exports_is_skipped_not_failed():
+    rules = {"FulskDatabaseErrors": 'sum(rate(fulsk_db_query_duration_seconds_count{outcome="error"}[5s])) > 0',
+             "PostgresDown": "pg_up == 0"}
+    exported = {"fulsk_http_request_duration_seconds_count"}
+    missing = unexported(rules, ["FulskDatabaseErrors", "PostgresDown"], exported)
+    assert missing == {"FulskDatabaseErrors": ["fulsk_db_query_duration_seconds_count"]}  # pg_up: not the backend's
+    found, figures = judge([], WINDOW, M, RULES, None, missing)
+    ours = [e for e in found if "FulskDatabaseErrors" in e.name]
+    assert len(ours) == 1 and "fulsk_db_query_duration_seconds_count" in ours[0].skipped and ours[0].held is None
+    assert unexported(rules, ["FulskDatabaseErrors"], exported | {"fulsk_db_query_duration_seconds_count"}) == {}
+    # exported, it is judged: never notified is a failure
+    assert verdicts([])["alert FulskDatabaseErrors: fired, after the fault began"][0] is False
+
+
+def test_a_symptom_sent_after_its_cause_stopped_firing_is_no_leak_though_the_causes_resolution_came_later():
+    """PostgreSQL back at t=113.5 (its endsAt); Alertmanager says so at 114.5, a group interval on.
+    Backend errors still in their rate window may page at 113.6: the inhibition had ended."""
+    def at(alert: str, status: str, received: float, ends: float | None = None) -> Notification:
+        ends_at = "0001-01-01T00:00:00Z" if ends is None else \
+            datetime.fromtimestamp(1.8e9 + ends, timezone.utc).isoformat().replace("+00:00", "Z")
+        return Notification(alert, status, received, 1.8e9 + received, ends_at=ends_at, channel="pagerduty")
+    cause = [at("PostgresDown", "firing", 110.5), at("PostgresDown", "resolved", 114.5, ends=113.5)]
+    late = inhibition([*cause, at("FulskDatabaseErrors", "firing", 113.6)], "FulskDatabaseErrors", "PostgresDown",
+                      110.0, True)
+    leaked = inhibition([*cause, at("FulskDatabaseErrors", "firing", 112.8)], "FulskDatabaseErrors", "PostgresDown",
+                        110.0, True)
+    assert [e.held for e in late] == [True, True]
+    assert [e.held for e in leaked] == [True, False]
 
 
 def verdicts(notes: list[Notification], window: AlertWindow = WINDOW) -> dict[str, tuple[bool | None, str]]:
@@ -151,7 +182,7 @@ def test_the_rendered_configuration_and_rules_pass_prometheus_and_alertmanager_c
     checked = subprocess.run(["promtool", "check", "config", str(prometheus / "prometheus.yml")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 14 rules found" in checked.stdout + checked.stderr
+    assert "SUCCESS: 16 rules found" in checked.stdout + checked.stderr
     rules = (prometheus / "alerts.yml").read_text()
     assert "> 0.05" in rules and "> 2" in rules and "> 80" in rules and "> 85" in rules and "< 0.10" in rules
     assert "> 0.8" in rules and "for: 1000ms" in rules and "[5000ms]" in rules

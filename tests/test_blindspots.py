@@ -146,7 +146,7 @@ def test_runbook_coverage_counts_the_rules_that_link_a_runbook_what_paged_and_wh
             classify("kill backend", [HARM], [], 7.5).to_json(),
             classify("latency redis", [], [], 7.5).to_json()]
     found = coverage(rules, rows, FIXTURES.parent)
-    assert found["rules"] == 14 and "FulskDataCollectionStopped" in found["with_runbook"]
+    assert found["rules"] == 16 and "FulskDataCollectionStopped" in found["with_runbook"]
     assert found["paged_in_run"] == ["PostgresDown"] and "RedisDown" in found["never_paged_in_run"]
     assert found["faults_no_page_covered"] == ["kill backend"] and found["faults"] == 3
     broken = rules.replace("fixtures/runbooks/service-restart.yml", "fixtures/runbooks/no-such.yml")

@@ -5,7 +5,9 @@ stack is noise); the alerts that must stay silent send nothing. A rule that cann
 notification that never arrives fail alike: the engineer's phone stayed quiet."""
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -14,7 +16,7 @@ import requests
 from ..config import AlertSettings, MonitoringSettings
 from ..errors import FulskChaosError
 from ..figures import AlertFigures
-from ..verdict import Evidence, Expectation, none_of
+from ..verdict import Evidence, Expectation, none_of, skipped
 from ..stack.alerts import AlertReceiver, Notification
 from ..wait import epoch_of
 
@@ -60,10 +62,31 @@ class Prometheus:
         """Whether ``alert``'s rule is pending or firing now."""
         return bool(self.query(f'ALERTS{{alertname="{alert}"}}'))
 
-    def rule_names(self) -> set[str]:
+    def rules(self) -> dict[str, str]:
+        """Each alerting rule Prometheus loaded, with its expression."""
         response = requests.get(self.url + "/api/v1/rules", timeout=5)
         response.raise_for_status()
-        return {r["name"] for g in response.json()["data"]["groups"] for r in g["rules"] if r.get("type") == "alerting"}
+        return {r["name"]: r.get("query", "") for g in response.json()["data"]["groups"] for r in g["rules"]
+                if r.get("type") == "alerting"}
+
+    def rule_names(self) -> set[str]:
+        return set(self.rules())
+
+    def series_names(self, prefix: str = "fulsk_") -> set[str]:
+        """The metric names of ``prefix`` some target exports (what a rule reading others never sees)."""
+        return {r["metric"]["__name__"] for r in self.query(f'group by (__name__) ({{__name__=~"{prefix}.+"}})')}
+
+
+def unexported(rules: dict[str, str], alerts: Sequence[str], exported: set[str],
+               prefix: str = "fulsk_") -> dict[str, list[str]]:
+    """The ``alerts`` whose rule reads a ``prefix`` metric no target exports, with those metrics:
+    a backend without it cannot raise the alert (its expectation is skipped, not failed)."""
+    found = {}
+    for alert in alerts:
+        missing = sorted(set(re.findall(rf"\b{prefix}[a-zA-Z0-9_]+", rules.get(alert, ""))) - exported)
+        if missing:
+            found[alert] = missing
+    return found
 
 
 @dataclass(frozen=True)
@@ -96,9 +119,11 @@ def wait_resolved(receiver: AlertReceiver, window: AlertWindow, m: MonitoringSet
 
 
 def judge(notifications: Sequence[Notification], window: AlertWindow, m: MonitoringSettings,
-          rules: set[str], fired_in_prometheus: dict[str, bool] | None = None) -> tuple[list[Expectation], AlertFigures]:
+          rules: set[str], fired_in_prometheus: dict[str, bool] | None = None,
+          unexported_: dict[str, list[str]] | None = None) -> tuple[list[Expectation], AlertFigures]:
     """``fired_in_prometheus``: for each inhibited alert, whether its rule fired (ALERTS) during
-    the fault: an alert never notified proves its inhibition only if it fired."""
+    the fault: an alert never notified proves its inhibition only if it fired. ``unexported_``:
+    alerts that must fire but read a metric no target exports (``unexported``): skipped."""
     unknown = sorted(set(window.fire + window.silent + tuple(t for t, _ in window.inhibited)
                          + tuple(src for _, src in window.inhibited)) - rules)
     if unknown:
@@ -108,6 +133,12 @@ def judge(notifications: Sequence[Notification], window: AlertWindow, m: Monitor
     found: list[Expectation] = []
     times: dict[str, Any] = {}
     for alert in window.fire:
+        if missing := (unexported_ or {}).get(alert):
+            found.append(skipped(f"alert {alert}: fired, after the fault began",
+                                 f"its rule reads {', '.join(missing)}, which the backend does not export (see the "
+                                 f"backend contract's metrics in docs/stack.md)"))
+            times[alert] = {"skipped": f"unexported: {', '.join(missing)}"}
+            continue
         early = first(notifications, alert, "firing", window.observed_from)
         before = early if early is not None and early.received < window.began else None
         found.append(none_of(f"alert {alert}: notifications before the fault (noise on a healthy stack)",
@@ -170,7 +201,10 @@ def inhibition(notifications: Sequence[Notification], target: str, source: str, 
         return [Expectation(f"alert {target}: notified while {source} paged (must be inhibited)", None, "==", 0,
                             detail=f"{source} never paged: the inhibition was not exercised")]
     resolved = first(notifications, source, "resolved", paged.received)
-    until = resolved.received if resolved else float("inf")
+    # until the source stopped firing (its endsAt): its resolved notification comes a group
+    # interval later, and a symptom that outlived it is rightly sent meanwhile
+    until = (resolved.received - max(0.0, resolved.received_at - ended) if (ended := epoch(resolved.ends_at))
+             else resolved.received) if resolved else float("inf")
     leaked = [n for n in notifications if n.alert == target and n.status == "firing"
               and paged.received + SEND_MARGIN_S <= n.received <= until]
     return [
@@ -179,6 +213,15 @@ def inhibition(notifications: Sequence[Notification], target: str, source: str, 
         none_of(f"alert {target}: notified while {source} paged (must be inhibited)", len(leaked),
                 detail=f"on {', '.join(sorted({n.channel for n in leaked}))}" if leaked else ""),
     ]
+
+
+def epoch(rfc3339: str) -> float | None:
+    """Epoch seconds of an RFC 3339 time as Alertmanager writes it (nanoseconds, ``Z``); None: not one."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", rfc3339 or "")
+    if m is None or m.group(1).startswith("0001"):
+        return None
+    stamp = datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
+    return stamp.timestamp() + float(f"0.{m.group(2) or 0}")
 
 
 def silence(notifications: Sequence[Notification], alerts: Sequence[str], since: float, mark: float,

@@ -235,10 +235,12 @@ class Experiment(SteadyWindows, Drill):
             return
         receiver, client = monitoring
         m = self.settings.monitoring
+        rules = client.rules()
+        missing = alert_judge.unexported(rules, fire, client.series_names())  # the backend cannot raise these
         window = AlertWindow(tuple(fire), tuple(silent), self._started or fault.started, fault.started, fault.ended,
                              self._recovered_at or fault.ended, tuple((inhibited or {}).items()))
-        alert_judge.wait_resolved(receiver, window, m)
+        alert_judge.wait_resolved(receiver, replace(window, fire=tuple(a for a in fire if a not in missing)), m)
         fired = {target: client.fired(target, window.began, time.monotonic()) for target in (inhibited or {})}
-        expectations, figures = alert_judge.judge(receiver.notifications(), window, m, client.rule_names(), fired)
+        expectations, figures = alert_judge.judge(receiver.notifications(), window, m, set(rules), fired, missing)
         self.record.expect(expectations, alert_judge.evidence(client, window.observed_from, window.began, scrapes))
         self.record.measure(figures)

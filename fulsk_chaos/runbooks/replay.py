@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..checks.alerts import fire_within_s, resolve_within_s
+from ..checks.alerts import fire_within_s, resolve_within_s, unexported
 from ..config import IncidentTarget
 from ..figures import IncidentFigures
 from ..services.prometheus import AlertRule
-from ..verdict import at_most
+from ..verdict import at_most, skipped
 from .drill import RunbookDrill, run_figures, steps_judged
 from .model import Runbook, RunbookError
 from .runner import Runner, RunbookRun
@@ -113,6 +113,10 @@ class IncidentReplay(RunbookDrill):
             exp.record.expect(self.trigger_evidence)
             return None
         receiver, prometheus = monitoring
+        if missing := unexported(prometheus.rules(), [rule.alert], prometheus.series_names()).get(rule.alert):
+            exp.record.expect([skipped(f"the incident of {rule.alert}", f"its rule reads {', '.join(missing)}, which "
+                                       f"the {self.stack.contract.name} backend does not export: it cannot page")])
+            return None
         deadline = time.monotonic() + QUIET_S
         while prometheus.active(rule.alert) and time.monotonic() < deadline:
             time.sleep(0.5)  # an alert still firing from before would send no new page

@@ -8,8 +8,6 @@ from pathlib import Path
 from string import Template
 from urllib.parse import parse_qsl, urlsplit
 
-import yaml
-
 from ..errors import ConfigError
 from .spec import HttpClient, ServiceContext, ServiceSpec
 
@@ -51,6 +49,7 @@ class AlertRule:
 
 def alert_rules(template_text: str) -> list[AlertRule]:
     """The alerting rules of a rules template (its ``$window`` and such left as written)."""
+    import yaml  # not at the top: bootstrap reads this package with the standard library alone
     data = yaml.safe_load(Template(template_text).safe_substitute()) or {}
     found = []
     for group in data.get("groups") or []:
@@ -67,7 +66,7 @@ def render_rules(ctx: ServiceContext) -> str:
     m = ctx.settings.monitoring
     return Template(rules_template(m.rules, ctx.fixtures).read_text()).substitute(
         window=seconds(m.window_s), **{"for": seconds(m.for_s)}, for_sustained=seconds(m.for_sustained_s),
-        stale_after=f"{m.stale_after_s:g}")
+        stale_after=f"{m.stale_after_s:g}", behind_after=f"{m.behind_after_s:g}", backlog=str(m.backlog_max))
 
 
 def check_ready(client: HttpClient, path: str = "/-/ready") -> None:

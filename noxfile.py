@@ -162,6 +162,41 @@ def incident(session: nox.Session) -> None:
 
 
 @nox.session
+def explore(session: nox.Session) -> None:
+    """The guided fault-schedule search for as long as its budget (`-- --budget 1h`; default 15m):
+    the explore profile, a fresh seed, the corpus (REPORT_DIR/corpus/*.json) and the coverage of
+    the reachable states (terminal, results.json, HTML), with each state's first schedule; any
+    other argument goes to pytest (e.g. --stack docker, --schedule-seed N)."""
+    args, budget = budget_from(session.posargs)
+    _on_a_stack(session, ["scenarios/test_schedules.py"],
+                {"--schedule-profile": "explore", "--schedule-budget": budget}, args)
+
+
+def budget_from(posargs: list[str], default: str = "15m") -> tuple[list[str], str]:
+    """`--budget 1h` (or --budget=1h) taken out of the arguments."""
+    args, budget = list(posargs), default
+    for i, arg in enumerate(args):
+        if arg == "--budget" and i + 1 < len(args):
+            budget = args[i + 1]
+            del args[i:i + 2]
+            break
+        if arg.startswith("--budget="):
+            budget = arg.split("=", 1)[1]
+            del args[i]
+            break
+    return args, budget
+
+
+@nox.session
+def explorebench(session: nox.Session) -> None:
+    """Guided against unguided schedule search, seed for seed on the drill profile's budget: the
+    states reached on the healthy backend, and how soon each rare-state bug switch is found
+    (tests/benchmarks/explore_guidance.py; -- --seeds 5 --parallel 2). Prints figures."""
+    _prepare(session)
+    session.run("python", "tests/benchmarks/explore_guidance.py", *session.posargs)
+
+
+@nox.session
 def recoverybench(session: nox.Session) -> None:
     """Print the RTO of full restores of a million readings (from the dump, and from the base backup
     with the WAL archive), with the data set's size, e.g. `nox -s recoverybench -- 1000000 docker`."""
@@ -207,9 +242,10 @@ def tests(session: nox.Session) -> None:
     minutes on a 2-core host, where the proofs alone take about 20. Then the quick subset against
     the Node.js backend, on both stacks.
 
-    The schedule search draws the same schedules on every run (CI_SCHEDULE_SEED: a kill of the broker, two
-    overlapping pairs of network faults): a gate must say the same of the same code; the drill
-    searches with a fresh seed each time, and prints it."""
+    The schedule search draws the same schedules on every run (CI_SCHEDULE_SEED, and the quick
+    profile is unguided): a gate must say the same of the same code; the drill searches with a
+    fresh seed each time, guided, and prints it. The committed corpus (fixtures/corpus) is
+    replayed among the quick scenarios, on both backends."""
     _prepare(session, docker=True)
     session.run("fulsk-chaos", "images", "build", "--offline")
     workers, on_docker = parallel(session.posargs), parallel(session.posargs, heavy=True)

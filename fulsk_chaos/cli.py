@@ -4,6 +4,7 @@
     fulsk-chaos contract check [CONTRACT] [--stack local|docker] [--chaos-config FILE]
     fulsk-chaos images build --offline [--backend NAME|PATH]
     fulsk-chaos runbook --list | --check NAME...
+    fulsk-chaos corpus add FILE... [--failed-only] [--to DIR] | corpus list [DIR]
     fulsk-chaos ctl --socket STACK_DIR/control.sock {status|stop|start|restart|kill|wipe|reload} SERVICE
     fulsk-chaos ctl --socket STACK_DIR/control.sock scale SERVICE COUNT
 
@@ -63,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     runbook_action.add_argument("--check", nargs="+", metavar="NAME",
                                 help="read each runbook (a name or a .yml path) and stop at the first problem")
 
+    corpus = commands.add_parser("corpus", help="the fault-schedule corpus (fixtures/corpus: replayed by nox -s tests)")
+    corpus_commands = corpus.add_subparsers(dest="action", required=True)
+    corpus_add = corpus_commands.add_parser(
+        "add", help="promote what a search found (a reports/corpus/*.json file, or a run's results.json) into the "
+                    "committed corpus")
+    corpus_add.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    corpus_add.add_argument("--failed-only", action="store_true",
+                            help="only the failing schedules, not those that first reached a state")
+    corpus_add.add_argument("--to", type=Path, default=None, help="the corpus directory (default: fixtures/corpus)")
+    corpus_list = corpus_commands.add_parser("list", help="the corpus's entries, one line each")
+    corpus_list.add_argument("directory", nargs="?", type=Path, default=None)
+
     images = commands.add_parser("images", help="container images of the stack")
     image_commands = images.add_subparsers(dest="action", required=True)
     build = image_commands.add_parser("build", help="build the stack's images")
@@ -91,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return _runbooks(args)
         if args.command == "contract":
             return _check_contract(args)
+        if args.command == "corpus":
+            return _corpus(args)
         if args.command == "trends":
             from .report import trends
             print(trends.write(args.report_dir))
@@ -125,6 +140,22 @@ def _check_contract(args: argparse.Namespace) -> int:
     for item in items:
         print(item.line())
     return 0 if all(i.ok for i in items) else 1
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    from .drills import corpus
+    if args.action == "list":
+        for path, entry in corpus.entries(args.directory or corpus.COMMITTED):
+            print(f"{path.name}: {entry.why}; {', '.join(entry.steps)}"
+                  + (f" (reproduced {entry.reproduced})" if entry.reproduced else ""))
+        return 0
+    for file in args.files:
+        if not file.is_file():
+            raise FulskChaosError(f"{file}: no such file (a search writes REPORT_DIR/corpus/*.json and "
+                                  "REPORT_DIR/<run-id>/results.json)")
+        for path in corpus.add(file, args.to or corpus.COMMITTED, failed_only=args.failed_only):
+            print(f"added {path}")
+    return 0
 
 
 def _runbooks(args: argparse.Namespace) -> int:

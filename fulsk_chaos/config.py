@@ -229,12 +229,29 @@ class ScheduleProfile:
     replays: int = 3          # times a shrunk failing schedule is replayed to confirm it
     kinds: list[str] = field(default_factory=list)    # fault kinds to draw from (empty: all searchable)
     targets: list[str] = field(default_factory=list)  # services or edges to fault (empty: all)
+    # The share of schedules steered toward the reachable states not reached yet (drills.guide):
+    # 0 draws every step at random, 1 steers every schedule.
+    guidance: float = 0.0
+    # A failure that reproduces in none of its replays is reported as nondeterministic, with its
+    # evidence, and fails the search only when this is true.
+    count_nondeterministic: bool = False
+    shrink: bool = True  # shrink a failure to the smallest schedule (a benchmark of finding may skip it)
 
 
 def _default_profiles() -> dict[str, ScheduleProfile]:
     return {"quick": ScheduleProfile(),  # CI: a few short schedules
             # the quarterly drill: longer and overlapping schedules, within the drill's 15 minutes
-            "drill": ScheduleProfile(max_examples=8, max_steps=6, max_active=3, fault_s=3.0, replays=3)}
+            "drill": ScheduleProfile(max_examples=8, max_steps=6, max_active=3, fault_s=3.0, replays=3, guidance=0.75),
+            # nox -s explore: as many schedules as its time budget (--schedule-budget) allows
+            "explore": ScheduleProfile(max_examples=10_000, max_steps=6, max_active=3, fault_s=3.0, replays=3,
+                                       guidance=0.75)}
+
+
+@dataclass(frozen=True)
+class ReachSettings:
+    """Thresholds of the reachable states a fault search reports (drills.reach)."""
+    backlog: int = 400  # readings waiting for ingest that make a large backlog (8 s of the default fleet)
+    behind: int = 50    # readings waiting as the database comes back that make "ingest still retrying"
 
 
 @dataclass(frozen=True)
@@ -287,6 +304,7 @@ class Settings:
     docker: DockerSettings = field(default_factory=DockerSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
     schedules: dict[str, ScheduleProfile] = field(default_factory=_default_profiles)
+    reach: ReachSettings = field(default_factory=ReachSettings)
     scenarios: ScenarioSettings = field(default_factory=ScenarioSettings)
     load: LoadSettings = field(default_factory=LoadSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
@@ -307,6 +325,7 @@ class Settings:
 _NAMED_DEFAULTS = {"schedules": _default_profiles(), "incident.targets": _default_incident_targets()}
 # Values that may be zero; every other number must be strictly positive.
 _MAY_BE_ZERO = {"alerts.error_rate", "load.regression_floor_ms", "load.regression_floor_error_rate"}
+_MAY_BE_ZERO_IN_PROFILES = {"guidance", "replays"}  # [schedules.NAME]: unguided; no replay
 # Top-level tables of a pyproject.toml that are not ours and may sit beside [tool.fulsk-chaos].
 _PYPROJECT_TABLES = {"tool", "project", "build-system", "dependency-groups"}
 
@@ -369,7 +388,8 @@ def _convert(hint: Any, value: Any, path: str, zero_ok: bool = False) -> Any:
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"{path}: expected {'an integer' if hint is int else 'a number'}, "
                               f"got {type(value).__name__} {value!r}")
-        may_be_zero = zero_ok or path in _MAY_BE_ZERO
+        may_be_zero = zero_ok or path in _MAY_BE_ZERO or (path.startswith("schedules.") and
+                                                          path.rsplit(".", 1)[-1] in _MAY_BE_ZERO_IN_PROFILES)
         if value < 0 or (value == 0 and not may_be_zero):
             raise ConfigError(f"{path}: must be {'zero or more' if may_be_zero else 'positive'}, "
                               f"got {value!r}")
@@ -389,6 +409,9 @@ def from_mapping(data: dict[str, Any]) -> Settings:
         raise ConfigError(f"stack.bugs: unknown switch {unknown[0]!r} (known: {', '.join(STACK_BUGS)})")
     if settings.alerts.error_rate > 1:
         raise ConfigError(f"alerts.error_rate: a fraction between 0 and 1, got {settings.alerts.error_rate!r}")
+    for name, profile in settings.schedules.items():
+        if profile.guidance > 1:
+            raise ConfigError(f"schedules.{name}.guidance: a fraction between 0 and 1, got {profile.guidance!r}")
     return settings
 
 

@@ -244,8 +244,13 @@ class StressFigures(Figures):
 class ScheduleFigures(Figures):
     """A fault schedule searched or replayed (drills.schedule_search)."""
     # profile, seed, examples, steps_run, minimal_failing_schedule, failure, replays, replay_failures,
-    # replay_command, search_command (or: replayed)
+    # replay_command, search_command, reproduced, nondeterministic (or: replayed)
     schedule: dict[str, Any]
+    # reachable states (drills.reach) reached / declared, the first schedule that reached each, and
+    # the items reached over time
+    coverage: dict[str, Any] | None = optional()
+    # what the search found worth keeping: drills.corpus entries (fulsk-chaos corpus add promotes them)
+    corpus: list[dict[str, Any]] | None = optional()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ the plugin records it (results.json, junit.xml, the terminal) and fails the test
 """
 from __future__ import annotations
 
+import argparse
+
 import contextlib
 import inspect
 import os
@@ -130,7 +132,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "directory holding contract.toml (backend.contract)")
     group.addoption("--schedule-replay", default=None,
                     help="replay one schedule instead of searching: KIND:TARGET or heal, comma-separated, in order "
-                         "(as a failed search prints it)")
+                         "(as a failed search prints it), or a corpus file (reports/corpus/*.json)")
+    group.addoption("--schedule-budget", default=None, type=duration_s, metavar="DURATION",
+                    help="search fault schedules until this much time has gone (e.g. 15m, 1h, 90s), within the "
+                         "profile's max_examples (the explore profile's is all but unbounded)")
+
+
+def duration_s(text: str) -> float:
+    """90, 90s, 15m, 1h, 1h30m: seconds."""
+    import re
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write e.g. 90s, 15m, 1h or 1h30m")
+    h, m, sec = (float(p) if p else 0.0 for p in parts.groups())
+    return h * 3600 + m * 60 + sec
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -651,8 +666,12 @@ def schedule_options(request: pytest.FixtureRequest, chaos_settings: settings_mo
                "--schedule-profile", name]
     if config.getoption("--chaos-config"):
         command += ["--chaos-config", str(Path(config.getoption("--chaos-config")).resolve())]
+    backend = chaos_settings.backend
+    origin = {"provider": config.getoption("--stack"),
+              "backend": {"contract": backend.contract, "command": list(backend.command), "env": dict(backend.env)}}
     return ScheduleOptions(name, chaos_settings.schedules[name], seed if seed is not None else random.randrange(2 ** 32),
-                           config.getoption("--schedule-replay"), command)
+                           config.getoption("--schedule-replay"), command, budget_s=config.getoption("--schedule-budget"),
+                           corpus_dir=Path(config.getoption("--report-dir")).resolve() / "corpus", origin=origin)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,15 @@ schedule, replaying it, and printing the commands that replay it and search agai
 """
 from __future__ import annotations
 
+import random
 import shlex
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, Phase, seed as seed_with, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, Phase, reject, seed as seed_with, settings as hypothesis_settings, strategies as st
+from hypothesis import target as hypothesis_target
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, initialize, precondition, rule
 
@@ -22,87 +26,113 @@ from ..config import ScheduleProfile
 from ..errors import FulskChaosError
 from ..figures import ScheduleFigures
 from ..verdict import Evidence, none_of
+from . import corpus as corpus_module
 from .experiment import Experiment
+from .guide import Exploration, Reached
+from .reach import ReachCatalogue
+from .states import catalogue as reach_catalogue
 from .schedules import HEAL, ScheduleFailed, ScheduleRunner, ScheduleStep, Trial, menu
+from .search_result import SearchResult, coverage_lines, found
+
+PERCENT = 100
 
 
-def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: int, trials: list[Trial]) -> type:
-    """The state machine class for one search (Hypothesis instantiates it once per example)."""
+def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: int, trials: list[Trial],
+                exploration: Exploration, deadline: float | None = None) -> type:
+    """The state machine class for one search (Hypothesis instantiates it once per example).
+
+    One rule acts: it heals or injects. Unguided, a heal and an injection are as likely (as two
+    rules were); guided, the exploration narrows the choice (drills.guide) and Hypothesis draws
+    within it. Every example ends by giving Hypothesis its best score per reachable state."""
+
+    def options() -> list[ScheduleStep]:
+        return runner.applicable(steps) if len(runner.active) < max_active else []
 
     class FaultSchedule(RuleBasedStateMachine):
-        @initialize(step=st.sampled_from(steps))
-        def start(self, step: ScheduleStep) -> None:
+        trial: Trial | None = None
+
+        @initialize(data=st.data())
+        def start(self, data: st.DataObject) -> None:
             """Every schedule begins with a fault: an empty one proves nothing."""
+            if deadline is not None and time.monotonic() > deadline:
+                reject()  # the budget is spent: the remaining examples are not run
             runner.reset()
+            guided = data.draw(st.integers(0, PERCENT - 1), label="steer") < exploration.guidance * PERCENT
+            exploration.begin(runner.roles, guided=guided)
             self.trial = Trial()
             trials.append(self.trial)
+            self._inject(data.draw(st.sampled_from(exploration.preferred(steps, runner.view)), label="step"))
+
+        def _inject(self, step: ScheduleStep) -> None:
+            assert self.trial is not None
             self.trial.steps.append(step)
             runner.inject(step)
 
-        @precondition(lambda self: len(runner.active) < max_active and bool(runner.applicable(steps)))
+        @precondition(lambda self: bool(runner.active) or bool(options()))
         @rule(data=st.data())
-        def inject(self, data: st.DataObject) -> None:
-            step = data.draw(st.sampled_from(runner.applicable(steps)), label="step")
-            self.trial.steps.append(step)
-            runner.inject(step)
-
-        @precondition(lambda self: bool(runner.active))
-        @rule()
-        def heal(self) -> None:
-            self.trial.steps.append(ScheduleStep(HEAL))
+        def act(self, data: st.DataObject) -> None:
+            injections = options()
+            if exploration.guided:
+                choice = data.draw(st.sampled_from(exploration.preferred(
+                    injections + ([ScheduleStep(HEAL)] if runner.active else []), runner.view)), label="step")
+            elif runner.active and (not injections or data.draw(st.booleans(), label="heal")):
+                choice = ScheduleStep(HEAL)
+            else:
+                choice = data.draw(st.sampled_from(injections), label="step")
+            if not choice.is_heal:
+                self._inject(choice)
+                return
+            assert self.trial is not None
+            self.trial.steps.append(choice)
             try:
                 runner.heal()
             except (ScheduleFailed, FulskChaosError) as exc:
-                self.trial.failure = str(exc)
+                self.trial.failure, self.trial.failed_at = str(exc), time.monotonic()
                 raise
 
         def teardown(self) -> None:
+            if self.trial is None:
+                return  # rejected before it began
             try:
                 if self.trial.failure is None:
                     runner.heal_all()  # whatever the example left active is healed and judged too
             except (ScheduleFailed, FulskChaosError) as exc:
-                self.trial.failure = str(exc)
+                self.trial.failure, self.trial.failed_at = str(exc), time.monotonic()
                 raise
             finally:
                 runner.reset()
+                for name, score in exploration.scores().items():
+                    hypothesis_target(score, label=name)
 
     return FaultSchedule
 
 
-@dataclass
-class SearchResult:
-    profile: str
-    seed: int
-    examples: int
-    steps_run: int
-    minimal: list[ScheduleStep] | None = None   # the shrunk failing schedule, if one was found
-    failure: str | None = None
-    replays: int = 0
-    replay_failures: int = 0
-    replay_command: str = ""
-    search_command: str = ""
-    faults_reached: int = 0  # faults that reached their condition (ScheduleRunner.bites)
-    faults_not_reached: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"profile": self.profile, "seed": self.seed, "examples": self.examples, "steps_run": self.steps_run,
-                "minimal_failing_schedule": [str(s) for s in self.minimal] if self.minimal else None,
-                "failure": self.failure, "replays": self.replays, "replay_failures": self.replay_failures,
-                "replay_command": self.replay_command, "search_command": self.search_command,
-                "faults_reached_condition": self.faults_reached, "faults_not_reached": self.faults_not_reached}
-
-
-def search(runner: ScheduleRunner, profile_name: str, seed: int, command: Callable[[dict[str, str]], str]) -> SearchResult:
-    """Search for a failing schedule; shrink it; confirm it by replaying; say how to replay it."""
+def search(runner: ScheduleRunner, profile_name: str, seed: int, command: Callable[[dict[str, str]], str], *,
+           reach: ReachCatalogue | None = None, budget_s: float | None = None,
+           steps: list[ScheduleStep] | None = None,
+           on_reached: Callable[[Reached, int], None] | None = None) -> SearchResult:
+    """Search for a failing schedule, steered toward the reachable states not reached yet (as
+    much as the profile's ``guidance`` says), within ``budget_s`` if given, among ``steps`` (default:
+    the profile's menu of the stack's catalogue); shrink a failure,
+    replay it to measure how often it reproduces; say how to replay it."""
     profile = runner.profile
-    steps = menu(runner.injector, profile.kinds, profile.targets)
+    steps = list(steps if steps is not None else menu(runner.injector, profile.kinds, profile.targets))
+    # The first schedule Hypothesis tries is its simplest: the menu's first steps. Ordered by the
+    # seed, that schedule differs from one seed to the next, as every other does.
+    random.Random(seed).shuffle(steps)
     trials: list[Trial] = []
-    machine = machine_for(runner, steps, profile.max_active, trials)
-    result = SearchResult(profile_name, seed, 0, 0, search_command=command({"--schedule-seed": str(seed)}))
+    exploration = Exploration(reach if reach is not None else reach_catalogue(), profile.guidance, offset=seed,
+                              on_reached=on_reached)
+    runner.watch = exploration.observe
+    t0 = time.monotonic()
+    machine = machine_for(runner, steps, profile.max_active, trials, exploration,
+                          None if budget_s is None else t0 + budget_s)
+    result = SearchResult(profile_name, seed, 0, 0, search_command=command({"--schedule-seed": str(seed)}),
+                          budget_s=budget_s)
     settings = hypothesis_settings(
         max_examples=profile.max_examples, stateful_step_count=profile.max_steps, deadline=None, database=None,
         derandomize=False, suppress_health_check=list(HealthCheck), print_blob=False, report_multiple_bugs=False,
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, *([Phase.shrink] if profile.shrink else [])])
     try:
         seed_with(seed)(get_state_machine_test(machine, settings=settings))()
     except (ScheduleFailed, FulskChaosError, Flaky) as exc:
@@ -110,14 +140,21 @@ def search(runner: ScheduleRunner, profile_name: str, seed: int, command: Callab
         minimal = min(failing, key=lambda t: len(t.steps)) if failing else None
         result.minimal = minimal.steps if minimal else None
         result.failure = minimal.failure if minimal else str(exc).splitlines()[0]
+        if failing:
+            result.found_after = trials.index(failing[0]) + 1
+            result.found_at_s = (failing[0].failed_at or time.monotonic()) - t0
+    finally:
+        runner.watch = None
     result.examples = len(trials)
     result.steps_run = runner.steps_run
     result.faults_reached, result.faults_not_reached = runner.bites()
+    result.coverage = exploration.to_json()
     if result.minimal:
         result.replay_command = command({"--schedule-replay": ",".join(str(s) for s in result.minimal)})
         for _ in range(profile.replays):
             result.replays += 1
             result.replay_failures += runner.run(result.minimal).failure is not None
+    result.elapsed_s = time.monotonic() - t0
     return result
 
 
@@ -127,45 +164,72 @@ def format_command(base: list[str], options: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class ScheduleOptions:
-    """What the run asks of the search: its profile, its seed, a schedule to replay instead, and
-    the command line a replay is printed with."""
+    """What the run asks of the search: its profile, its seed, a schedule to replay instead (the
+    steps, or a corpus file), the command line a replay is printed with, its time budget, where
+    the corpus goes, and the run's origin a corpus entry records (provider, backend)."""
     profile_name: str
     profile: ScheduleProfile
     seed: int
     replay: str | None
     command: list[str]
+    budget_s: float | None = None
+    corpus_dir: Path | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    def replay_steps(self) -> list[ScheduleStep]:
+        assert self.replay
+        if self.replay.endswith(".json"):
+            return [ScheduleStep.parse(s) for s in corpus_module.read(Path(self.replay)).steps]
+        return [ScheduleStep.parse(s) for s in self.replay.split(",")]
 
 
 def run(experiment: Experiment, options: ScheduleOptions) -> SearchResult | Trial:
     """The method: search (or replay) fault schedules, each heal waiting for the stack's recovery;
-    judged into the experiment (a failing schedule, the steps run, the faults that bit)."""
+    judged into the experiment (a failing schedule that reproduces, the steps run, the faults
+    that bit), with the coverage of the reachable states and the corpus it found."""
     experiment.begin_method(disrupts=True)
+    reach = reach_catalogue(experiment.settings.reach)
     runner = ScheduleRunner(experiment.stack, experiment.settings, options.profile, experiment.faults,
                             experiment.fleet, experiment.probe)
     record = experiment.record
     if options.replay:
-        steps = [ScheduleStep.parse(s) for s in options.replay.split(",")]
+        steps = options.replay_steps()
+        exploration = Exploration(reach)
+        exploration.begin(runner.roles, guided=False)
+        runner.watch = exploration.observe
         trial = runner.run(steps)
         bit, missed = runner.bites()
         record.measure(ScheduleFigures({"replayed": [str(s) for s in steps], "failure": trial.failure,
-                                        "faults_reached_condition": bit, "faults_not_reached": missed}))
+                                        "faults_reached_condition": bit, "faults_not_reached": missed},
+                                       coverage=exploration.to_json()))
         record.expect([none_of("replayed schedule failed", int(trial.failure is not None),
                                evidence={"steps": len(steps)}, detail=trial.failure or "")],
                       [Evidence("schedule steps run", runner.steps_run, 1),
                        Evidence("schedule faults that reached their condition", bit, 1)])
         experiment.recovered()  # after each heal the runner waited for it: a schedule that never recovered failed
         return trial
-    result = search(runner, options.profile_name, options.seed, lambda extra: format_command(options.command, extra))
-    record.measure(ScheduleFigures(result.to_json()))
+    result = search(runner, options.profile_name, options.seed, lambda extra: format_command(options.command, extra),
+                    reach=reach, budget_s=options.budget_s,
+                    on_reached=lambda state, n: record.progress.phase(
+                        f"schedule search: {n} of {len(reach)} states reached ({state.name}, schedule {state.example}, "
+                        f"{state.at_s:.0f} s)"))
+    origin = {"seed": result.seed, "profile": result.profile, "commit": corpus_module.project_commit(), **options.origin}
+    kept = found(result, origin)
+    written = [e.write(options.corpus_dir) for e in kept] if options.corpus_dir is not None else []
+    record.measure(ScheduleFigures(result.to_json(), coverage=result.coverage, corpus=[e.to_json() for e in kept]))
+    print(coverage_lines(result, written))
     detail = ""
     if result.minimal:
         detail = (f"smallest failing schedule: {', '.join(map(str, result.minimal))} "
-                  f"(failed {result.replay_failures} of {result.replays} replays): {result.failure}; "
-                  f"replay: {result.replay_command}")
-        print(f"\nfault schedule failed; replay it with:\n  {result.replay_command}\n"
+                  f"(reproduces {result.reproduced}): {result.failure}; replay: {result.replay_command}")
+        print(f"\nfault schedule failed (reproduces {result.reproduced}); replay it with:\n  {result.replay_command}\n"
               f"search again with:\n  {result.search_command}")
-    record.expect([none_of("failing fault schedules", int(result.minimal is not None),
-                           evidence={"examples": result.examples, "seed": result.seed}, detail=detail)],
+    counted = result.minimal is not None and (not result.nondeterministic or options.profile.count_nondeterministic)
+    if result.nondeterministic and not counted:
+        detail = "nondeterministic, not counted ([schedules.NAME] count_nondeterministic): " + detail
+    record.expect([none_of("failing fault schedules", int(counted),
+                           evidence={"examples": result.examples, "seed": result.seed,
+                                     "reproduced": result.reproduced or None}, detail=detail)],
                   [Evidence("schedule steps run", result.steps_run, 1),
                    Evidence("schedule faults that reached their condition", result.faults_reached, 1)])
     experiment.recovered()

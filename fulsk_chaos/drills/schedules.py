@@ -13,41 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
-from ..checks import ingest_of, wait_for_recovery
+from ..checks import ingest_of, stored_keys, wait_for_recovery
 from ..config import ScheduleProfile, Settings
 from ..errors import FulskChaosError
 from ..faults import Fault, FaultInjector
 from ..probes import Fleet, Probe
 from ..stack import Stack
-
-HEAL = "heal"
-
-
-@dataclass(frozen=True)
-class ScheduleStep:
-    """One action of a schedule: inject ``kind`` on ``target``, or heal (``heal``: undo the fault
-    injected last). Heals are steps too: overlapping faults fail differently from the same
-    faults one after another, and a replay must repeat what the search did."""
-    kind: str
-    target: str = ""
-
-    def __str__(self) -> str:
-        return HEAL if self.is_heal else f"{self.kind}:{self.target}"
-
-    @property
-    def is_heal(self) -> bool:
-        return self.kind == HEAL
-
-    @classmethod
-    def parse(cls, text: str) -> "ScheduleStep":
-        if text.strip() == HEAL:
-            return cls(HEAL)
-        kind, sep, target = text.strip().partition(":")
-        if not sep or not kind or not target:
-            raise FulskChaosError(f"a schedule step is KIND:TARGET (e.g. kill:backend) or {HEAL}, got {text!r}")
-        return cls(kind, target)
-
+from .reach import FaultView, Moment, Roles
+from .steps import HEAL, ScheduleStep
 
 def menu(injector: FaultInjector, kinds: list[str] | tuple[str, ...] = (),
          only: list[str] | tuple[str, ...] = ()) -> list[ScheduleStep]:
@@ -75,17 +50,53 @@ class Trial:
     """One run of a schedule, step by step: what was done and what broke."""
     steps: list[ScheduleStep] = field(default_factory=list)
     failure: str | None = None
+    failed_at: float | None = None  # time.monotonic() the failure was seen
 
 
 class ScheduleRunner:
-    """Applies steps to a stack and checks the invariant after each heal."""
+    """Applies steps to a stack and checks the invariant after each heal. Given ``watch``, it tells
+    it how each step left the stack (a ``Moment``: drills.reach), for coverage and guidance."""
 
     def __init__(self, stack: Stack, settings: Settings, profile: ScheduleProfile, injector: FaultInjector,
-                 fleet: Fleet, probe: Probe) -> None:
+                 fleet: Fleet, probe: Probe, watch: Callable[[Moment], None] | None = None) -> None:
         self.stack, self.settings, self.profile = stack, settings, profile
         self.injector, self.fleet, self.probe = injector, fleet, probe
         self.active: list[Fault] = []
         self.steps_run = 0
+        self.watch = watch
+        self.schedule: list[ScheduleStep] = []  # the steps of the schedule running, as taken
+        self._partial_heal = False
+        self._roles: Roles | None = None
+
+    @property
+    def roles(self) -> Roles:
+        if self._roles is None:
+            self._roles = Roles.of(self.stack)
+        return self._roles
+
+    def view(self, step: ScheduleStep) -> FaultView:
+        return FaultView.of(self.stack, step.kind, step.target)
+
+    def _views(self) -> tuple[FaultView, ...]:
+        return tuple(FaultView.of(self.stack, f.record.kind, f.record.target) for f in self.active if f.active)
+
+    def _tell(self, since: float, healed: FaultView | None = None, backlog: int | None = None) -> None:
+        partial, self._partial_heal = self._partial_heal, healed is not None and bool(self.active)
+        if self.watch is None:
+            return
+        answered = sum(s.ok for s in self.probe.snapshot(self.settings.hang_s).target("latest").window(since))
+        self.watch(Moment(tuple(self.schedule), self._views(), self.roles, healed, backlog, answered, partial))
+
+    def backlog(self, older_than_s: float = 1.0) -> int | None:
+        """Readings the fleet sent over ``older_than_s`` ago that are not stored yet: what waits for
+        ingest (None: the database did not say)."""
+        cutoff = time.monotonic() - older_than_s
+        try:
+            stored = stored_keys(self.stack.endpoints.database_dsn, self.fleet.inverter_ids, timeout_s=1.0,
+                                 contract=self.fleet.contract)
+        except Exception:  # noqa: BLE001 - the database may be what is faulted
+            return None
+        return sum(1 for m in self.fleet.messages() if m.sent_at <= cutoff and m.key not in stored)
 
     def applicable(self, steps: list[ScheduleStep]) -> list[ScheduleStep]:
         """The steps that can act on the stack as the active faults left it (no pause of a
@@ -95,13 +106,21 @@ class ScheduleRunner:
 
     def inject(self, step: ScheduleStep) -> None:
         params = self.injector.catalogue[step.kind].search_params
+        since = time.monotonic()
+        self.schedule.append(step)
         self.active.append(self.injector.inject(step.kind, step.target, **params))
         self.steps_run += 1
         time.sleep(self.profile.fault_s)
+        self._tell(since)
 
     def heal(self) -> None:
+        since = time.monotonic()
         fault = self.active.pop()
+        healed = FaultView.of(self.stack, fault.record.kind, fault.record.target)
+        backlog = self.backlog() if self.watch is not None else None  # what waits as the fault ends
+        self.schedule.append(ScheduleStep(HEAL))
         fault.rollback()  # verified: a leftover raises
+        self._tell(since, healed, backlog)
         if self.active:
             return  # other faults still active: nothing can be steady yet
         recovery = wait_for_recovery(self.probe, self.fleet.record, fault.ended, self.settings,
@@ -129,6 +148,8 @@ class ScheduleRunner:
         """Between trials: every fault undone (unchecked) and the stack healed."""
         self.injector.rollback_all()
         self.active.clear()
+        self.schedule.clear()
+        self._partial_heal = False
         self.stack.heal()
 
     def run(self, steps: list[ScheduleStep]) -> Trial:

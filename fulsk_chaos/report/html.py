@@ -17,7 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..figures import (AlertFigures, BlindSpotFigures, FaultWindowFigures, LedgerFigures, Measured, RecoveryFigures, StressFigures,
+from ..figures import (AlertFigures, BlindSpotFigures, FaultWindowFigures, LedgerFigures, Measured, RecoveryFigures,
+                       ScheduleFigures, StressFigures,
                        TimelineFigures)
 from . import trends
 from .svg import STYLE, inline, pyplot
@@ -117,6 +118,31 @@ def _blind_spots(m: Measured) -> str:
             "<th>status</th><th>why</th></tr></thead><tbody>" + body + "</tbody></table>")
 
 
+def _search(m: Measured) -> str:
+    """A schedule search: its failure beside how often it reproduced, and the reachable states
+    it reached, each with the first schedule that did (drills.reach)."""
+    found = m.get(ScheduleFigures)
+    if found is None or not found.coverage:
+        return ""
+    c, schedule = found.coverage, found.schedule
+    head = ""
+    if schedule.get("minimal_failing_schedule"):
+        nondeterministic = " (nondeterministic)" if schedule.get("nondeterministic") else ""
+        head = (f"<p class=meta>smallest failing schedule: <b>{escape(', '.join(schedule['minimal_failing_schedule']))}"
+                f"</b>, reproduces {escape(str(schedule.get('reproduced')))}{nondeterministic}</p>")
+
+    def first(state: dict[str, Any]) -> str:
+        return escape(", ".join(state["first_schedule"])) if state["reached"] else f"not reached (best {state['best']:.2f})"
+    rows = "".join(
+        f"<tr><td class='{'' if st['reached'] else 'held-false'}'>{escape(name)}</td><td>{escape(st['description'])}</td>"
+        f"<td>{first(st)}</td><td class=num>{st['first_example'] if st['reached'] else '—'}</td></tr>"
+        for name, st in c["states"].items())
+    return (head + f"<table class=blind><caption>reachable states: {c['reached']} of {c['declared']} reached in "
+            f"{c['schedules']} schedules ({c['guided_schedules']} guided)</caption><thead><tr><th>state</th>"
+            "<th>what</th><th>first schedule that reached it</th><th>schedule #</th></tr></thead><tbody>"
+            + rows + "</tbody></table>")
+
+
 def _alerts_line(alerts: dict[str, Any]) -> str:
     out = []
     for name, t in alerts.items():
@@ -141,6 +167,7 @@ def _scenario(i: int, s: dict[str, Any], report_dir: Path | None) -> str:
         parts.append(_stress(stress))
     parts.append(_expectations(s.get("expectations") or []))
     parts.append(_blind_spots(m))
+    parts.append(_search(m))
     evidence = s.get("evidence") or []
     if evidence:
         parts.append("<details><summary>evidence</summary><table><tr><th>of</th><th>count</th><th>needed</th></tr>"

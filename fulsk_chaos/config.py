@@ -242,8 +242,8 @@ def _default_profiles() -> dict[str, ScheduleProfile]:
     return {"quick": ScheduleProfile(),  # CI: a few short schedules
             # the quarterly drill: longer and overlapping schedules, within the drill's 15 minutes
             "drill": ScheduleProfile(max_examples=8, max_steps=6, max_active=3, fault_s=3.0, replays=3, guidance=0.75),
-            # nox -s explore: as many schedules as its time budget (--schedule-budget) allows
-            "explore": ScheduleProfile(max_examples=10_000, max_steps=6, max_active=3, fault_s=3.0, replays=3,
+            # nox -s explore: rounds of 8 schedules for as long as its time budget (--schedule-budget)
+            "explore": ScheduleProfile(max_examples=8, max_steps=6, max_active=3, fault_s=3.0, replays=3,
                                        guidance=0.75)}
 
 

@@ -159,3 +159,13 @@ def test_bench_runs_a_commit_to_compare_from_a_worktree_it_removes_whatever_happ
             raise RuntimeError("a stack failed")
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert not checkout.exists() and str(checkout) not in listed
+
+
+@pytest.mark.parametrize("posargs, budget, rest", [(["--stack", "local", "--budget", "1h"], "1h", ["--stack", "local"]),
+                                                   (["--budget=90s", "--stack", "local"], "90s", ["--stack", "local"]),
+                                                   (["--stack", "local"], "15m", ["--stack", "local"])])
+def test_explore_searches_with_the_explore_profile_for_its_budget(noxfile, posargs, budget, rest):
+    session = RecordingSession(posargs)
+    noxfile.explore(session)
+    assert session.commands[-1] == ("pytest", "scenarios/test_schedules.py", "--schedule-budget", budget,
+                                    "--schedule-profile", "explore", *rest)

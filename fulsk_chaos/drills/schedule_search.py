@@ -10,6 +10,7 @@ schedule, replaying it, and printing the commands that replay it and search agai
 """
 from __future__ import annotations
 
+import itertools
 import random
 import shlex
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hypothesis import HealthCheck, Phase, reject, seed as seed_with, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, Phase, seed as seed_with, settings as hypothesis_settings, strategies as st
 from hypothesis import target as hypothesis_target
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, initialize, precondition, rule
@@ -48,20 +49,24 @@ def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: i
     def options() -> list[ScheduleStep]:
         return runner.applicable(steps) if len(runner.active) < max_active else []
 
+    def pick(data: st.DataObject, among: list[ScheduleStep]) -> ScheduleStep:
+        """One of ``among``, by a draw whose shape never changes (an index over the whole menu):
+        which options there are depends on the stack and on what the search reached, and
+        Hypothesis refuses a replayed example whose draws changed shape."""
+        return among[data.draw(st.integers(0, len(steps)), label="step") % len(among)]
+
     class FaultSchedule(RuleBasedStateMachine):
         trial: Trial | None = None
 
         @initialize(data=st.data())
         def start(self, data: st.DataObject) -> None:
             """Every schedule begins with a fault: an empty one proves nothing."""
-            if deadline is not None and time.monotonic() > deadline:
-                reject()  # the budget is spent: the remaining examples are not run
             runner.reset()
             guided = data.draw(st.integers(0, PERCENT - 1), label="steer") < exploration.guidance * PERCENT
             exploration.begin(runner.roles, guided=guided)
             self.trial = Trial()
             trials.append(self.trial)
-            self._inject(data.draw(st.sampled_from(exploration.preferred(steps, runner.view)), label="step"))
+            self._inject(pick(data, exploration.preferred(steps, runner.view)))
 
         def _inject(self, step: ScheduleStep) -> None:
             assert self.trial is not None
@@ -72,13 +77,13 @@ def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: i
         @rule(data=st.data())
         def act(self, data: st.DataObject) -> None:
             injections = options()
+            heal = data.draw(st.booleans(), label="heal")  # unguided: a heal as likely as an injection
             if exploration.guided:
-                choice = data.draw(st.sampled_from(exploration.preferred(
-                    injections + ([ScheduleStep(HEAL)] if runner.active else []), runner.view)), label="step")
-            elif runner.active and (not injections or data.draw(st.booleans(), label="heal")):
-                choice = ScheduleStep(HEAL)
+                choice = pick(data, exploration.preferred(
+                    injections + ([ScheduleStep(HEAL)] if runner.active else []), runner.view))
             else:
-                choice = data.draw(st.sampled_from(injections), label="step")
+                chosen = pick(data, injections or steps)  # drawn either way: the draws keep their shape
+                choice = ScheduleStep(HEAL) if runner.active and (heal or not injections) else chosen
             if not choice.is_heal:
                 self._inject(choice)
                 return
@@ -125,8 +130,8 @@ def search(runner: ScheduleRunner, profile_name: str, seed: int, command: Callab
                               on_reached=on_reached)
     runner.watch = exploration.observe
     t0 = time.monotonic()
-    machine = machine_for(runner, steps, profile.max_active, trials, exploration,
-                          None if budget_s is None else t0 + budget_s)
+    deadline = None if budget_s is None else t0 + budget_s
+    machine = machine_for(runner, steps, profile.max_active, trials, exploration, deadline)
     result = SearchResult(profile_name, seed, 0, 0, search_command=command({"--schedule-seed": str(seed)}),
                           budget_s=budget_s)
     settings = hypothesis_settings(
@@ -134,7 +139,19 @@ def search(runner: ScheduleRunner, profile_name: str, seed: int, command: Callab
         derandomize=False, suppress_health_check=list(HealthCheck), print_blob=False, report_multiple_bugs=False,
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, *([Phase.shrink] if profile.shrink else [])])
     try:
-        seed_with(seed)(get_state_machine_test(machine, settings=settings))()
+        # With a budget, rounds of max_examples (seed, seed + 1, ...) until it is spent or one
+        # fails (the round under way ends first); the exploration goes on from round to round.
+        for round_ in itertools.count():
+            try:
+                seed_with(seed + round_)(get_state_machine_test(machine, settings=settings))()
+            except Flaky:
+                if any(t.failure for t in trials):
+                    raise
+                # Hypothesis replayed an example whose draws the stack (or what the search had
+                # reached meanwhile) changed: the round ends, nothing failed; the next one starts
+                result.flaky_rounds += 1
+            if deadline is None or time.monotonic() >= deadline:
+                break
     except (ScheduleFailed, FulskChaosError, Flaky) as exc:
         failing = [t for t in trials if t.failure]
         minimal = min(failing, key=lambda t: len(t.steps)) if failing else None

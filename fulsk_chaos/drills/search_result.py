@@ -29,6 +29,7 @@ class SearchResult:
     elapsed_s: float = 0.0
     found_after: int | None = None      # schedules run until the first failure (it included)
     found_at_s: float | None = None     # seconds into the search when it failed
+    flaky_rounds: int = 0               # rounds Hypothesis ended on an example it could not replay
 
     @property
     def reproduced(self) -> str:
@@ -48,7 +49,7 @@ class SearchResult:
                 "reproduced": self.reproduced or None, "nondeterministic": self.nondeterministic,
                 "replay_command": self.replay_command, "search_command": self.search_command,
                 "faults_reached_condition": self.faults_reached, "faults_not_reached": self.faults_not_reached,
-                "budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 1), "found_after": self.found_after,
+                "budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 1), "found_after": self.found_after, "flaky_rounds": self.flaky_rounds,
                 "found_at_s": None if self.found_at_s is None else round(self.found_at_s, 1)}
 
 

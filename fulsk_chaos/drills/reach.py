@@ -26,14 +26,15 @@ if TYPE_CHECKING:
     from ..stack import Stack
 
 # What each kind does to what it hits, as the catalogue's states see it: "out" (it answers
-# nothing, or drops what it is sent), "slow" (it answers late), "blip" (back at once, or only its
-# contents changed), "load" (more work than usual). A kind not listed is "other": a test keeps
+# nothing, or drops what it is sent), "slow" (every answer late, however small), "throttle" (bulk
+# slowed, a small answer barely: bandwidth, slicing, a slow close), "blip" (back at once, or only
+# its contents changed), "load" (more work than usual). A kind not listed is "other": a test keeps
 # every catalogue kind listed, so a new kind is placed here when it is added.
 EFFECTS: dict[str, str] = {
     "kill": "out", "stop": "out", "pause": "out", "restart-empty": "out", "volume-loss": "out",
     "down": "out", "blackhole": "out", "reset-peer": "out", "limit-data": "out",
     "duplicate-client-id": "out",   # the impostor takes the backend's session from it, again and again
-    "latency": "slow", "bandwidth": "slow", "slicer": "slow", "slow-close": "slow",
+    "latency": "slow", "bandwidth": "throttle", "slicer": "throttle", "slow-close": "throttle",
     "restart": "blip", "flushall": "blip", "memory-pressure": "blip",
     "flood": "load", "malformed": "load", "connection-storm": "load", "stuck-websockets": "load",
 }

@@ -58,8 +58,9 @@ class Ingest:
             return False
 
 
-def ingest_of(fleet: Fleet, dsn: str, since: float) -> Ingest:
-    return Ingest(fleet, dsn, frozenset(fleet.acked(before=since)))
+def ingest_of(fleet: Fleet, dsn: str, since: float, after: float | None = None) -> Ingest:
+    """What the broker acknowledged before ``since`` (and, given, after ``after``) must be stored."""
+    return Ingest(fleet, dsn, frozenset(fleet.acked(before=since, after=after)))
 
 
 def wait_for_recovery(probe: Probe, record: Callable[[], FleetRecord], since: float, settings: Settings, *,

@@ -49,11 +49,15 @@ def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: i
     def options() -> list[ScheduleStep]:
         return runner.applicable(steps) if len(runner.active) < max_active else []
 
+    order = [*steps, ScheduleStep(HEAL)]
+
     def pick(data: st.DataObject, among: list[ScheduleStep]) -> ScheduleStep:
-        """One of ``among``, by a draw whose shape never changes (an index over the whole menu):
-        which options there are depends on the stack and on what the search reached, and
-        Hypothesis refuses a replayed example whose draws changed shape."""
-        return among[data.draw(st.integers(0, len(steps)), label="step") % len(among)]
+        """One of ``among``: the first at or after a drawn place on the whole menu. The draw's shape
+        never changes (which options there are depends on the stack and on what the search
+        reached, and Hypothesis refuses a replayed example whose draws changed shape), and a step
+        keeps its identity when the shrinker deletes the steps before it."""
+        place, allowed = data.draw(st.integers(0, len(order) - 1), label="step"), set(among)
+        return next(order[(place + k) % len(order)] for k in range(len(order)) if order[(place + k) % len(order)] in allowed)
 
     class FaultSchedule(RuleBasedStateMachine):
         trial: Trial | None = None

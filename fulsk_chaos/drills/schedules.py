@@ -67,6 +67,8 @@ class ScheduleRunner:
         self.schedule: list[ScheduleStep] = []  # the steps of the schedule running, as taken
         self._partial_heal = False
         self._roles: Roles | None = None
+        self._trial_started = time.monotonic()
+        self._written_off: frozenset = frozenset()
 
     @property
     def roles(self) -> Roles:
@@ -123,8 +125,11 @@ class ScheduleRunner:
         self._tell(since, healed, backlog)
         if self.active:
             return  # other faults still active: nothing can be steady yet
-        recovery = wait_for_recovery(self.probe, self.fleet.record, fault.ended, self.settings,
-                                     ingest=ingest_of(self.fleet, self.stack.endpoints.database_dsn, fault.ended))
+        written_off = self._written_off
+        recovery = wait_for_recovery(self.probe, lambda: self.fleet.record(lambda m: m.key in written_off),
+                                     fault.ended, self.settings,
+                                     ingest=ingest_of(self.fleet, self.stack.endpoints.database_dsn, fault.ended,
+                                                      after=self._trial_started))
         if recovery.recovery_s is None or recovery.recovery_s > recovery.target_s:
             raise ScheduleFailed(f"not steady within {recovery.target_s:g} s of healing {fault.record.kind} "
                                  f"{fault.record.target}: users {_s(recovery.users_s)}, ingest backlog of "
@@ -151,6 +156,19 @@ class ScheduleRunner:
         self.schedule.clear()
         self._partial_heal = False
         self.stack.heal()
+        self._trial_started = time.monotonic()
+        self._written_off = self._lost()
+
+    def _lost(self) -> frozenset:
+        """Readings acknowledged before this trial and not stored: an earlier trial lost them and
+        was judged for it (and the ledger judges them at the end). Not written off, they would fail
+        every later trial - the shrinker's smaller schedules and the replays - for what one did."""
+        try:
+            stored = stored_keys(self.stack.endpoints.database_dsn, self.fleet.inverter_ids, timeout_s=2.0,
+                                 contract=self.fleet.contract)
+        except Exception:  # noqa: BLE001 - unknown: keep what was written off before
+            return self._written_off
+        return frozenset(self.fleet.acked(before=self._trial_started) - set(stored))
 
     def run(self, steps: list[ScheduleStep]) -> Trial:
         """Replay ``steps`` in order, as the search ran them; whatever is still active at the end

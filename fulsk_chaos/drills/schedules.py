@@ -93,12 +93,18 @@ class ScheduleRunner:
         """Readings the fleet sent over ``older_than_s`` ago that are not stored yet: what waits for
         ingest (None: the database did not say)."""
         cutoff = time.monotonic() - older_than_s
-        try:
-            stored = stored_keys(self.stack.endpoints.database_dsn, self.fleet.inverter_ids, timeout_s=1.0,
-                                 contract=self.fleet.contract)
-        except Exception:  # noqa: BLE001 - the database may be what is faulted
+        stored = self._stored(timeout_s=1.0)
+        if stored is None:
             return None
         return sum(1 for m in self.fleet.messages() if m.sent_at <= cutoff and m.key not in stored)
+
+    def _stored(self, timeout_s: float) -> set | None:
+        """The fleet's readings the database holds (None: it did not say - it may be what is faulted)."""
+        try:
+            return set(stored_keys(self.stack.endpoints.database_dsn, self.fleet.inverter_ids, timeout_s=timeout_s,
+                                   contract=self.fleet.contract))
+        except Exception:  # noqa: BLE001
+            return None
 
     def applicable(self, steps: list[ScheduleStep]) -> list[ScheduleStep]:
         """The steps that can act on the stack as the active faults left it (no pause of a
@@ -163,12 +169,10 @@ class ScheduleRunner:
         """Readings acknowledged before this trial and not stored: an earlier trial lost them and
         was judged for it (and the ledger judges them at the end). Not written off, they would fail
         every later trial - the shrinker's smaller schedules and the replays - for what one did."""
-        try:
-            stored = stored_keys(self.stack.endpoints.database_dsn, self.fleet.inverter_ids, timeout_s=2.0,
-                                 contract=self.fleet.contract)
-        except Exception:  # noqa: BLE001 - unknown: keep what was written off before
+        stored = self._stored(timeout_s=2.0)
+        if stored is None:  # unknown: keep what was written off before
             return self._written_off
-        return frozenset(self.fleet.acked(before=self._trial_started) - set(stored))
+        return frozenset(self.fleet.acked(before=self._trial_started) - stored)
 
     def run(self, steps: list[ScheduleStep]) -> Trial:
         """Replay ``steps`` in order, as the search ran them; whatever is still active at the end

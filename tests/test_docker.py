@@ -169,11 +169,12 @@ def test_a_test_run_stopped_mid_scenario_leaves_no_container_or_volume(docker_st
         os.kill(runner.pid, sig)
         runner.wait(timeout=60)
     deadline = time.monotonic() + 30
-    while (any(labelled(client, state["id"])) or Path(state["dir"]).exists()) and time.monotonic() < deadline:
+    directories = [Path(d) for d in (state["dir"], state.get("memory_dir")) if d]
+    while (any(labelled(client, state["id"])) or any(d.exists() for d in directories)) and time.monotonic() < deadline:
         time.sleep(0.2)
     containers, volumes = labelled(client, state["id"])
     assert containers == [] and volumes == []
-    assert not Path(state["dir"]).exists()
+    assert not [d for d in directories if d.exists()]
     (scenario,) = json.loads(next(tmp_path.glob("*/results.json")).read_text())["scenarios"]
     assert scenario["verdict"] == "interrupted"
 

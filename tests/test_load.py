@@ -385,17 +385,19 @@ def test_the_open_model_reports_a_stall_the_closed_model_hides(run_scenario, tmp
 def test_the_stress_ramp_reports_capacity_and_the_first_broken_baseline(run_scenario, tmp_path):
     """A backend that serves one API request at a time, 5 ms each (200 requests/s at most): the ramp
     holds at 50 and 100 requests/s and breaks at 400; the bisection then finds the knee in between,
-    bracketed within 10 %."""
+    bracketed within 10 %. Enough dashboard users and seconds per step that a step near the knee,
+    whose pages slow down, still has its 10 page loads (with 3 users and 5 s, a CI run had 9 at
+    154 requests/s: too little evidence, and the search ended there)."""
     profile = _profile(tmp_path, "ramp", """
         [dashboard]
-        users = 3
+        users = 5
         think_s = [0.3, 0.6]
         page_weight = 2
         api_weight = 1
         [api]
         users = 1
         steps = [50, 100, 400, 800]
-        step_s = 5
+        step_s = 6
         [viewers]
         users = 1
         [inverters]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -107,6 +109,60 @@ def test_stop_uses_the_services_own_stop_signal(stack):
     assert not postgres.running
     assert "database system is shut down" in postgres.log_tail(50) or "shutting down" in postgres.log_tail(50)
     postgres.start_healthy()
+
+
+def test_a_killed_broker_comes_back_with_every_message_it_acknowledged_to_a_session_away(stack):
+    """QoS 1 messages queued for a persistent session that is away (the backend frozen, say) and
+    acknowledged to the publisher survive the broker's SIGKILL right after the last
+    acknowledgement. Saved every second, a broker killed at once lost all of them."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    port, topic, n = stack.topology.ports["mqtt"], "fulsk-test/durable", 200
+
+    def client(client_id: str) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=client_id == "")
+        c.connect("127.0.0.1", port, keepalive=10)
+        c.loop_start()
+        return c
+    away, subscribed = client("fulsk-test-away"), threading.Event()
+    away.on_subscribe = lambda *args: subscribed.set()
+    away.subscribe(topic, qos=1)
+    assert subscribed.wait(5), "no SUBACK within 5 s"
+    away.loop_stop()
+    away.disconnect()
+    publisher = client("")
+    sent = [publisher.publish(topic, str(i).encode(), qos=1) for i in range(n)]
+    for info in sent:
+        info.wait_for_publish(10)
+    assert all(info.is_published() for info in sent)  # every PUBACK in
+    stack.service("mqtt").kill()
+    publisher.loop_stop()
+    stack.service("mqtt").start_healthy()
+    got: list[bytes] = []
+    back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fulsk-test-away", clean_session=False)
+    back.on_message = lambda c, u, m: got.append(m.payload)
+    back.connect("127.0.0.1", port, keepalive=10)
+    back.loop_start()
+    def all_in() -> None:
+        assert len(set(got)) >= n, f"{len(set(got))} of {n}"
+    try:
+        wait_until(all_in, 10, f"the {n} acknowledged messages")
+    finally:
+        back.loop_stop()
+        back.disconnect()
+    assert sorted(set(got), key=int) == [str(i).encode() for i in range(n)]
+
+
+def test_the_stacks_memory_directory_is_on_a_memory_filesystem_or_none(tmp_path):
+    """The broker's store goes there: a directory that is not a tmpfs mount is never taken for one."""
+    from fulsk_chaos.stack.stack import memory_root
+    assert memory_root("abc", shm=tmp_path) is None
+    path = memory_root("abc")
+    if path is not None:
+        try:
+            assert path.parent == Path("/dev/shm") and path.name.startswith("fulsk-chaos-abc-")
+        finally:
+            path.rmdir()
 
 
 def test_heal_returns_the_stack_to_steady_state(stack):

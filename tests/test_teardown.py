@@ -19,24 +19,31 @@ from fulsk_chaos.host.procs import identity, listening_ports, service_processes,
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def everything_of(stack: Stack) -> tuple[set, set[int], Path]:
-    """Every process (with its identity), every port and the directory of a running stack."""
+def everything_of(stack: Stack) -> tuple[set, set[int], list[Path]]:
+    """Every process (with its identity), every port and the directories of a running stack (its
+    own, and its memory directory where the host has one)."""
     services = [*stack.services.values(), *(r for extra in stack.replicas.values() for r in extra)]
     processes = {identity(p) for s in services for p in service_processes(s.pid)}
     processes.add(identity(stack.describe()["reaper_pid"]))
     ports = set(stack.topology.ports.values()) | {e.listen for e in stack.topology.edges.values()}
-    return processes - {None}, ports, stack.dir
+    return processes - {None}, ports, directories_of(stack.describe())
 
 
-def assert_nothing_left(processes: set, ports: set[int], directory: Path, within_s: float = 30.0) -> None:
+def directories_of(state: dict) -> list[Path]:
+    """The directories a stack's state (stack.json, describe()) names."""
+    assert state["dir"] and Path(state["dir"]).is_absolute()
+    return [Path(d) for d in (state["dir"], state.get("memory_dir")) if d]
+
+
+def assert_nothing_left(processes: set, ports: set[int], directories: list[Path], within_s: float = 30.0) -> None:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not survivors(processes) and not (ports & listening_ports()) and not directory.exists():
+        if not survivors(processes) and not (ports & listening_ports()) and not any(d.exists() for d in directories):
             return
         time.sleep(0.1)
     assert survivors(processes) == [], "processes left behind"
     assert sorted(ports & listening_ports()) == [], "ports still listening"
-    assert not directory.exists(), f"{directory} left behind"
+    assert not [d for d in directories if d.exists()], "directories left behind"
 
 
 def test_a_clean_teardown_leaves_nothing():
@@ -124,7 +131,7 @@ stack = Stack()
 stack.start()
 pids = [p for s in stack.services.values() for p in service_processes(s.pid)] + [stack.describe()["reaper_pid"]]
 ports = list(stack.topology.ports.values()) + [e.listen for e in stack.topology.edges.values()]
-print(json.dumps({"pids": pids, "ports": ports, "dir": str(stack.dir)}), flush=True)
+print(json.dumps({"pids": pids, "ports": ports, **stack.describe()}), flush=True)
 time.sleep(600)
 """
 
@@ -139,7 +146,7 @@ def test_a_killed_test_process_leaves_nothing():
     finally:
         child.kill()  # SIGKILL: no finalizer, no atexit, nothing of ours runs in it
         child.wait()
-    assert_nothing_left(processes, set(state["ports"]), Path(state["dir"]))
+    assert_nothing_left(processes, set(state["ports"]), directories_of(state))
 
 
 def _descendants(pid: int) -> set:
@@ -170,7 +177,7 @@ def test_a_test_runner_stopped_mid_scenario_leaves_nothing(tmp_path, sig):
         os.kill(runner.pid, sig)
         runner.wait(timeout=60)
     assert len(processes) >= 6  # reaper, toxiproxy, redis, mosquitto, backend, nginx (postgres is down)
-    assert_nothing_left(processes, ports, Path(state["dir"]))
+    assert_nothing_left(processes, ports, directories_of(state))
     # The journal says what happened: the scenario never reached its verdict (written ahead, so
     # even a SIGKILLed runner leaves it), and the run as a whole was interrupted, not passed.
     results = json.loads(next(tmp_path.glob("*/results.json")).read_text())

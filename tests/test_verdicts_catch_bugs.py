@@ -125,12 +125,15 @@ def test_a_backend_whose_generation_totals_are_short_fails_on_its_totals(run_sce
     """The per-site totals have no exact value under concurrent writes, but bounds: a total a
     fifth short holds less than the broker had acknowledged when it was computed, and more so
     every second (it lags further and further). Every other answer is right: what fails is the
-    totals' staleness (and so the recovery, which needs fresh answers)."""
+    totals' staleness (and so the recovery, which needs fresh answers). Nothing about the readings
+    themselves fails; latency may, on a busy host (a CI run's live feed p95 after the fault did),
+    and is not what this test is about."""
     run = run_scenario(DB_LOSS_KILL, '[backend.env]\nFULSK_BUGS = "generation-short"\n')
     assert run.returncode == 1, run.output[-2000:]
     failed = run.expectations(held=False)
     assert any("stale answers" in name for name in failed), list(failed)
-    assert all("stale answers" in name or name.startswith("recovery") for name in failed), list(failed)
+    correctness = ("wrong answers", "lost", "duplicate", "stored twice")
+    assert not [name for name in failed if any(word in name for word in correctness)], list(failed)
     assert not [e for name, e in run.expectations().items() if "wrong answers" in name and e["measured"]]
 
 

@@ -43,8 +43,9 @@ class Mosquitto(ServiceSpec):
 
     def prepare(self, ctx: ServiceContext) -> None:
         template = Template((ctx.fixtures / "mqtt" / "mosquitto.conf.template").read_text())
-        (ctx.workdir / "mosquitto.conf").write_text(template.substitute(port=ctx.port, datadir=ctx.workdir))
+        (ctx.workdir / "mosquitto.conf").write_text(template.substitute(port=ctx.port, datadir=ctx.memory))
         hand_over(ctx.workdir, ctx.run_as, ctx.in_container)
+        hand_over(ctx.memory, ctx.run_as, ctx.in_container)
 
     def argv(self, ctx: ServiceContext) -> list[str]:
         return [ctx.exe("mosquitto", "/usr/sbin/mosquitto"), "-c", str(ctx.workdir / "mosquitto.conf")]

@@ -3,7 +3,8 @@
 Same contract as the local provider: every container listens on its allocated 127.0.0.1 port
 (host networking: no bridge address is ever used), the stack's directory is bind-mounted at the
 same path so configuration paths are identical, and PostgreSQL's data lives in a named volume
-that a fault can delete. Every container and volume carries the stack's labels, so leftovers of
+that a fault can delete. The stack's memory directory (ServiceContext.memory) is bind-mounted too:
+a tmpfs of the container's own would not outlive a kill. Every container and volume carries the stack's labels, so leftovers of
 a run that died are found and removed (Ryuk needs an image that cannot be pulled here).
 """
 from __future__ import annotations
@@ -81,7 +82,8 @@ class DockerProvider(Provider):
                              f"`docker-compose -f docker-compose.prod.yml up -d --scale {spec.name}=N`")
         if self.compose is None and not self._compose_labels:
             self._compose(topology)
-        ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures, in_container=True)
+        ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures, in_container=True,
+                             memory_root=self.memory_root)
         labels = {**self.labels, **self._compose_labels.get(spec.compose_service or "", {})}
         return DockerService(spec, ctx, self.engine, self._image(spec), labels, self.reaper,
                              self.stack_dir / "logs" / f"{spec.name}.log", self.settings.stack.start_timeout_s,
@@ -195,6 +197,8 @@ class DockerService(Service):
             name=f"fulsk-chaos-{self.labels[STACK_LABEL]}-{self.spec.name}", network_mode="host",
             labels=self.labels, stop_signal=signal.Signals(self.spec.stop_signal).name)
         container.with_volume_mapping(str(self._stack_dir), str(self._stack_dir), "rw")
+        if self.ctx.memory_root is not None:  # the host's, so that it outlives the container as the process
+            container.with_volume_mapping(str(self.ctx.memory_root), str(self.ctx.memory_root), "rw")
         if self.volume:
             container.with_volume_mapping(self.volume, str(self._volume_path), "rw")
         container.start()

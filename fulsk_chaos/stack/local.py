@@ -30,7 +30,7 @@ class LocalProvider(Provider):
 
     def service(self, spec: ServiceSpec, topology: Topology, workdir: Path, replica: int = 1) -> Service:
         ctx = ServiceContext(spec.name, topology, self.settings, workdir, self.fixtures,
-                             run_as=unprivileged_user(spec))
+                             run_as=unprivileged_user(spec), memory_root=self.memory_root)
         log = f"{spec.name}.log" if replica == 1 else f"{spec.name}-{replica}.log"
         return LocalService(spec, ctx, self.reaper, self.stack_dir / "logs" / log,
                             self.settings.stack.start_timeout_s, self.settings.stack.stop_grace_s)

@@ -119,10 +119,12 @@ class Provider(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, settings: Settings, reaper: Reaper, stack_dir: Path, stack_id: str, fixtures: Path) -> None:
+    def __init__(self, settings: Settings, reaper: Reaper, stack_dir: Path, stack_id: str, fixtures: Path,
+                 memory_root: Path | None = None) -> None:
         self.settings = settings
         self.reaper = reaper
         self.stack_dir = stack_dir
+        self.memory_root = memory_root  # ServiceContext.memory: each service's directory in it
         self.stack_id = stack_id
         self.fixtures = fixtures
 

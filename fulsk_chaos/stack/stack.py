@@ -37,6 +37,22 @@ PROVIDERS = ("local", "docker")
 log = logging.getLogger("fulsk_chaos.stack")
 
 
+SHM = Path("/dev/shm")
+
+
+def memory_root(stack_id: str, shm: Path = SHM) -> Path | None:
+    """The stack's directory on a memory filesystem (ServiceContext.memory), when the host mounts
+    one at ``shm``; None otherwise."""
+    mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
+    if not any(line.split()[1:3] == [str(shm), "tmpfs"] for line in mounts.splitlines() if len(line.split()) > 2):
+        return None
+    if not os.access(shm, os.W_OK):
+        return None
+    path = Path(tempfile.mkdtemp(prefix=f"fulsk-chaos-{stack_id}-", dir=shm))
+    os.chmod(path, 0o755)  # unprivileged servers (the broker) traverse it
+    return path
+
+
 def _provider_class(name: str) -> type[Provider]:
     if name == "local":
         from .local import LocalProvider
@@ -83,6 +99,7 @@ class Stack(StartStop):
         self.services: dict[str, Service] = {}
         self.replicas: dict[str, list[Service]] = {}  # instances 2..n of a scaled service (local provider)
         self.dir: Path | None = None
+        self.memory_dir: Path | None = None  # on a memory filesystem (ServiceContext.memory), where there is one
         self.toxiproxy: ToxiproxyClient | None = None
         self.timings = Timings()
         self._reaper: Reaper | None = None
@@ -104,8 +121,12 @@ class Stack(StartStop):
             self._reaper.watch_path(self.dir)
             os.chmod(self.dir, 0o755)  # unprivileged servers (postgres, nginx workers) traverse it
             (self.dir / "logs").mkdir()
+            self.memory_dir = memory_root(self.id)
+            if self.memory_dir is not None:
+                self._reaper.watch_path(self.memory_dir)
         with timed(step, "provider"):
-            self._provider = self._provider_class(self.settings, self._reaper, self.dir, self.id, self.fixtures)
+            self._provider = self._provider_class(self.settings, self._reaper, self.dir, self.id, self.fixtures,
+                                                  memory_root=self.memory_dir)
             self._provider.prepare()
         t0 = time.monotonic()
         names, edges = self.catalogue.names, self.catalogue.edges
@@ -368,6 +389,7 @@ class Stack(StartStop):
         """Everything needed to find what the stack runs, e.g. to prove that nothing outlived it."""
         return {
             "id": self.id, "provider": self.provider, "dir": str(self.dir),
+            "memory_dir": str(self.memory_dir) if self.memory_dir else None,
             "reaper_pid": self._reaper.pid if self._reaper else None,
             "services": {n: s.describe() for n, s in self.services.items()},
             "replicas": {n: [r.describe() for r in extra] for n, extra in self.replicas.items() if extra},

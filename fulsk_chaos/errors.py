@@ -16,3 +16,8 @@ class StackError(FulskChaosError, RuntimeError):
 
 class FaultError(FulskChaosError, RuntimeError):
     """A fault could not be injected (unknown kind, unsupported by the provider, bad target)."""
+
+
+class InstrumentError(FulskChaosError, RuntimeError):
+    """The harness's own instrument failed (the proxy every edge goes through hung): what the stack
+    did meanwhile is no evidence either way, neither a failure of the stack nor a pass."""

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from fulsk_chaos.config import ReachSettings, ScheduleProfile
-from fulsk_chaos.errors import FulskChaosError
+from fulsk_chaos.errors import FulskChaosError, InstrumentError
 from fulsk_chaos.faults import CATALOGUE
 from fulsk_chaos.drills import corpus
 from fulsk_chaos.drills.guide import Exploration
@@ -239,3 +239,33 @@ def test_a_failure_that_never_reproduces_is_reported_as_nondeterministic():
     result = search(OnceOnly(profile, bug=True), "drill", 3, lambda extra: "", steps=MENU)  # type: ignore[arg-type]
     assert result.minimal is not None and result.reproduced == "0 of 3" and result.nondeterministic
     assert result.to_json()["nondeterministic"] is True and result.found_after is not None
+
+
+class HangingProxy(SimulatedStack):
+    """Its proxy hangs on the first heal of a network fault (as Toxiproxy can removing a toxic
+    from a connection whose peer died), and on every heal of ``always``."""
+
+    def __init__(self, profile: ScheduleProfile, bug: bool = False, always: str = "") -> None:
+        super().__init__(profile, bug)
+        self.always, self.restarts, self.hung = always, 0, False
+
+    def heal(self) -> None:
+        last = self.active[-1]
+        if last.kind in ("latency", "down") and (not self.hung or f"{last.kind}:{last.target}" == self.always):
+            self.hung = True
+            raise InstrumentError("toxiproxy DELETE: no answer within 30 s")
+        super().heal()
+
+    def spoil(self, trial: Trial, exc: Exception) -> None:
+        trial.spoiled = str(exc)
+        self.restarts += 1
+
+
+def test_a_schedule_the_proxy_spoils_is_neither_a_failure_nor_a_pass_and_the_search_goes_on():
+    profile = ScheduleProfile(max_examples=8, max_steps=6, max_active=3, replays=3, guidance=1.0)
+    stack = HangingProxy(profile)
+    result = search(stack, "drill", 0, lambda extra: "", steps=MENU)  # type: ignore[arg-type]
+    assert result.minimal is None and result.failure is None  # the healthy stack: nothing found
+    assert result.spoiled >= 1 and stack.restarts >= 1 and result.to_json()["spoiled"] == result.spoiled
+    assert result.examples > result.spoiled  # the search went on after it
+

@@ -165,6 +165,27 @@ def test_the_stacks_memory_directory_is_on_a_memory_filesystem_or_none(tmp_path)
             path.rmdir()
 
 
+def test_a_proxy_that_does_not_answer_is_said_to_hang_and_restarting_it_brings_every_edge_back_clean(stack):
+    """Toxiproxy can hang removing a toxic (Shopify/toxiproxy#558): the client says so as an
+    instrument failure, not the stack's, and the heal's way out is a restart with every proxy."""
+    from fulsk_chaos.errors import InstrumentError
+    from fulsk_chaos.services.toxiproxy import ToxiproxyClient
+    with socket.socket() as silent:  # accepts (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        client = ToxiproxyClient(silent.getsockname()[1], timeout_s=0.3)
+        with pytest.raises(InstrumentError, match="no answer within 0.3 s"):
+            client.proxies()
+        client.close()
+    stack.toxiproxy.add_toxic("backend-redis", "latency", {"latency": 100})
+    said = stack.restart_proxy("a test")
+    assert said.startswith("restarted toxiproxy")
+    proxies = stack.toxiproxy.proxies()
+    assert set(proxies) == {e.name for e in stack.catalogue.edges}
+    assert all(p["enabled"] and p["toxics"] == [] for p in proxies.values())
+    stack.wait_ready()
+
+
 def test_heal_returns_the_stack_to_steady_state(stack):
     stack.service("mqtt").kill()
     stack.service("redis").pause()

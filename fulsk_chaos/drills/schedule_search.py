@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hypothesis import HealthCheck, Phase, seed as seed_with, settings as hypothesis_settings, strategies as st
-from hypothesis import target as hypothesis_target
+from hypothesis import reject, target as hypothesis_target
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, initialize, precondition, rule
 
 from ..config import ScheduleProfile
-from ..errors import FulskChaosError
+from ..errors import FulskChaosError, InstrumentError
 from ..figures import ScheduleFigures
 from ..verdict import Evidence, none_of
 from . import corpus as corpus_module
@@ -75,7 +75,17 @@ def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: i
         def _inject(self, step: ScheduleStep) -> None:
             assert self.trial is not None
             self.trial.steps.append(step)
-            runner.inject(step)
+            try:
+                runner.inject(step)
+            except InstrumentError as exc:
+                self._spoiled(exc)
+
+        def _spoiled(self, exc: InstrumentError) -> None:
+            """No evidence either way: the instrument is restarted, and Hypothesis drops the
+            example (it neither fails nor counts toward the schedules that passed)."""
+            assert self.trial is not None
+            runner.spoil(self.trial, exc)
+            reject()
 
         @precondition(lambda self: bool(runner.active) or bool(options()))
         @rule(data=st.data())
@@ -95,6 +105,8 @@ def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: i
             self.trial.steps.append(choice)
             try:
                 runner.heal()
+            except InstrumentError as exc:
+                self._spoiled(exc)
             except (ScheduleFailed, FulskChaosError) as exc:
                 self.trial.failure, self.trial.failed_at = str(exc), time.monotonic()
                 raise
@@ -103,8 +115,10 @@ def machine_for(runner: ScheduleRunner, steps: list[ScheduleStep], max_active: i
             if self.trial is None:
                 return  # rejected before it began
             try:
-                if self.trial.failure is None:
+                if self.trial.failure is None and self.trial.spoiled is None:
                     runner.heal_all()  # whatever the example left active is healed and judged too
+            except InstrumentError as exc:
+                runner.spoil(self.trial, exc)
             except (ScheduleFailed, FulskChaosError) as exc:
                 self.trial.failure, self.trial.failed_at = str(exc), time.monotonic()
                 raise
@@ -167,14 +181,18 @@ def search(runner: ScheduleRunner, profile_name: str, seed: int, command: Callab
     finally:
         runner.watch = None
     result.examples = len(trials)
+    result.spoiled = sum(1 for t in trials if t.spoiled)
     result.steps_run = runner.steps_run
     result.faults_reached, result.faults_not_reached = runner.bites()
     result.coverage = exploration.to_json()
     if result.minimal:
         result.replay_command = command({"--schedule-replay": ",".join(str(s) for s in result.minimal)})
         for _ in range(profile.replays):
+            replayed = runner.run(result.minimal)
+            if replayed.spoiled:  # no evidence: "k of n" counts the replays that gave some
+                continue
             result.replays += 1
-            result.replay_failures += runner.run(result.minimal).failure is not None
+            result.replay_failures += replayed.failure is not None
     result.elapsed_s = time.monotonic() - t0
     return result
 
@@ -219,6 +237,8 @@ def run(experiment: Experiment, options: ScheduleOptions) -> SearchResult | Tria
         exploration.begin(runner.roles, guided=False)
         runner.watch = exploration.observe
         trial = runner.run(steps)
+        if trial.spoiled:  # the instrument failed: no evidence either way
+            raise InstrumentError(f"the replay proves nothing: {trial.spoiled}")
         bit, missed = runner.bites()
         record.measure(ScheduleFigures({"replayed": [str(s) for s in steps], "failure": trial.failure,
                                         "faults_reached_condition": bit, "faults_not_reached": missed},

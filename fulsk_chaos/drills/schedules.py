@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..checks import ingest_of, stored_keys, wait_for_recovery
 from ..config import ScheduleProfile, Settings
-from ..errors import FulskChaosError
+from ..errors import FulskChaosError, InstrumentError
 from ..faults import Fault, FaultInjector
 from ..probes import Fleet, Probe
 from ..stack import Stack
@@ -51,6 +51,7 @@ class Trial:
     steps: list[ScheduleStep] = field(default_factory=list)
     failure: str | None = None
     failed_at: float | None = None  # time.monotonic() the failure was seen
+    spoiled: str | None = None  # the harness's instrument failed: no evidence either way
 
 
 class ScheduleRunner:
@@ -155,6 +156,13 @@ class ScheduleRunner:
                   for r, c in entries if not c["reached"]]
         return sum(1 for _, c in entries if c["reached"]), missed
 
+    def spoil(self, trial: Trial, exc: Exception) -> None:
+        """The instrument failed mid-trial (the proxy hung): it is restarted first (undoing toxics
+        through a hung proxy would wait on each), the trial says why it is no evidence, and
+        ``reset`` follows."""
+        trial.spoiled = str(exc)
+        self.stack.restart_proxy(str(exc))
+
     def reset(self) -> None:
         """Between trials: every fault undone (unchecked) and the stack healed."""
         self.injector.rollback_all()
@@ -185,6 +193,8 @@ class ScheduleRunner:
                 elif self.active:
                     self.heal()
             self.heal_all()
+        except InstrumentError as exc:
+            self.spoil(trial, exc)
         except (ScheduleFailed, FulskChaosError) as exc:
             trial.failure = str(exc)
         finally:

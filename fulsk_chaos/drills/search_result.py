@@ -30,6 +30,7 @@ class SearchResult:
     found_after: int | None = None      # schedules run until the first failure (it included)
     found_at_s: float | None = None     # seconds into the search when it failed
     flaky_rounds: int = 0               # rounds Hypothesis ended on an example it could not replay
+    spoiled: int = 0                    # schedules the harness's instrument spoiled (no evidence either way)
 
     @property
     def reproduced(self) -> str:
@@ -49,7 +50,8 @@ class SearchResult:
                 "reproduced": self.reproduced or None, "nondeterministic": self.nondeterministic,
                 "replay_command": self.replay_command, "search_command": self.search_command,
                 "faults_reached_condition": self.faults_reached, "faults_not_reached": self.faults_not_reached,
-                "budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 1), "found_after": self.found_after, "flaky_rounds": self.flaky_rounds,
+                "budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 1), "found_after": self.found_after,
+                "flaky_rounds": self.flaky_rounds, "spoiled": self.spoiled,
                 "found_at_s": None if self.found_at_s is None else round(self.found_at_s, 1)}
 
 
@@ -78,6 +80,8 @@ def coverage_lines(result: SearchResult, written: list[Path]) -> str:
         first = (f"first in schedule {state['first_example']} at {state['first_at_s']:.0f} s: "
                  f"{', '.join(state['first_schedule'])}" if state["reached"] else f"not reached (best {state['best']:.2f})")
         lines.append(f"  {'+' if state['reached'] else '-'} {name}: {first}")
+    if result.spoiled:
+        lines.append(f"spoiled by the harness (no evidence either way, not counted): {result.spoiled} schedules")
     if written:
         lines.append(f"corpus: {len(written)} entries written to {written[0].parent}")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import secrets
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FaultError
+from ..errors import FaultError, InstrumentError
 from ..verdict import Expectation
 from .canary import Canary, Exchange, canary_for
 from .catalogue import Family, Rollback
@@ -255,6 +255,8 @@ def add_toxic(stack: "Stack", target: str, toxic: str, attributes: dict[str, Any
         for edge, name in reversed(added):
             try:
                 proxy.remove_toxic(edge, name)
+            except InstrumentError:
+                raise  # the instrument, not the stack: the others wait for the heal's restart of it
             except Exception as exc:  # noqa: BLE001 - remove the others; the check reports what is left
                 if "404" not in str(exc):  # already gone: someone (a runbook's fix) removed it first
                     errors.append(f"{edge}/{name}: {exc}")

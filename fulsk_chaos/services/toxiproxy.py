@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import FulskChaosError
+from ..errors import FulskChaosError, InstrumentError
 from .spec import ServiceContext, ServiceSpec, find_binary
 
 _BINARY = ("toxiproxy-server", "/usr/local/bin/toxiproxy-server", str(Path.home() / "go/bin/toxiproxy-server"))
@@ -17,6 +17,22 @@ _BINARY = ("toxiproxy-server", "/usr/local/bin/toxiproxy-server", str(Path.home(
 
 class ToxiproxyError(FulskChaosError, RuntimeError):
     pass
+
+
+class ProxyHung(ToxiproxyError, InstrumentError):
+    """Toxiproxy did not answer. Removing a toxic, it writes each chunk a connection whose peer
+    died left in the toxic's buffer for up to 5 s before giving up on it, holding the proxy's lock
+    meanwhile (Shopify/toxiproxy#558, open): a latency and a slicer toxic on an edge whose client
+    was killed held it for minutes. Restarting it (the stack's heal does) is the way out."""
+
+    @classmethod
+    def saying(cls, method: str, path: str, what: str) -> "ProxyHung":
+        return cls(f"toxiproxy {method} {path}: {what} (it hangs removing a toxic from a connection whose peer "
+                   f"died, Shopify/toxiproxy#558): the stack's heal restarts it")
+
+
+# How long a removal may take: Toxiproxy gives up on a stuck chunk after 5 s, one after the other.
+REMOVAL_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -33,8 +49,15 @@ class ToxiproxyClient:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def _call(self, method: str, path: str, json: Any = None) -> Any:
-        response = self._http.request(method, self.url + path, json=json, timeout=self.timeout_s)
+    def _call(self, method: str, path: str, json: Any = None, timeout_s: float | None = None) -> Any:
+        import requests
+        timeout_s = timeout_s or self.timeout_s
+        try:
+            response = self._http.request(method, self.url + path, json=json, timeout=timeout_s)
+        except requests.Timeout:
+            raise ProxyHung.saying(method, path, f"no answer within {timeout_s:g} s") from None
+        if response.status_code == 503 and "Timeout" in response.text:  # its API's own handler timeout
+            raise ProxyHung.saying(method, path, "its API timed out (503)")
         if response.status_code >= 400:
             raise ToxiproxyError(f"toxiproxy {method} {path} -> {response.status_code}: {response.text.strip()}")
         return response.json() if response.content and "json" in response.headers.get("content-type", "") else None
@@ -51,7 +74,7 @@ class ToxiproxyClient:
 
     def reset(self) -> None:
         """Enable every proxy and remove every toxic."""
-        self._call("POST", "/reset")
+        self._call("POST", "/reset", timeout_s=REMOVAL_TIMEOUT_S)
 
     def set_enabled(self, proxy: str, enabled: bool) -> None:
         self._call("POST", f"/proxies/{proxy}", {"enabled": enabled})
@@ -64,7 +87,7 @@ class ToxiproxyClient:
         return name
 
     def remove_toxic(self, proxy: str, name: str) -> None:
-        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}", timeout_s=REMOVAL_TIMEOUT_S)
 
     def close(self) -> None:
         self._http.close()

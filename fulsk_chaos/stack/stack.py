@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import Settings
 from ..contract import load as load_contract
-from ..errors import StackError
+from ..errors import InstrumentError, StackError
 from ..host.ports import free_ports
 from ..host.procs import listening_ports, service_processes
 from ..wait import wait_until
@@ -326,7 +326,10 @@ class Stack(StartStop):
                 service.start()
                 actions.append(f"restarted {name}")
         if self.toxiproxy:
-            self.toxiproxy.reset()  # every proxy enabled, every toxic gone
+            try:
+                self.toxiproxy.reset()  # every proxy enabled, every toxic gone
+            except InstrumentError as exc:
+                actions.append(self.restart_proxy(str(exc)))
         self.wait_healthy()
         for name, service in self.services.items():
             if service.spec.drift(service.ctx):  # a setting changed at runtime: start it as configured
@@ -344,6 +347,15 @@ class Stack(StartStop):
                 actions.append(f"restarted {name} (not ready {self.settings.recovery.target_s:g} s after healing)")
         self.wait_ready()
         return actions
+
+    def restart_proxy(self, why: str) -> str:
+        """The proxy every edge goes through, restarted with its proxies and without toxics: the
+        way out when it hangs (ProxyHung). Every edge's connections are cut once, as a network
+        blip would; the clients reconnect."""
+        name = next(s.name for s in self.catalogue.specs if s.carries_edges)
+        log.warning("restarting %s: %s", name, why)
+        self.services[name].restart()
+        return f"restarted {name} (it hung: {why})"
 
     def leftovers(self) -> list[tuple[str, str]]:
         """What a fault could have left behind, as (subject, problem): a service not running or

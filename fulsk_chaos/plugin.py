@@ -23,7 +23,7 @@ from .errors import ConfigError, FaultError
 from .drills.experiment import Experiment
 from .checks import blindspots
 from .figures import BlindSpotFigures, IncidentFigures, StressFigures
-from .drills.instruments import Needs, make_feed, make_fleet, make_probe
+from .drills.instruments import Needs, bound_s, make_feed, make_fleet, make_probe
 from .drills.load import LoadDrill
 from .drills.schedule_search import ScheduleOptions
 from .faults import FaultInjector
@@ -629,27 +629,32 @@ def faults(stack: Stack, journal: ScenarioRecord) -> Iterator[FaultInjector]:
 
 
 @pytest.fixture
-def fleet(stack: Stack, chaos_settings: settings_module.Settings) -> Iterator[Fleet]:
+def fleet(request: pytest.FixtureRequest, stack: Stack, chaos_settings: settings_module.Settings) -> Iterator[Fleet]:
     """Simulated inverters publishing through the inverters→mqtt edge; not started until asked."""
-    the_fleet = make_fleet(stack, chaos_settings)
+    the_fleet = make_fleet(stack, chaos_settings, _observers_bound_s(request.config))
     yield the_fleet
     the_fleet.stop(settle_s=0)
 
 
 @pytest.fixture
-def probe(stack: Stack, chaos_settings: settings_module.Settings, fleet: Fleet) -> Iterator[Probe]:
+def probe(request: pytest.FixtureRequest, stack: Stack, chaos_settings: settings_module.Settings,
+          fleet: Fleet) -> Iterator[Probe]:
     """Samples /health, the API and the fleet's latest readings through the frontend; not started until asked."""
-    the_probe = make_probe(stack, chaos_settings, fleet)
+    the_probe = make_probe(stack, chaos_settings, fleet, _observers_bound_s(request.config))
     yield the_probe
     the_probe.stop()
 
 
 @pytest.fixture
-def live_feed(stack: Stack) -> Iterator[LiveFeed]:
+def live_feed(request: pytest.FixtureRequest, stack: Stack) -> Iterator[LiveFeed]:
     """A dashboard's WebSocket client through the frontend; not started until asked."""
-    feed = make_feed(stack)
+    feed = make_feed(stack, _observers_bound_s(request.config))
     yield feed
     feed.stop()
+
+
+def _observers_bound_s(config: pytest.Config) -> float:
+    return bound_s(config.getoption("--schedule-budget", None))
 
 
 @pytest.fixture

@@ -269,3 +269,11 @@ def test_a_schedule_the_proxy_spoils_is_neither_a_failure_nor_a_pass_and_the_sea
     assert result.spoiled >= 1 and stack.restarts >= 1 and result.to_json()["spoiled"] == result.spoiled
     assert result.examples > result.spoiled  # the search went on after it
 
+
+
+def test_the_observers_outlive_a_searchs_budget_and_what_follows_it():
+    """Bounded at 15 minutes, the fleet of a 15-minute explore run stopped before the steady state
+    after it: nothing acknowledged there, no evidence, an error."""
+    from fulsk_chaos.drills.instruments import BOUND_S, bound_s
+    assert bound_s(None) == BOUND_S >= 1800
+    assert bound_s(900) >= BOUND_S + 2 * 900 and bound_s(3600) >= BOUND_S + 2 * 3600

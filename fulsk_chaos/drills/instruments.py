@@ -22,6 +22,15 @@ class Needs:
 
 
 HISTORY_S = 30.0  # how far back the probe asks for an inverter's readings, as a dashboard chart does
+BOUND_S = 1800.0  # observers stop by themselves after this long: longer than any scenario without a budget
+
+
+def bound_s(budget_s: float | None = None) -> float:
+    """How long the observers run before they stop by themselves: half an hour, and for a search
+    with a time budget that budget twice over too (the round under way when it is spent, the
+    shrinking and the replays follow it). Bounded at 15 minutes, the fleet of a 15-minute explore
+    run stopped before its steady state after: no evidence, an error."""
+    return BOUND_S + 2 * (budget_s or 0.0)
 
 
 def user_targets(settings: Settings, inverter_ids: list[str], contract: Contract = Contract()) -> list[Target]:
@@ -40,19 +49,20 @@ def user_targets(settings: Settings, inverter_ids: list[str], contract: Contract
             *([Target("generation", reads.generation.path, json=True)] if reads.generation.path else [])]
 
 
-def make_fleet(stack: Stack, settings: Settings) -> Fleet:
+def make_fleet(stack: Stack, settings: Settings, max_duration_s: float = BOUND_S) -> Fleet:
     """Simulated inverters publishing through their own proxied edge (not started)."""
     endpoints, fleet = stack.endpoints, settings.fleet
     return Fleet(endpoints.mqtt_host, endpoints.mqtt_port, inverters=fleet.inverters, sites=fleet.sites,
-                 interval_s=fleet.interval_s, contract=stack.contract)
+                 interval_s=fleet.interval_s, contract=stack.contract, max_duration_s=max_duration_s)
 
 
-def make_probe(stack: Stack, settings: Settings, fleet: Fleet) -> Probe:
+def make_probe(stack: Stack, settings: Settings, fleet: Fleet, max_duration_s: float = BOUND_S) -> Probe:
     """The user-side probe through the frontend, asking for the fleet's readings (not started)."""
     return Probe(stack.endpoints.frontend_url, user_targets(settings, fleet.inverter_ids, stack.contract),
-                 interval_s=settings.probe.interval_s, timeout_s=settings.probe_timeout_s)
+                 interval_s=settings.probe.interval_s, timeout_s=settings.probe_timeout_s,
+                 max_duration_s=max_duration_s)
 
 
-def make_feed(stack: Stack) -> LiveFeed:
+def make_feed(stack: Stack, max_duration_s: float = BOUND_S) -> LiveFeed:
     """A dashboard's live-feed client through the frontend (not started)."""
-    return LiveFeed(stack.endpoints.live_feed_url, contract=stack.contract)
+    return LiveFeed(stack.endpoints.live_feed_url, contract=stack.contract, max_duration_s=max_duration_s)
